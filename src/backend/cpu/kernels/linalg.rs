@@ -1,0 +1,219 @@
+//! Gemm and MatMul over `matrixmultiply`'s packed GEMM (strided, so transposes cost nothing).
+
+use super::broadcast::broadcast_strides;
+use super::KResult;
+use crate::tensor::{broadcast_shapes, Data, Tensor};
+
+/// `c[m,n] = alpha * sum_k a[m,k] b[k,n] + beta * c[m,n]`, row/col strides in elements.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    (rsa, csa): (isize, isize),
+    b: &[f32],
+    (rsb, csb): (isize, isize),
+    beta: f32,
+    c: &mut [f32],
+    rsc: isize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].iter_mut().for_each(|v| *v *= beta);
+        return;
+    }
+    // SAFETY: callers pass slices holding the full strided extents; matrixmultiply reads and
+    // writes only within m x k, k x n and m x n under the given strides.
+    unsafe {
+        matrixmultiply::sgemm(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), rsc, 1);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dgemm(m: usize, k: usize, n: usize, a: &[f64], sa: (isize, isize), b: &[f64], sb: (isize, isize), c: &mut [f64]) {
+    if m == 0 || n == 0 || k == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    // SAFETY: as in sgemm.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            sa.0,
+            sa.1,
+            b.as_ptr(),
+            sb.0,
+            sb.1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// ONNX Gemm: `alpha * A' B' + beta * C` with A' = A or A^T (M x K), B' (K x N), C broadcast.
+pub fn gemm(
+    a: &Tensor,
+    b: &Tensor,
+    c: Option<&Tensor>,
+    alpha: f32,
+    beta: f32,
+    ta: bool,
+    tb: bool,
+    out: &mut Tensor,
+) -> KResult {
+    if a.rank() != 2 || b.rank() != 2 {
+        return Err(format!("Gemm needs 2-D A and B, got {:?} and {:?}", a.shape(), b.shape()));
+    }
+    let (m, k) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
+    let (kb, n) = if tb { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+    if k != kb {
+        return Err(format!("Gemm inner dimensions differ: A' is {m}x{k}, B' is {kb}x{n}"));
+    }
+    let stride = |t: &Tensor, trans: bool| {
+        let cols = t.shape()[1] as isize;
+        if trans {
+            (1, cols)
+        } else {
+            (cols, 1)
+        }
+    };
+    match (a.data(), b.data()) {
+        (Data::F32(av), Data::F32(bv)) => {
+            let o = out.reuse_f32(&[m, n]);
+            let beta_eff = fill_bias(o, c, beta, m, n)?;
+            sgemm(m, k, n, alpha, av, stride(a, ta), bv, stride(b, tb), beta_eff, o, n as isize);
+            Ok(())
+        }
+        (Data::F64(av), Data::F64(bv)) => {
+            let o = out.reuse::<f64>(&[m, n]);
+            dgemm(m, k, n, av, stride(a, ta), bv, stride(b, tb), o);
+            if alpha != 1.0 {
+                o.iter_mut().for_each(|v| *v *= alpha as f64);
+            }
+            if let Some(c) = c.filter(|_| beta != 0.0) {
+                let cv = c.to_f64_vec();
+                let s = broadcast_strides(c.shape(), &[m, n]);
+                for i in 0..m {
+                    for j in 0..n {
+                        o[i * n + j] += beta as f64 * cv[i * s[0] + j * s[1]];
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Err(format!("Gemm of {} and {} is not supported", a.dtype(), b.dtype())),
+    }
+}
+
+/// Writes `beta * C` broadcast into `o`; returns the beta sgemm should apply (1 when C was
+/// written, 0 when there is none).
+fn fill_bias(o: &mut [f32], c: Option<&Tensor>, beta: f32, m: usize, n: usize) -> Result<f32, String> {
+    let Some(c) = c.filter(|_| beta != 0.0) else { return Ok(0.0) };
+    let cv = c.as_slice::<f32>().ok_or("Gemm C must be f32 like A and B")?;
+    if broadcast_shapes(c.shape(), &[m, n]).as_deref() != Some(&[m, n][..]) {
+        return Err(format!("Gemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()));
+    }
+    let s = broadcast_strides(c.shape(), &[m, n]);
+    for i in 0..m {
+        for j in 0..n {
+            o[i * n + j] = beta * cv[i * s[0] + j * s[1]];
+        }
+    }
+    Ok(1.0)
+}
+
+/// numpy matmul: 1-D operands promoted, leading (batch) dimensions broadcast.
+pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Tensor) -> KResult {
+    let (ash, bsh) = (a.shape(), b.shape());
+    if ash.is_empty() || bsh.is_empty() {
+        return Err("MatMul operands must have rank >= 1".into());
+    }
+    let a2: Vec<usize> = if ash.len() == 1 { vec![1, ash[0]] } else { ash.to_vec() };
+    let b2: Vec<usize> = if bsh.len() == 1 { vec![bsh[0], 1] } else { bsh.to_vec() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (kb, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != kb {
+        return Err(format!("MatMul inner dimensions differ: {ash:?} x {bsh:?}"));
+    }
+    let (abatch, bbatch) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+    let batch = broadcast_shapes(abatch, bbatch)
+        .ok_or_else(|| format!("MatMul batch dimensions of {ash:?} and {bsh:?} do not broadcast"))?;
+    let mut osh = batch.clone();
+    if ash.len() > 1 {
+        osh.push(m);
+    }
+    if bsh.len() > 1 {
+        osh.push(n);
+    }
+    let nb: usize = batch.iter().product();
+    let sa = broadcast_strides(abatch, &batch);
+    let sb = broadcast_strides(bbatch, &batch);
+    let offsets = |bi: usize, s: &[usize], mat: usize| -> usize {
+        let mut rem = bi;
+        let mut off = 0;
+        for ax in (0..batch.len()).rev() {
+            off += (rem % batch[ax]) * s[ax];
+            rem /= batch[ax];
+        }
+        off * mat
+    };
+    match (a.data(), b.data()) {
+        (Data::F32(av), Data::F32(bv)) => {
+            let o = out.reuse_f32(&osh);
+            for bi in 0..nb {
+                let (oa, ob) = (offsets(bi, &sa, m * k), offsets(bi, &sb, k * n));
+                let oc = bi * m * n;
+                sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    &av[oa..],
+                    (k as isize, 1),
+                    &bv[ob..],
+                    (n as isize, 1),
+                    0.0,
+                    &mut o[oc..oc + m * n],
+                    n as isize,
+                );
+            }
+        }
+        (Data::F64(av), Data::F64(bv)) => {
+            let o = out.reuse::<f64>(&osh);
+            for bi in 0..nb {
+                let (oa, ob) = (offsets(bi, &sa, m * k), offsets(bi, &sb, k * n));
+                let oc = bi * m * n;
+                dgemm(m, k, n, &av[oa..], (k as isize, 1), &bv[ob..], (n as isize, 1), &mut o[oc..oc + m * n]);
+            }
+        }
+        (Data::I64(_) | Data::I32(_), _) if a.dtype() == b.dtype() => {
+            let (av, bv) = (a.to_f64_vec(), b.to_f64_vec());
+            let mut acc = vec![0f64; nb * m * n];
+            for bi in 0..nb {
+                let (oa, ob) = (offsets(bi, &sa, m * k), offsets(bi, &sb, k * n));
+                for i in 0..m {
+                    for kk in 0..k {
+                        let x = av[oa + i * k + kk];
+                        for j in 0..n {
+                            acc[bi * m * n + i * n + j] += x * bv[ob + kk * n + j];
+                        }
+                    }
+                }
+            }
+            let t = Tensor::from_vec(osh.clone(), acc).expect("shape matches");
+            super::elementwise::cast(&t, a.dtype(), out)?;
+        }
+        _ => return Err(format!("MatMul of {} and {} is not supported", a.dtype(), b.dtype())),
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! CPU kernels, one module per op family, behind one dispatch function.
+//!
+//! Contract for every family: read `inputs` (None = omitted optional input), write each
+//! output with `Tensor::reuse*` so the allocation carries over between runs, use `scratch` for
+//! temporary f32 buffers (it persists per node), and return a one-line message on failure.
+
+pub mod broadcast;
+pub mod conv;
+pub mod elementwise;
+pub mod linalg;
+pub mod norm;
+pub mod pool;
+pub mod reduce;
+pub mod resize;
+pub mod shape_ops;
+
+use crate::ir::Op;
+use crate::tensor::Tensor;
+
+/// Kernel result: the message is wrapped with the node's name by the engine.
+pub type KResult = Result<(), String>;
+
+/// Input `i`, which must be present.
+pub fn req<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor, String> {
+    inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
+}
+
+/// Input `i` if present.
+pub fn opt<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
+    inputs.get(i).copied().flatten()
+}
+
+/// Runs `op` on the CPU.
+pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch: &mut Vec<f32>) -> KResult {
+    match op {
+        Op::Unary(u) => elementwise::unary(u, req(inputs, 0)?, &mut outputs[0]),
+        Op::Binary(b) => elementwise::binary(*b, req(inputs, 0)?, req(inputs, 1)?, &mut outputs[0]),
+        Op::Sum => {
+            let all: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+            elementwise::sum(&all, &mut outputs[0])
+        }
+        Op::Where => elementwise::where_(req(inputs, 0)?, req(inputs, 1)?, req(inputs, 2)?, &mut outputs[0]),
+        Op::Clip => elementwise::clip_dynamic(req(inputs, 0)?, opt(inputs, 1), opt(inputs, 2), &mut outputs[0]),
+        Op::Cast { to } => elementwise::cast(req(inputs, 0)?, *to, &mut outputs[0]),
+        Op::Gemm { alpha, beta, trans_a, trans_b } => linalg::gemm(
+            req(inputs, 0)?,
+            req(inputs, 1)?,
+            opt(inputs, 2),
+            *alpha,
+            *beta,
+            *trans_a,
+            *trans_b,
+            &mut outputs[0],
+        ),
+        Op::MatMul => linalg::matmul(req(inputs, 0)?, req(inputs, 1)?, &mut outputs[0]),
+        Op::Conv { .. } | Op::ConvTranspose(_) => conv::eval(op, inputs, outputs, scratch),
+        Op::MaxPool { .. } | Op::AveragePool { .. } | Op::GlobalAveragePool | Op::GlobalMaxPool => {
+            pool::eval(op, inputs, outputs, scratch)
+        }
+        Op::BatchNorm { .. } | Op::LayerNorm { .. } | Op::Lrn { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } => {
+            norm::eval(op, inputs, outputs, scratch)
+        }
+        Op::Resize(_) => resize::eval(op, inputs, outputs, scratch),
+        Op::Reduce { .. } | Op::ArgMax { .. } | Op::ArgMin { .. } => reduce::eval(op, inputs, outputs, scratch),
+        _ => shape_ops::eval(op, inputs, outputs, scratch),
+    }
+}

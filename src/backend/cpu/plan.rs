@@ -1,0 +1,156 @@
+//! Execution plan of the CPU engine: a buffer arena planned over value lifetimes.
+//!
+//! Each intermediate value gets a slot; a slot is reused by a later value once its last reader
+//! has run. Slots keep their allocation between runs, so after the first run with given input
+//! shapes, running again allocates nothing but the returned outputs.
+
+use super::kernels;
+use crate::backend::Executable;
+use crate::error::{Error, Result};
+use crate::ir::{Graph, ValueId};
+use crate::tensor::{DType, Tensor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Where a node finds a value at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Constant(ValueId),
+    Input(usize),
+    Arena(usize),
+}
+
+/// Per-run mutable state: the arena and per-node scratch. Pooled so concurrent runs of one
+/// session each get their own.
+struct State {
+    arena: Vec<Tensor>,
+    scratch: Vec<Vec<f32>>,
+}
+
+pub struct CpuPlan {
+    graph: Arc<Graph>,
+    slots: Vec<Option<Slot>>,
+    arena_len: usize,
+    states: Mutex<Vec<State>>,
+}
+
+impl CpuPlan {
+    pub fn new(graph: Arc<Graph>) -> CpuPlan {
+        let mut slots: Vec<Option<Slot>> = vec![None; graph.values.len()];
+        for (v, val) in graph.values.iter().enumerate() {
+            if val.constant.is_some() {
+                slots[v] = Some(Slot::Constant(v));
+            }
+        }
+        for (i, &v) in graph.inputs.iter().enumerate() {
+            slots[v] = Some(Slot::Input(i));
+        }
+        // Last reader of every value; graph outputs live to the end.
+        let mut last_use = vec![None; graph.values.len()];
+        for (n, node) in graph.nodes.iter().enumerate() {
+            for &i in node.inputs.iter().flatten() {
+                last_use[i] = Some(n);
+            }
+        }
+        for &o in &graph.outputs {
+            last_use[o] = Some(usize::MAX);
+        }
+        // Free slots keyed by the dtype they last held, so reuse rarely changes a slot's type.
+        let mut free: HashMap<Option<DType>, Vec<usize>> = HashMap::new();
+        let mut arena_len = 0;
+        for (n, node) in graph.nodes.iter().enumerate() {
+            for &o in &node.outputs {
+                if slots[o].is_some() {
+                    continue;
+                }
+                let dt = graph.values[o].dtype;
+                let s = free.get_mut(&dt).and_then(|f| f.pop()).unwrap_or_else(|| {
+                    arena_len += 1;
+                    arena_len - 1
+                });
+                slots[o] = Some(Slot::Arena(s));
+            }
+            let mut release = |v: ValueId| {
+                if let Some(Slot::Arena(s)) = slots[v] {
+                    free.entry(graph.values[v].dtype).or_default().push(s);
+                }
+            };
+            let mut seen = Vec::new();
+            for &i in node.inputs.iter().flatten() {
+                if last_use[i] == Some(n) && !seen.contains(&i) {
+                    seen.push(i);
+                    release(i);
+                }
+            }
+            for &o in &node.outputs {
+                if last_use[o].is_none() {
+                    release(o);
+                }
+            }
+        }
+        CpuPlan { graph, slots, arena_len, states: Mutex::new(Vec::new()) }
+    }
+
+    /// Number of arena slots (buffers) the plan uses, against the graph's value count.
+    pub fn arena_len(&self) -> usize {
+        self.arena_len
+    }
+
+    fn new_state(&self) -> State {
+        State {
+            arena: (0..self.arena_len).map(|_| Tensor::placeholder()).collect(),
+            scratch: vec![Vec::new(); self.graph.nodes.len()],
+        }
+    }
+
+    fn exec(&self, st: &mut State, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let g = &*self.graph;
+        let mut outs: Vec<Tensor> = Vec::new();
+        for (n, node) in g.nodes.iter().enumerate() {
+            // Take the outputs out of the arena so the inputs can be borrowed alongside.
+            outs.clear();
+            for &o in &node.outputs {
+                match self.slots[o] {
+                    Some(Slot::Arena(s)) => outs.push(std::mem::replace(&mut st.arena[s], Tensor::placeholder())),
+                    _ => outs.push(Tensor::placeholder()),
+                }
+            }
+            let ins: Vec<Option<&Tensor>> = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    i.map(|v| match self.slots[v].expect("every read value has a slot") {
+                        Slot::Constant(c) => g.values[c].constant.as_deref().expect("constant"),
+                        Slot::Input(k) => inputs[k],
+                        Slot::Arena(s) => &st.arena[s],
+                    })
+                })
+                .collect();
+            let res = kernels::eval(&node.op, &ins, &mut outs, &mut st.scratch[n]);
+            drop(ins);
+            for (k, &o) in node.outputs.iter().enumerate() {
+                if let Some(Slot::Arena(s)) = self.slots[o] {
+                    st.arena[s] = std::mem::replace(&mut outs[k], Tensor::placeholder());
+                }
+            }
+            res.map_err(|message| Error::Kernel { node: node.name.clone(), op: node.op.name().to_string(), message })?;
+        }
+        Ok(g.outputs
+            .iter()
+            .map(|&o| match self.slots[o].expect("outputs have slots") {
+                Slot::Constant(c) => (*g.values[c].constant.clone().expect("constant")).clone(),
+                Slot::Input(k) => inputs[k].clone(),
+                Slot::Arena(s) => st.arena[s].clone(),
+            })
+            .collect())
+    }
+}
+
+impl Executable for CpuPlan {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let mut st = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_else(|| self.new_state());
+        let r = self.exec(&mut st, inputs);
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).push(st);
+        r
+    }
+}

@@ -1,0 +1,67 @@
+//! Execution backends. Each one says which nodes it can run (a capability query) and prepares
+//! an executable plan for a graph; `Session` picks one by [`BackendKind`].
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::ir::{Graph, Node};
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// Which engine runs a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// The CPU reference engine (f32, every op).
+    #[default]
+    Cpu,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(BackendKind::Cpu),
+            other => Err(format!("unknown backend '{other}' (available: cpu)")),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+        })
+    }
+}
+
+/// A backend's answer for one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Support {
+    Native,
+    /// Runs, but on another engine (named), e.g. a GPU node falling back to the CPU.
+    Fallback(String),
+    Unsupported(String),
+}
+
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// Whether (and how) this backend runs `node` of `graph`.
+    fn supports(&self, graph: &Graph, node: &Node) -> Support;
+    /// Plans the graph for execution.
+    fn prepare(&self, graph: Arc<Graph>) -> Result<Box<dyn Executable>>;
+}
+
+/// A prepared graph. `run` may be called from several threads at once.
+pub trait Executable: Send + Sync {
+    /// Runs with inputs in the order of `Graph::inputs` (already validated), returning the
+    /// graph outputs in order.
+    fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>>;
+}
+
+/// The backend object for a kind.
+pub fn backend(kind: BackendKind) -> Box<dyn Backend> {
+    match kind {
+        BackendKind::Cpu => Box::new(cpu::CpuBackend),
+    }
+}

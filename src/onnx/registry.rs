@@ -1,0 +1,49 @@
+//! The op registry: ONNX (domain, op type) -> parser producing an IR [`Op`].
+
+use super::node::NodeCtx;
+use super::ops;
+use crate::error::Result;
+use crate::ir::Op;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+pub type Parser = fn(&mut NodeCtx) -> Result<Op>;
+
+/// Parsers keyed by (domain, op type); the default domain is "".
+pub struct Registry {
+    parsers: BTreeMap<(&'static str, &'static str), Parser>,
+}
+
+impl Registry {
+    fn new() -> Registry {
+        let mut r = Registry { parsers: BTreeMap::new() };
+        ops::math::register(&mut r);
+        ops::nn::register(&mut r);
+        ops::array::register(&mut r);
+        r
+    }
+
+    pub fn insert(&mut self, op_type: &'static str, parser: Parser) {
+        self.parsers.insert(("", op_type), parser);
+    }
+
+    pub fn insert_domain(&mut self, domain: &'static str, op_type: &'static str, parser: Parser) {
+        self.parsers.insert((domain, op_type), parser);
+    }
+
+    pub fn get(&self, domain: &str, op_type: &str) -> Option<Parser> {
+        let domain = if domain == "ai.onnx" { "" } else { domain };
+        self.parsers.get(&(domain, op_type)).copied()
+    }
+
+    /// Every registered (domain, op type), sorted.
+    pub fn op_types(&self) -> Vec<(&'static str, &'static str)> {
+        self.parsers.keys().copied().collect()
+    }
+}
+
+/// The process-wide registry.
+pub fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(Registry::new)
+}

@@ -1,0 +1,159 @@
+//! ONNX `TensorProto` <-> [`Tensor`], including external data (weights beside the model file).
+
+use crate::error::{Error, Result};
+use crate::tensor::{onnx_type_name, DType, Data, Tensor};
+use half::f16;
+use std::path::Path;
+use tract_onnx::pb::TensorProto;
+
+/// Decodes a TensorProto. `base_dir` resolves external data; `what` names it in errors.
+pub fn decode(t: &TensorProto, base_dir: Option<&Path>, what: &str) -> Result<Tensor> {
+    let dtype = DType::from_onnx(t.data_type)
+        .ok_or_else(|| Error::import(what, format!("tensor type {} is not supported", onnx_type_name(t.data_type))))?;
+    let mut shape = Vec::with_capacity(t.dims.len());
+    for &d in &t.dims {
+        if d < 0 {
+            return Err(Error::import(what, format!("negative dimension {d} in {:?}", t.dims)));
+        }
+        shape.push(d as usize);
+    }
+    let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let n = n.ok_or_else(|| Error::import(what, format!("dimensions {:?} overflow", t.dims)))?;
+
+    let external;
+    let raw: Option<&[u8]> = if t.data_location == Some(1) {
+        external = read_external(t, base_dir, what, n * dtype.size())?;
+        Some(&external)
+    } else if !t.raw_data.is_empty() || typed_len(t, dtype) == 0 {
+        Some(&t.raw_data)
+    } else {
+        None
+    };
+
+    let data = match raw {
+        Some(bytes) => {
+            if bytes.len() != n * dtype.size() {
+                return Err(Error::import(
+                    what,
+                    format!("holds {} bytes, shape {:?} of {dtype} needs {}", bytes.len(), shape, n * dtype.size()),
+                ));
+            }
+            from_le_bytes(dtype, bytes)
+        }
+        None => from_typed_fields(t, dtype),
+    };
+    if data.len() != n {
+        return Err(Error::import(what, format!("holds {} values, shape {:?} needs {n}", data.len(), shape)));
+    }
+    Ok(Tensor::new(shape, data).expect("length checked"))
+}
+
+fn typed_len(t: &TensorProto, dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => t.float_data.len(),
+        DType::F64 => t.double_data.len(),
+        DType::I64 => t.int64_data.len(),
+        _ => t.int32_data.len(),
+    }
+}
+
+fn from_typed_fields(t: &TensorProto, dtype: DType) -> Data {
+    match dtype {
+        DType::F32 => Data::F32(t.float_data.clone()),
+        DType::F64 => Data::F64(t.double_data.clone()),
+        DType::I64 => Data::I64(t.int64_data.clone()),
+        DType::I32 => Data::I32(t.int32_data.clone()),
+        DType::I8 => Data::I8(t.int32_data.iter().map(|&v| v as i8).collect()),
+        DType::U8 => Data::U8(t.int32_data.iter().map(|&v| v as u8).collect()),
+        DType::Bool => Data::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
+        DType::F16 => Data::F16(t.int32_data.iter().map(|&v| f16::from_bits(v as u16)).collect()),
+    }
+}
+
+fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
+    macro_rules! chunks {
+        ($t:ty, $n:expr) => {
+            b.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap())).collect()
+        };
+    }
+    match dtype {
+        DType::F32 => Data::F32(chunks!(f32, 4)),
+        DType::F64 => Data::F64(chunks!(f64, 8)),
+        DType::I64 => Data::I64(chunks!(i64, 8)),
+        DType::I32 => Data::I32(chunks!(i32, 4)),
+        DType::F16 => Data::F16(b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
+        DType::I8 => Data::I8(b.iter().map(|&v| v as i8).collect()),
+        DType::U8 => Data::U8(b.to_vec()),
+        DType::Bool => Data::Bool(b.iter().map(|&v| v != 0).collect()),
+    }
+}
+
+/// Reads `location`/`offset`/`length` external data, memory-mapped, checked against the model dir.
+fn read_external(t: &TensorProto, base_dir: Option<&Path>, what: &str, expected: usize) -> Result<Vec<u8>> {
+    let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.as_str());
+    let location = get("location").ok_or_else(|| Error::import(what, "external data without a location"))?;
+    let parse = |k: &str| -> Result<Option<usize>> {
+        get(k)
+            .map(|v| {
+                v.parse::<usize>().map_err(|_| Error::import(what, format!("external data {k} '{v}' is not a number")))
+            })
+            .transpose()
+    };
+    let offset = parse("offset")?.unwrap_or(0);
+    let length = parse("length")?.unwrap_or(expected);
+    let rel = Path::new(location);
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(Error::import(what, format!("external data location '{location}' escapes the model directory")));
+    }
+    let dir = base_dir.ok_or_else(|| Error::import(what, "external data needs the model's directory"))?;
+    let path = dir.join(rel);
+    let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    // SAFETY: the map is read once into a Vec right away; a concurrent truncation would fault,
+    // which is the documented hazard of mapping files and no worse than a torn read.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+    let end = offset.checked_add(length).filter(|&e| e <= map.len()).ok_or_else(|| {
+        Error::import(
+            what,
+            format!("external data {}+{} past the end of {} ({} bytes)", offset, length, path.display(), map.len()),
+        )
+    })?;
+    Ok(map[offset..end].to_vec())
+}
+
+/// Encodes a tensor as a TensorProto with raw little-endian data.
+pub fn encode(t: &Tensor, name: &str) -> TensorProto {
+    let raw_data = to_le_bytes(t.data());
+    TensorProto {
+        dims: t.shape().iter().map(|&d| d as i64).collect(),
+        data_type: t.dtype().onnx_code(),
+        name: name.to_string(),
+        raw_data,
+        ..Default::default()
+    }
+}
+
+fn to_le_bytes(d: &Data) -> Vec<u8> {
+    match d {
+        Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
+        Data::U8(v) => v.clone(),
+        Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),
+    }
+}
+
+/// Reads a serialized TensorProto file (`.pb`, as in ONNX test data sets).
+pub fn read_pb_file(path: &Path) -> Result<(String, Tensor)> {
+    use prost::Message;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let t = TensorProto::decode(bytes.as_slice()).map_err(|e| Error::TensorFile {
+        path: path.to_path_buf(),
+        message: format!("not a serialized ONNX TensorProto: {e}"),
+    })?;
+    let tensor = decode(&t, path.parent(), &path.display().to_string())
+        .map_err(|e| Error::TensorFile { path: path.to_path_buf(), message: e.to_string() })?;
+    Ok((t.name.clone(), tensor))
+}

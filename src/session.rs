@@ -1,0 +1,172 @@
+//! The public entry points: [`Model`] (an imported, optimised graph) and [`Session`] (a model
+//! prepared on a backend, runnable from many threads).
+
+use crate::backend::{self, BackendKind, Executable, Support};
+use crate::error::{Error, Result};
+use crate::ir::{self, Graph};
+use crate::onnx;
+use crate::tensor::{DType, Shape, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Name, element type and (possibly symbolic) shape of a model input or output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: Option<DType>,
+    pub shape: Option<Shape>,
+}
+
+/// An imported model: the optimised IR graph.
+#[derive(Clone, Debug)]
+pub struct Model {
+    graph: Arc<Graph>,
+}
+
+impl Model {
+    /// Loads an ONNX file (external data is resolved beside it), then runs shape inference,
+    /// constant folding and graph simplification.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let proto = onnx::read_model_proto(path)?;
+        let graph = onnx::import_model(&proto, path.parent(), &path.display().to_string())?;
+        Model::from_graph(graph)
+    }
+
+    /// Loads an ONNX model from bytes (no external data).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        let proto = onnx::decode_model_proto(bytes, "model bytes")?;
+        let graph = onnx::import_model(&proto, None, "model bytes")?;
+        Model::from_graph(graph)
+    }
+
+    /// Optimises an IR graph and wraps it.
+    pub fn from_graph(mut graph: Graph) -> Result<Model> {
+        ir::infer::infer_graph(&mut graph)?;
+        ir::passes::optimize(&mut graph)?;
+        Ok(Model { graph: Arc::new(graph) })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn inputs(&self) -> Vec<TensorInfo> {
+        self.graph.inputs.iter().map(|&v| self.info(v)).collect()
+    }
+
+    pub fn outputs(&self) -> Vec<TensorInfo> {
+        self.graph.outputs.iter().map(|&v| self.info(v)).collect()
+    }
+
+    fn info(&self, v: usize) -> TensorInfo {
+        let val = self.graph.value(v);
+        TensorInfo { name: val.name.clone(), dtype: val.dtype, shape: val.shape.clone() }
+    }
+
+    /// How a backend would run each node, in graph order.
+    pub fn support(&self, kind: BackendKind) -> Vec<Support> {
+        let b = backend::backend(kind);
+        self.graph.nodes.iter().map(|n| b.supports(&self.graph, n)).collect()
+    }
+
+    /// Prepares the model for running.
+    pub fn session(&self, options: SessionOptions) -> Result<Session> {
+        let exec = backend::backend(options.backend).prepare(self.graph.clone())?;
+        Ok(Session { graph: self.graph.clone(), exec, backend: options.backend })
+    }
+}
+
+/// How to build a [`Session`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct SessionOptions {
+    pub backend: BackendKind,
+}
+
+impl SessionOptions {
+    pub fn backend(mut self, kind: BackendKind) -> Self {
+        self.backend = kind;
+        self
+    }
+}
+
+/// A model prepared on a backend. `Send + Sync`: call [`Session::run`] from any thread.
+pub struct Session {
+    graph: Arc<Graph>,
+    exec: Box<dyn Executable>,
+    backend: BackendKind,
+}
+
+/// Named outputs of a run, in the model's output order.
+#[derive(Clone, Debug)]
+pub struct Outputs(pub Vec<(String, Tensor)>);
+
+impl Outputs {
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.0.iter().map(|(n, t)| (n.as_str(), t))
+    }
+}
+
+impl Session {
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Runs with named inputs. Every model input must be given exactly once, with the declared
+    /// element type and a shape matching the declared one (symbolic dims bind consistently).
+    pub fn run<'a>(&self, inputs: impl IntoIterator<Item = (&'a str, Tensor)>) -> Result<Outputs> {
+        let given: Vec<(&str, Tensor)> = inputs.into_iter().collect();
+        let refs: Vec<(&str, &Tensor)> = given.iter().map(|(n, t)| (*n, t)).collect();
+        self.run_refs(&refs)
+    }
+
+    /// As [`Session::run`], borrowing the inputs.
+    pub fn run_refs(&self, inputs: &[(&str, &Tensor)]) -> Result<Outputs> {
+        let ordered = self.check_inputs(inputs)?;
+        let outs = self.exec.run(&ordered)?;
+        Ok(Outputs(self.graph.outputs.iter().map(|&o| self.graph.value(o).name.clone()).zip(outs).collect()))
+    }
+
+    fn check_inputs<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<&'t Tensor>> {
+        let g = &*self.graph;
+        let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
+        for (name, t) in inputs {
+            if !g.inputs.iter().any(|&v| g.value(v).name == *name) {
+                let expected: Vec<&str> = g.inputs.iter().map(|&v| g.value(v).name.as_str()).collect();
+                return Err(Error::input(
+                    *name,
+                    format!("the model has no such input (inputs: {})", expected.join(", ")),
+                ));
+            }
+            if by_name.insert(name, t).is_some() {
+                return Err(Error::input(*name, "given twice"));
+            }
+        }
+        let mut bindings = HashMap::new();
+        let mut ordered = Vec::with_capacity(g.inputs.len());
+        for &v in &g.inputs {
+            let val = g.value(v);
+            let t = *by_name.get(val.name.as_str()).ok_or_else(|| Error::input(&val.name, "missing"))?;
+            if let Some(dt) = val.dtype {
+                if dt != t.dtype() {
+                    return Err(Error::input(&val.name, format!("element type {} given, {dt} expected", t.dtype())));
+                }
+            }
+            if let Some(shape) = &val.shape {
+                shape.bind(t.shape(), &mut bindings).map_err(|m| Error::input(&val.name, m))?;
+            }
+            ordered.push(t);
+        }
+        Ok(ordered)
+    }
+}
