@@ -1,1 +1,4 @@
+//! Alembic's integration tests, in one binary to keep link time down.
 
+mod common;
+mod conformance;
