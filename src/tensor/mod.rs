@@ -1,6 +1,7 @@
 //! Tensors on the host: element types, shapes with symbolic dimensions, typed buffers.
 
 mod dtype;
+pub mod npy;
 mod shape;
 #[allow(clippy::module_inception)]
 mod tensor;
