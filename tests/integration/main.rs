@@ -1,4 +1,6 @@
 //! Alembic's integration tests, in one binary to keep link time down.
 
+mod cli;
 mod common;
 mod conformance;
+mod readme;
