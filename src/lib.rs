@@ -18,6 +18,7 @@
 //! ```
 
 pub mod backend;
+pub mod distill;
 pub mod error;
 pub mod ir;
 pub mod onnx;

@@ -1,0 +1,3 @@
+//! On-device distillation: reverse-mode gradients over the IR, losses, optimizers, trainer.
+
+pub mod grad;
