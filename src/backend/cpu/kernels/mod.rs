@@ -6,6 +6,7 @@
 
 pub mod broadcast;
 pub mod conv;
+pub mod conv_transpose;
 pub mod elementwise;
 pub mod linalg;
 pub mod norm;
@@ -13,6 +14,7 @@ pub mod pool;
 pub mod reduce;
 pub mod resize;
 pub mod shape_ops;
+pub mod window;
 
 use crate::ir::Op;
 use crate::tensor::Tensor;
