@@ -116,6 +116,7 @@ pub enum ReduceKind {
 pub enum ResizeMode {
     Nearest,
     Linear,
+    Cubic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +154,8 @@ pub struct ResizeAttrs {
     pub axes: Option<Vec<i64>>,
     pub aspect: AspectPolicy,
     pub antialias: bool,
+    /// Keys cubic coefficient `A` (ONNX `cubic_coeff_a`), used by `ResizeMode::Cubic`.
+    pub cubic_coeff_a: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 
 pub mod broadcast;
 pub mod conv;
+pub mod conv_transpose;
 pub mod elementwise;
 pub mod gather;
 pub mod linalg;
@@ -15,6 +16,7 @@ pub mod reduce;
 pub mod resize;
 pub mod shape_ops;
 pub mod slice_pad;
+pub mod window;
 
 use crate::ir::Op;
 use crate::tensor::Tensor;
