@@ -22,6 +22,7 @@ pub mod error;
 pub mod ir;
 pub mod onnx;
 mod session;
+pub mod teacher;
 pub mod tensor;
 
 pub use backend::BackendKind;
