@@ -2,7 +2,10 @@
 //!
 //! tract optimises a model for fixed input facts, and symbolic dims (a batch `N`) do not always
 //! survive its optimiser, so the imported model is kept as loaded and concretised per distinct
-//! set of input types and shapes; the optimised plans are cached by that key.
+//! set of input types and shapes; the optimised plans are cached by that key. tract also wants
+//! some operands constant (Pad's pads, ConstantOfShape's shape, ...), which ONNX test graphs feed
+//! as inputs: when a plan cannot be built, small inputs (at most [`BAKE_MAX_ELEMENTS`]) are baked
+//! into it as constants, and such plans are cached by those inputs' values too.
 
 use super::{order_inputs, panic_message, Engine};
 use crate::error::{Error, Result};
@@ -12,18 +15,34 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoTValue, TValue, TVec,
+    DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoTValue, OutletId, TValue, TVec,
     Tensor as TractTensor, TypedRunnableModel,
 };
 
+/// Inputs with at most this many elements may be baked into a plan as constants.
+pub const BAKE_MAX_ELEMENTS: usize = 64;
+
 type Key = Vec<(DType, Vec<usize>)>;
+
+/// An optimised model and which of the engine's inputs it still takes (the rest are baked in).
+struct Plan {
+    runnable: Arc<TypedRunnableModel>,
+    fed: Vec<usize>,
+}
+
+enum Cached {
+    Plan(Arc<Plan>),
+    /// Inputs of this type/shape need the small ones baked in; plans are keyed by their values.
+    Baked,
+}
 
 /// A model loaded by tract.
 pub struct TractEngine {
     model: InferenceModel,
     inputs: Vec<String>,
     outputs: Vec<String>,
-    plans: Mutex<HashMap<Key, Arc<TypedRunnableModel>>>,
+    plans: Mutex<HashMap<Key, Cached>>,
+    baked: Mutex<HashMap<String, Arc<Plan>>>,
 }
 
 impl TractEngine {
@@ -35,7 +54,7 @@ impl TractEngine {
             .unwrap_or_else(|p| Err(format!("tract panicked: {}", panic_message(&*p))));
         let model =
             loaded.map_err(|m| Error::import(path.display().to_string(), format!("tract: {}", one_line(&m))))?;
-        let names = |outlets: &[tract_onnx::prelude::OutletId], label: bool| -> Vec<String> {
+        let names = |outlets: &[OutletId], label: bool| -> Vec<String> {
             outlets
                 .iter()
                 .map(|o| {
@@ -46,28 +65,79 @@ impl TractEngine {
         };
         let inputs = names(model.input_outlets().unwrap_or(&[]), false);
         let outputs = names(model.output_outlets().unwrap_or(&[]), true);
-        Ok(TractEngine { model, inputs, outputs, plans: Mutex::new(HashMap::new()) })
+        Ok(TractEngine { model, inputs, outputs, plans: Mutex::new(HashMap::new()), baked: Mutex::new(HashMap::new()) })
     }
 
     /// The optimised plan for these inputs, built on first use.
-    fn plan(&self, inputs: &[&Tensor]) -> Result<Arc<TypedRunnableModel>> {
+    fn plan(&self, inputs: &[&Tensor]) -> Result<Arc<Plan>> {
         let key: Key = inputs.iter().map(|t| (t.dtype(), t.shape().to_vec())).collect();
-        if let Some(p) = self.plans.lock().map_err(|_| unavailable("plan cache poisoned"))?.get(&key) {
+        let poisoned = || unavailable("plan cache poisoned");
+        match self.plans.lock().map_err(|_| poisoned())?.get(&key) {
+            Some(Cached::Plan(p)) => return Ok(p.clone()),
+            Some(Cached::Baked) => return self.baked_plan(inputs),
+            None => {}
+        }
+        match self.build(inputs, &vec![false; inputs.len()]) {
+            Ok(plan) => {
+                let plan = Arc::new(plan);
+                self.plans.lock().map_err(|_| poisoned())?.insert(key, Cached::Plan(plan.clone()));
+                Ok(plan)
+            }
+            Err(first) => {
+                if !inputs.iter().any(|t| t.len() <= BAKE_MAX_ELEMENTS) {
+                    return Err(unavailable(&format!("cannot optimise the model: {first}")));
+                }
+                let plan =
+                    self.baked_plan(inputs).map_err(|_| unavailable(&format!("cannot optimise the model: {first}")))?;
+                self.plans.lock().map_err(|_| poisoned())?.insert(key, Cached::Baked);
+                Ok(plan)
+            }
+        }
+    }
+
+    fn baked_plan(&self, inputs: &[&Tensor]) -> Result<Arc<Plan>> {
+        let bake: Vec<bool> = inputs.iter().map(|t| t.len() <= BAKE_MAX_ELEMENTS).collect();
+        let key = inputs
+            .iter()
+            .zip(&bake)
+            .map(|(t, &b)| if b { format!("{t:?}") } else { format!("{}{:?}", t.dtype(), t.shape()) })
+            .collect::<Vec<_>>()
+            .join(";");
+        if let Some(p) = self.baked.lock().map_err(|_| unavailable("plan cache poisoned"))?.get(&key) {
             return Ok(p.clone());
         }
-        let mut model = self.model.clone();
-        let built = catch_unwind(AssertUnwindSafe(|| -> std::result::Result<_, String> {
-            for (i, (dt, shape)) in key.iter().enumerate() {
-                let fact = InferenceFact::dt_shape(datum_type(*dt), shape.iter().copied());
-                model.set_input_fact(i, fact).map_err(|e| format!("{e:#}"))?;
-            }
-            let typed = model.into_optimized().map_err(|e| format!("{e:#}"))?;
-            tract_onnx::prelude::IntoRunnable::into_runnable(typed).map_err(|e| format!("{e:#}"))
-        }))
-        .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))));
-        let plan = built.map_err(|m| unavailable(&format!("cannot optimise the model: {m}")))?;
-        self.plans.lock().map_err(|_| unavailable("plan cache poisoned"))?.insert(key, plan.clone());
+        let plan =
+            Arc::new(self.build(inputs, &bake).map_err(|m| unavailable(&format!("cannot optimise the model: {m}")))?);
+        self.baked.lock().map_err(|_| unavailable("plan cache poisoned"))?.insert(key, plan.clone());
         Ok(plan)
+    }
+
+    /// Concretises the model for these inputs (baking in those marked) and optimises it.
+    fn build(&self, inputs: &[&Tensor], bake: &[bool]) -> std::result::Result<Plan, String> {
+        let mut model = self.model.clone();
+        let built = catch_unwind(AssertUnwindSafe(|| -> std::result::Result<Plan, String> {
+            let err = |e: tract_onnx::prelude::TractError| one_line(&format!("{e:#}"));
+            let outlets: Vec<OutletId> = model.input_outlets().map_err(err)?.to_vec();
+            let mut fed = Vec::new();
+            for (i, t) in inputs.iter().enumerate() {
+                if bake[i] {
+                    let value = Arc::new(to_tract(t).map_err(|e| e.to_string())?);
+                    let konst = tract_onnx::tract_hir::ops::konst::Const::new(value.clone()).map_err(err)?;
+                    model.node_mut(outlets[i].node).op = Box::new(konst);
+                    model.set_outlet_fact(outlets[i], InferenceFact::from((*value).clone())).map_err(err)?;
+                } else {
+                    let fact = InferenceFact::dt_shape(datum_type(t.dtype()), t.shape().iter().copied());
+                    model.set_input_fact(i, fact).map_err(err)?;
+                    fed.push(i);
+                }
+            }
+            let kept: Vec<OutletId> = fed.iter().map(|&i| outlets[i]).collect();
+            model.set_input_outlets(&kept).map_err(err)?;
+            let typed = model.into_optimized().map_err(err)?;
+            let runnable = tract_onnx::prelude::IntoRunnable::into_runnable(typed).map_err(err)?;
+            Ok(Plan { runnable, fed })
+        }));
+        built.unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))))
     }
 }
 
@@ -80,8 +150,8 @@ impl Engine for TractEngine {
         let ordered = order_inputs(&self.inputs, inputs)?;
         let plan = self.plan(&ordered)?;
         let values: TVec<TValue> =
-            ordered.iter().map(|t| to_tract(t).map(|t| t.into_tvalue())).collect::<Result<_>>()?;
-        let outs = catch_unwind(AssertUnwindSafe(|| plan.run(values).map_err(|e| format!("{e:#}"))))
+            plan.fed.iter().map(|&i| to_tract(ordered[i]).map(|t| t.into_tvalue())).collect::<Result<_>>()?;
+        let outs = catch_unwind(AssertUnwindSafe(|| plan.runnable.run(values).map_err(|e| format!("{e:#}"))))
             .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))))
             .map_err(|m| unavailable(&format!("run failed: {m}")))?;
         if outs.len() != self.outputs.len() {

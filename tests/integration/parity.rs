@@ -34,9 +34,8 @@ fn max_rel_diff(a: &ArrayD<f32>, r: &ArrayD<f32>, what: &str) -> f32 {
 
 fn logits(engine: &dyn Engine, x: &ArrayD<f32>) -> ArrayD<f32> {
     let input = Tensor::from_array(x.clone());
-    let outs = engine
-        .run(&[("input", &input)])
-        .unwrap_or_else(|e| panic!("{} on batch {:?}: {e}", engine.name(), x.shape()));
+    let outs =
+        engine.run(&[("input", &input)]).unwrap_or_else(|e| panic!("{} on batch {:?}: {e}", engine.name(), x.shape()));
     let (name, t) = &outs[0];
     assert_eq!(name, "logits", "{}: first output", engine.name());
     t.to_array::<f32>().unwrap_or_else(|| panic!("{}: logits are {}, not f32", engine.name(), t.dtype()))
@@ -54,7 +53,8 @@ fn accuracy(logits: &ArrayD<f32>, labels: &ArrayD<i64>) -> f64 {
         .axis_iter(Axis(0))
         .zip(labels.iter())
         .filter(|(row, &y)| {
-            let best = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+            let best =
+                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
             best.0 as i64 == y
         })
         .count();
@@ -70,6 +70,7 @@ fn check_model(model: &str) {
     assert_eq!(y.len(), n);
 
     let alembic = AlembicEngine::load(&path).unwrap_or_else(|e| panic!("alembic loads {model}: {e}"));
+    #[cfg_attr(not(feature = "ort"), allow(unused_mut))]
     let mut refs: Vec<Box<dyn Engine>> =
         vec![Box::new(TractEngine::load(&path).unwrap_or_else(|e| panic!("tract loads {model}: {e}")))];
     #[cfg(feature = "ort")]
@@ -87,8 +88,10 @@ fn check_model(model: &str) {
     let all = logits(&alembic, &x);
     let alembic_secs = t0.elapsed().as_secs_f64();
     assert_eq!(all.shape(), &[n, 10]);
-    let mut batches: Vec<(String, ArrayD<f32>)> =
-        vec![(format!("batch {n}"), x.clone()), ("batch 32".into(), x.slice(s![..32, .., .., ..]).to_owned().into_dyn())];
+    let mut batches: Vec<(String, ArrayD<f32>)> = vec![
+        (format!("batch {n}"), x.clone()),
+        ("batch 32".into(), x.slice(s![..32, .., .., ..]).to_owned().into_dyn()),
+    ];
     for i in [0, 1, n / 2, n - 1] {
         batches.push((format!("batch 1 (sample {i})"), x.slice(s![i..i + 1, .., .., ..]).to_owned().into_dyn()));
     }
@@ -120,7 +123,11 @@ fn check_model(model: &str) {
 
     let acc = accuracy(&all, &y);
     let want = fixture_accuracy(model);
-    println!("{model}: heldout accuracy {:.2}% (fixtures.json {:.2}%), {n} samples in {alembic_secs:.2}s", 100.0 * acc, 100.0 * want);
+    println!(
+        "{model}: heldout accuracy {:.2}% (fixtures.json {:.2}%), {n} samples in {alembic_secs:.2}s",
+        100.0 * acc,
+        100.0 * want
+    );
     assert!((acc - want).abs() <= 0.005, "{model}: heldout accuracy {acc} vs {want} in fixtures.json");
 }
 
