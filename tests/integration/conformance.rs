@@ -256,7 +256,8 @@ fn parity(engine: alembic::Result<Box<dyn Engine>>, sets: &[DataSet]) -> Parity 
         }
         for ((name, a), (_, r)) in set.outputs.iter().zip(&outs) {
             if let Err(m) = compare(a, r, PARITY_RTOL, PARITY_ATOL) {
-                return Parity::Disagree(format!("output '{name}': alembic {m} ({})", engine.name()));
+                let m = m.replace("vs expected", &format!("(alembic) vs {}", engine.name()));
+                return Parity::Disagree(format!("output '{name}': {m}"));
             }
         }
     }
