@@ -78,6 +78,8 @@ fn check_model(model: &str) {
         Ok(()) => refs.push(Box::new(
             alembic::teacher::OrtEngine::load(&path).unwrap_or_else(|e| panic!("onnxruntime loads {model}: {e}")),
         )),
+        // ORT_DYLIB_PATH set but unusable is a broken environment, not a reason to skip.
+        Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => panic!("{e}"),
         Err(e) => println!("SKIPPED {model} onnxruntime parity: {e}"),
     }
     #[cfg(not(feature = "ort"))]
