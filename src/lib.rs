@@ -24,6 +24,7 @@ pub mod eval;
 pub mod ir;
 pub mod onnx;
 mod session;
+pub mod teacher;
 pub mod tensor;
 
 pub use backend::BackendKind;

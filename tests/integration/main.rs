@@ -4,4 +4,6 @@ mod cli;
 mod common;
 mod conformance;
 mod distill;
+mod fixtures;
+mod parity;
 mod readme;
