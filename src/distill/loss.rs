@@ -91,9 +91,9 @@ pub fn kd_loss(
         if let Some(tg) = target.filter(|_| alpha > 0.0) {
             let (kl, g) = sparse_kl(zb, tg, t)?;
             kd_sum += kl as f64;
-            // d(T^2 KL)/dz = T^2 * (q - p~)/T = T (q - p~)
+            // d(T^2 KL)/dz = T^2 * (q - p~)/T = T (q - p~); `g` already holds (q - p~)/T
             for (o, v) in gb.iter_mut().zip(g) {
-                *o += alpha * t * v;
+                *o += alpha * t * t * v;
             }
         }
         if let Some(y) = label.filter(|_| alpha < 1.0) {
