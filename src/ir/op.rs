@@ -296,8 +296,9 @@ pub enum Op {
     /// Inputs start, limit, delta.
     Range,
     Identity,
-    /// Inference-mode Dropout whose mask output is used: output 0 copies input 0, output 1 is
-    /// an all-true bool mask of the same shape.
+    /// Inference-mode Dropout kept as a node when its mask output is used or its training_mode
+    /// is not constant. Inputs data, optional ratio, optional training_mode; output 0 copies
+    /// the data, output 1 (mask) is all true. Training mode with a nonzero ratio is a run error.
     Dropout,
 }
 
