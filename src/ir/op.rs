@@ -110,6 +110,8 @@ pub enum ReduceKind {
     L2,
     SumSquare,
     LogSumExp,
+    L1,
+    LogSum,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -369,6 +371,8 @@ impl Op {
                 ReduceKind::L2 => "ReduceL2",
                 ReduceKind::SumSquare => "ReduceSumSquare",
                 ReduceKind::LogSumExp => "ReduceLogSumExp",
+                ReduceKind::L1 => "ReduceL1",
+                ReduceKind::LogSum => "ReduceLogSum",
             },
             Op::ArgMax { .. } => "ArgMax",
             Op::ArgMin { .. } => "ArgMin",

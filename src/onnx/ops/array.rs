@@ -68,6 +68,8 @@ pub fn register(r: &mut Registry) {
     reduce!("ReduceL2", ReduceKind::L2, 18);
     reduce!("ReduceSumSquare", ReduceKind::SumSquare, 18);
     reduce!("ReduceLogSumExp", ReduceKind::LogSumExp, 18);
+    reduce!("ReduceL1", ReduceKind::L1, 18);
+    reduce!("ReduceLogSum", ReduceKind::LogSum, 18);
     r.insert("ArgMax", |c| {
         c.require_inputs(1)?;
         Ok(Op::ArgMax {
