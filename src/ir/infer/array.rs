@@ -408,7 +408,7 @@ fn divide(num: &[Dim], den: &[Dim]) -> Result<Dim, String> {
         return Ok(Dim::Unknown);
     }
     match syms.as_slice() {
-        [] if n % m == 0 => Ok(Dim::Known(n / m)),
+        [] if n.is_multiple_of(m) => Ok(Dim::Known(n / m)),
         [] => Err(format!("cannot infer -1: {n} elements do not divide by {m}")),
         [s] if n == m => Ok((*s).clone()),
         _ => Ok(Dim::Unknown),
@@ -576,5 +576,42 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r[0].shape, Some(vec![sym("N"), Dim::Known(3)]));
+    }
+
+    /// The exporter pattern end to end through `infer_graph`, including the kernel fallback.
+    #[test]
+    fn graph_shape_subgraph() {
+        use crate::ir::{Graph, Node, Value};
+        use crate::tensor::Shape;
+        let mut g = Graph::default();
+        let mut xv = Value::new("x");
+        xv.dtype = Some(DType::F32);
+        xv.shape = Some(Shape(vec![sym("N"), Dim::Known(8), Dim::Known(2), Dim::Known(2)]));
+        let x = g.add_value(xv);
+        g.inputs.push(x);
+        let zero = g.add_constant("zero", Tensor::scalar(0i64));
+        let axes = g.add_constant("axes", Tensor::from_vec(vec![1], vec![0i64]).unwrap());
+        let m1 = g.add_constant("m1", Tensor::from_vec(vec![1], vec![-1i64]).unwrap());
+        let node = |g: &mut Graph, op: Op, inputs: Vec<usize>| {
+            let o = g.add_value(Value::new(format!("v{}", g.values.len())));
+            g.nodes.push(Node {
+                name: op.name().into(),
+                op,
+                inputs: inputs.into_iter().map(Some).collect(),
+                outputs: vec![o],
+            });
+            o
+        };
+        let s = node(&mut g, Op::Shape { start: 0, end: None }, vec![x]);
+        let n = node(&mut g, Op::Gather { axis: 0 }, vec![s, zero]);
+        let u = node(&mut g, Op::Unsqueeze, vec![n, axes]);
+        let c = node(&mut g, Op::Concat { axis: 0 }, vec![u, m1]);
+        let r = node(&mut g, Op::Reshape { allowzero: false }, vec![x, c]);
+        let t = node(&mut g, Op::Transpose { perm: vec![1, 0] }, vec![r]);
+        g.outputs.push(t);
+        super::super::infer_graph(&mut g).unwrap();
+        assert_eq!(g.values[r].shape, Some(Shape(vec![sym("N"), Dim::Known(32)])));
+        assert_eq!(g.values[t].shape, Some(Shape(vec![Dim::Known(32), sym("N")])));
+        assert_eq!(g.values[c].shape_value, Some(vec![sym("N"), Dim::Unknown]));
     }
 }

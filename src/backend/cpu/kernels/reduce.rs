@@ -119,7 +119,7 @@ fn reduce<T: Num>(
     let ks = strides(&kept);
     let ostr: Vec<usize> = ks.iter().zip(red).map(|(&s, &r)| if r { 0 } else { s }).collect();
     let n_out = numel(&kept);
-    let count = if n_out == 0 { 0 } else { numel(shape) / n_out };
+    let count = numel(shape).checked_div(n_out).unwrap_or(0);
     let init = match kind {
         ReduceKind::Prod => 1.0,
         ReduceKind::Max | ReduceKind::LogSumExp => f64::NEG_INFINITY,
