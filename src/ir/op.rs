@@ -110,6 +110,8 @@ pub enum ReduceKind {
     L2,
     SumSquare,
     LogSumExp,
+    L1,
+    LogSum,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,8 +301,9 @@ pub enum Op {
     /// Inputs start, limit, delta.
     Range,
     Identity,
-    /// Inference-mode Dropout whose mask output is used: output 0 copies input 0, output 1 is
-    /// an all-true bool mask of the same shape.
+    /// Inference-mode Dropout kept as a node when its mask output is used or its training_mode
+    /// is not constant. Inputs data, optional ratio, optional training_mode; output 0 copies
+    /// the data, output 1 (mask) is all true. Training mode with a nonzero ratio is a run error.
     Dropout,
 }
 
@@ -371,6 +374,8 @@ impl Op {
                 ReduceKind::L2 => "ReduceL2",
                 ReduceKind::SumSquare => "ReduceSumSquare",
                 ReduceKind::LogSumExp => "ReduceLogSumExp",
+                ReduceKind::L1 => "ReduceL1",
+                ReduceKind::LogSum => "ReduceLogSum",
             },
             Op::ArgMax { .. } => "ArgMax",
             Op::ArgMin { .. } => "ArgMin",

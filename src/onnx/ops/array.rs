@@ -68,6 +68,8 @@ pub fn register(r: &mut Registry) {
     reduce!("ReduceL2", ReduceKind::L2, 18);
     reduce!("ReduceSumSquare", ReduceKind::SumSquare, 18);
     reduce!("ReduceLogSumExp", ReduceKind::LogSumExp, 18);
+    reduce!("ReduceL1", ReduceKind::L1, 18);
+    reduce!("ReduceLogSum", ReduceKind::LogSum, 18);
     r.insert("ArgMax", |c| {
         c.require_inputs(1)?;
         Ok(Op::ArgMax {
@@ -265,19 +267,30 @@ fn tile(c: &mut NodeCtx) -> Result<Op> {
     Ok(Op::Tile)
 }
 
+/// Dropout is an identity at inference. A constant training_mode=true is rejected; a runtime
+/// one keeps the node as [`Op::Dropout`], whose kernel rejects training mode with a nonzero ratio.
 fn dropout(c: &mut NodeCtx) -> Result<Op> {
     c.require_inputs(1)?;
-    if let Some(t) = c.input(2) {
-        match c.graph.constant(t) {
-            Some(m) if m.to_f64_vec().first().is_some_and(|&v| v != 0.0) => {
-                return Err(c.err("training_mode=true is not supported (inference only)"));
+    let mut runtime_mode = false;
+    if c.opset >= 12 {
+        if let Some(t) = c.input(2) {
+            match c.graph.constant(t) {
+                Some(m) if m.to_f64_vec().first().is_some_and(|&v| v != 0.0) => {
+                    let ratio = c.const_input(1).map(|r| r.to_f64_vec().first().copied().unwrap_or(0.5));
+                    if ratio != Some(0.0) {
+                        return Err(c.err("training_mode=true is not supported (inference only)"));
+                    }
+                }
+                Some(_) => {}
+                None => runtime_mode = true,
             }
-            _ => {}
         }
     }
-    c.inputs.truncate(1);
     let mask_used = c.node.output.get(1).is_some_and(|n| !n.is_empty());
-    Ok(if mask_used { Op::Dropout } else { Op::Identity })
+    if !runtime_mode {
+        c.inputs.truncate(1);
+    }
+    Ok(if mask_used || runtime_mode { Op::Dropout } else { Op::Identity })
 }
 
 /// Reductions: `axes` attribute before `input_from`, input from then on.

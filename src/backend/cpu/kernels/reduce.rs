@@ -1,4 +1,4 @@
-//! Reductions (ReduceSum/Mean/Max/Min/Prod/L2/SumSquare/LogSumExp) and ArgMax/ArgMin.
+//! Reductions (ReduceSum/Mean/Max/Min/Prod/L1/L2/SumSquare/LogSum/LogSumExp) and ArgMax/ArgMin.
 //!
 //! Every element type is accumulated in f64 (exact for the small ints and f32 data models use),
 //! then converted back; bool Max/Min work as any/all through the 0/1 encoding.
@@ -119,7 +119,7 @@ fn reduce<T: Num>(
     let ks = strides(&kept);
     let ostr: Vec<usize> = ks.iter().zip(red).map(|(&s, &r)| if r { 0 } else { s }).collect();
     let n_out = numel(&kept);
-    let count = if n_out == 0 { 0 } else { numel(shape) / n_out };
+    let count = numel(shape).checked_div(n_out).unwrap_or(0);
     let init = match kind {
         ReduceKind::Prod => 1.0,
         ReduceKind::Max | ReduceKind::LogSumExp => f64::NEG_INFINITY,
@@ -128,7 +128,10 @@ fn reduce<T: Num>(
     };
     let mut acc = vec![init; n_out];
     match kind {
-        ReduceKind::Sum | ReduceKind::Mean => for_each_offsets(shape, [&ostr], |i, [o]| acc[o] += v[i].to_f64()),
+        ReduceKind::Sum | ReduceKind::Mean | ReduceKind::LogSum => {
+            for_each_offsets(shape, [&ostr], |i, [o]| acc[o] += v[i].to_f64())
+        }
+        ReduceKind::L1 => for_each_offsets(shape, [&ostr], |i, [o]| acc[o] += v[i].to_f64().abs()),
         ReduceKind::Prod => for_each_offsets(shape, [&ostr], |i, [o]| acc[o] *= v[i].to_f64()),
         ReduceKind::Max => for_each_offsets(shape, [&ostr], |i, [o]| acc[o] = acc[o].max(v[i].to_f64())),
         ReduceKind::Min => for_each_offsets(shape, [&ostr], |i, [o]| acc[o] = acc[o].min(v[i].to_f64())),
@@ -155,6 +158,7 @@ fn reduce<T: Num>(
     match kind {
         ReduceKind::Mean => acc.iter_mut().for_each(|a| *a /= count as f64),
         ReduceKind::L2 => acc.iter_mut().for_each(|a| *a = a.sqrt()),
+        ReduceKind::LogSum => acc.iter_mut().for_each(|a| *a = a.ln()),
         _ => {}
     }
     let o = out.reuse::<T>(&reduced_shape(shape, red, keepdims));

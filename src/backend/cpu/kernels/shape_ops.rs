@@ -143,6 +143,11 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], _scratc
         }
         Op::Dropout => {
             let x = req(inputs, 0)?;
+            let training = opt(inputs, 2).and_then(|t| t.to_f64_vec().first().copied()).is_some_and(|v| v != 0.0);
+            let ratio = opt(inputs, 1).and_then(|t| t.to_f64_vec().first().copied()).unwrap_or(0.5);
+            if training && ratio != 0.0 {
+                return Err("training_mode=true is not supported (inference only)".into());
+            }
             outputs[0].assign(x);
             for o in outputs.iter_mut().skip(1) {
                 o.reuse::<bool>(x.shape()).fill(true);
@@ -300,7 +305,7 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
     let total = numel(input);
     if let Some(i) = infer {
         let rest = numel(&out);
-        if rest == 0 || total % rest != 0 {
+        if rest == 0 || !total.is_multiple_of(rest) {
             return Err(format!("cannot reshape {input:?} to {spec:?}"));
         }
         out[i] = total / rest;
