@@ -166,7 +166,7 @@ fn resize_shape(a: &crate::ir::ResizeAttrs, x: &[Dim], scales: Option<InFact>, s
             out[ax] = match (&sizes_v, &scales_v) {
                 (Some(sz), _) => sz.get(k).map_or(Dim::Unknown, |&v| Dim::Known(v.max(0) as usize)),
                 (None, Some(sc)) => match (sc.get(k), x[ax].known()) {
-                    (Some(&s), _) if s == 1.0 => x[ax].clone(),
+                    (Some(&1.0), _) => x[ax].clone(),
                     (Some(&s), Some(v)) => Dim::Known((s as f64 * v as f64) as usize),
                     _ => Dim::Unknown,
                 },
