@@ -191,3 +191,36 @@ fn resize_shape(a: &crate::ir::ResizeAttrs, x: &[Dim], scales: Option<InFact>, s
         Err(_) => unknown,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::AutoPad;
+
+    fn fact(shape: &[Dim]) -> InFact<'_> {
+        InFact { dtype: Some(DType::F32), shape: Some(shape), constant: None, shape_value: None }
+    }
+
+    #[test]
+    fn conv_keeps_symbolic_batch() {
+        let x = [Dim::Sym("N".into()), Dim::Known(3), Dim::Known(224), Dim::Known(224)];
+        let w = [Dim::Known(16), Dim::Known(3), Dim::Known(3), Dim::Known(3)];
+        let window = Window {
+            kernel: vec![],
+            strides: vec![2, 2],
+            pads: vec![1; 4],
+            dilations: vec![],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let op = Op::Conv { window: window.clone(), group: 1 };
+        let r = rule(&op, &[Some(fact(&x)), Some(fact(&w))], 1).unwrap().unwrap();
+        let want = vec![Dim::Sym("N".into()), Dim::Known(16), Dim::Known(112), Dim::Known(112)];
+        assert_eq!(r[0].shape.as_deref(), Some(&want[..]));
+        let op = Op::MaxPool { window: Window { kernel: vec![3, 3], ..window }, storage_order: 0 };
+        let r = rule(&op, &[Some(fact(&x))], 2).unwrap().unwrap();
+        let want = vec![Dim::Sym("N".into()), Dim::Known(3), Dim::Known(112), Dim::Known(112)];
+        assert_eq!(r[0].shape.as_deref(), Some(&want[..]));
+        assert_eq!(r[1].dtype, Some(DType::I64));
+    }
+}
