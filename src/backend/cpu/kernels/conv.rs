@@ -20,13 +20,11 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch
     }
 }
 
-/// Checks X/W ranks and channel counts; returns (N, C, M, spatial dims, kernel dims).
-pub fn check_xw<'a>(
-    x: &'a Tensor,
-    w: &'a Tensor,
-    group: usize,
-    transposed: bool,
-) -> Result<(usize, usize, usize, &'a [usize], &'a [usize]), String> {
+/// (N, C, M, spatial dims of X, kernel dims of W).
+pub type XwDims<'a> = (usize, usize, usize, &'a [usize], &'a [usize]);
+
+/// Checks X/W ranks and channel counts.
+pub fn check_xw<'a>(x: &'a Tensor, w: &'a Tensor, group: usize, transposed: bool) -> Result<XwDims<'a>, String> {
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() < 3 || ws.len() != xs.len() {
         return Err(format!("X {xs:?} and W {ws:?} must have the same rank >= 3"));

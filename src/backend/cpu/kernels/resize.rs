@@ -14,13 +14,11 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch
     }
 }
 
+/// Output shape, per-dim scale factors and the resized axes.
+pub type Plan = (Vec<usize>, Vec<f64>, Vec<usize>);
+
 /// Output shape and per-axis scale factors for input shape `xs`.
-pub fn plan(
-    a: &ResizeAttrs,
-    xs: &[usize],
-    scales: Option<&[f32]>,
-    sizes: Option<&[i64]>,
-) -> Result<(Vec<usize>, Vec<f64>, Vec<usize>), String> {
+pub fn plan(a: &ResizeAttrs, xs: &[usize], scales: Option<&[f32]>, sizes: Option<&[i64]>) -> Result<Plan, String> {
     let r = xs.len();
     let axes: Vec<usize> = match &a.axes {
         None => (0..r).collect(),
