@@ -6,9 +6,11 @@
 //! gradient flowing back (then treat it as zeros). Broadcast inputs get their gradient summed
 //! back to their own shape ([`reduce_to_shape`]).
 
+mod conv;
 mod elementwise;
 mod linalg;
 mod nn;
+mod pool;
 mod shape;
 
 use crate::ir::Op;
