@@ -3,4 +3,5 @@
 mod cli;
 mod common;
 mod conformance;
+mod grad;
 mod readme;
