@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod distill;
 pub mod error;
+pub mod eval;
 pub mod ir;
 pub mod onnx;
 mod session;

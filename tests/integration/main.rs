@@ -3,5 +3,6 @@
 mod cli;
 mod common;
 mod conformance;
+mod distill;
 mod grad;
 mod readme;
