@@ -49,8 +49,11 @@ fn distinct(r: &mut StdRng, shape: &[usize]) -> Tensor {
 /// Values 0.2k + offset for random k in -10..10.
 fn grid(r: &mut StdRng, shape: &[usize], offset: f32) -> Tensor {
     let n = shape.iter().product();
-    Tensor::from_vec(shape.to_vec(), (0..n).map(|_| r.random_range(-10..10) as f32 * 0.2 + offset).collect::<Vec<f32>>())
-        .unwrap()
+    Tensor::from_vec(
+        shape.to_vec(),
+        (0..n).map(|_| r.random_range(-10..10) as f32 * 0.2 + offset).collect::<Vec<f32>>(),
+    )
+    .unwrap()
 }
 
 fn ints(shape: &[usize], v: &[i64]) -> Tensor {
@@ -163,7 +166,11 @@ fn grad_max_min_prelu() {
 #[test]
 fn grad_sum() {
     let mut r = rng(10);
-    let ins = vec![Some(rand_t(&mut r, &[2, 3, 4], -1.0, 1.0)), Some(rand_t(&mut r, &[4], -1.0, 1.0)), Some(rand_t(&mut r, &[3, 1], -1.0, 1.0))];
+    let ins = vec![
+        Some(rand_t(&mut r, &[2, 3, 4], -1.0, 1.0)),
+        Some(rand_t(&mut r, &[4], -1.0, 1.0)),
+        Some(rand_t(&mut r, &[3, 1], -1.0, 1.0)),
+    ];
     check(&Op::Sum, ins, &[0, 1, 2], 10);
 }
 
@@ -285,7 +292,11 @@ fn grad_batch_norm() {
 fn grad_layer_norm() {
     let mut r = rng(61);
     let op = Op::LayerNorm { axis: -1, epsilon: 1e-5 };
-    let ins = vec![Some(rand_t(&mut r, &[3, 7], -2.0, 2.0)), Some(rand_t(&mut r, &[7], 0.5, 1.5)), Some(rand_t(&mut r, &[7], -1.0, 1.0))];
+    let ins = vec![
+        Some(rand_t(&mut r, &[3, 7], -2.0, 2.0)),
+        Some(rand_t(&mut r, &[7], 0.5, 1.5)),
+        Some(rand_t(&mut r, &[7], -1.0, 1.0)),
+    ];
     check(&op, ins, &[0, 1, 2], 61);
     // Normalising over two axes, scale broadcast along one of them, no bias.
     let op = Op::LayerNorm { axis: 1, epsilon: 1e-5 };
@@ -378,7 +389,11 @@ fn grad_transpose() {
 #[test]
 fn grad_concat_split() {
     let mut r = rng(81);
-    let ins = vec![Some(rand_t(&mut r, &[2, 1, 3], -1.0, 1.0)), Some(rand_t(&mut r, &[2, 3, 3], -1.0, 1.0)), Some(rand_t(&mut r, &[2, 2, 3], -1.0, 1.0))];
+    let ins = vec![
+        Some(rand_t(&mut r, &[2, 1, 3], -1.0, 1.0)),
+        Some(rand_t(&mut r, &[2, 3, 3], -1.0, 1.0)),
+        Some(rand_t(&mut r, &[2, 2, 3], -1.0, 1.0)),
+    ];
     check(&Op::Concat { axis: 1 }, ins, &[0, 1, 2], 81);
     let ins = vec![Some(rand_t(&mut r, &[3, 2], -1.0, 1.0)), Some(rand_t(&mut r, &[3, 1], -1.0, 1.0))];
     check(&Op::Concat { axis: -1 }, ins, &[0, 1], 82);
@@ -416,9 +431,19 @@ fn grad_pad() {
     let mut r = rng(92);
     let x = rand_t(&mut r, &[2, 3, 4], -1.0, 1.0);
     let value = Some(Tensor::scalar(0.5f32));
-    check(&Op::Pad { mode: PadMode::Constant }, vec![Some(x.clone()), i1(&[0, 1, 2, 1, 0, 1]), value.clone(), None], &[0], 92);
+    check(
+        &Op::Pad { mode: PadMode::Constant },
+        vec![Some(x.clone()), i1(&[0, 1, 2, 1, 0, 1]), value.clone(), None],
+        &[0],
+        92,
+    );
     // Negative pads crop; axes select a subset.
-    check(&Op::Pad { mode: PadMode::Constant }, vec![Some(x.clone()), i1(&[-1, 2, 1, -2]), None, i1(&[1, -1])], &[0], 93);
+    check(
+        &Op::Pad { mode: PadMode::Constant },
+        vec![Some(x.clone()), i1(&[-1, 2, 1, -2]), None, i1(&[1, -1])],
+        &[0],
+        93,
+    );
     for mode in [PadMode::Reflect, PadMode::Edge, PadMode::Wrap] {
         check(&Op::Pad { mode }, vec![Some(x.clone()), i1(&[0, 2, 1, 0, 1, 3]), None, None], &[0], 94);
     }
@@ -437,6 +462,55 @@ fn grad_errors_are_messages() {
     let y = x.clone();
     let e = vjp(&Op::Unary(Unary::Relu), &[Some(&x)], &[&y], &[None], &[true]).unwrap_err();
     assert!(e.contains("f32"), "{e}");
-    let e = vjp(&Op::Unary(Unary::Floor), &[Some(&x)], &[&y], &[None], &[true]).unwrap_err();
+    let e = vjp(&Op::Lrn { size: 3, alpha: 1e-4, beta: 0.75, bias: 1.0 }, &[Some(&x)], &[&y], &[None], &[true])
+        .unwrap_err();
     assert!(e.contains("no gradient"), "{e}");
+}
+
+#[test]
+fn grad_piecewise_constant_ops_pass_none() {
+    let x = Tensor::from_vec(vec![3], vec![0.5f32, 1.5, -2.5]).unwrap();
+    let b = Tensor::from_vec(vec![3], vec![true, false, true]).unwrap();
+    let s = Tensor::from_vec(vec![1], vec![3i64]).unwrap();
+    for (op, y) in [
+        (Op::Unary(Unary::Floor), &x),
+        (Op::Binary(Binary::Less), &b),
+        (Op::Shape { start: 0, end: None }, &s),
+        (Op::ArgMax { axis: 0, keepdims: true, select_last_index: false }, &s),
+    ] {
+        let n = if matches!(op, Op::Binary(_)) { 2 } else { 1 };
+        let ins = vec![Some(&x); n];
+        let got = vjp(&op, &ins, &[y], &[None], &vec![true; n]).unwrap();
+        assert!(got.iter().all(|g| g.is_none()), "{op:?}");
+    }
+}
+
+#[test]
+fn grad_reduce() {
+    use alembic::ir::ReduceKind::*;
+    let mut r = rng(100);
+    for kind in [Sum, Mean, Max, Min, Prod, L2, SumSquare, LogSumExp] {
+        for (shape, axes, keepdims) in
+            [(&[3, 4][..], Some(&[1i64][..]), true), (&[2, 3, 4], Some(&[0, -1]), false), (&[2, 3], None, false)]
+        {
+            let x = match kind {
+                Max | Min => distinct(&mut r, shape),
+                Prod => away(&mut r, shape, 0.5, 1.5, &[], 0.0),
+                _ => rand_t(&mut r, shape, -1.0, 1.0),
+            };
+            let op = Op::Reduce { kind, keepdims, noop_with_empty_axes: false };
+            check(&op, vec![Some(x), axes.map(|a| ints(&[a.len()], a))], &[0], 100);
+        }
+    }
+    let op = Op::Reduce { kind: Sum, keepdims: true, noop_with_empty_axes: true };
+    check(&op, vec![Some(rand_t(&mut r, &[2, 3], -1.0, 1.0)), None], &[0], 101);
+}
+
+#[test]
+fn grad_tile_gather_elements_dropout() {
+    let mut r = rng(102);
+    check(&Op::Tile, vec![Some(rand_t(&mut r, &[2, 3], -1.0, 1.0)), i1(&[2, 3])], &[0], 102);
+    let idx = ints(&[2, 2, 3], &[0, 3, 1, 2, 2, 0, -1, 1, 1, 0, 3, 3]);
+    check(&Op::GatherElements { axis: 1 }, vec![Some(rand_t(&mut r, &[2, 4, 3], -1.0, 1.0)), Some(idx)], &[0], 103);
+    check_n(&Op::Dropout, vec![Some(rand_t(&mut r, &[2, 3], -1.0, 1.0))], &[0], 2, 1, 104);
 }

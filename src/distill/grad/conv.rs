@@ -63,7 +63,9 @@ impl Geom {
                         for y1 in 0..o1 {
                             for y2 in 0..o2 {
                                 let pos = (y0 * o1 + y1) * o2 + y2;
-                                if let (Some(u), Some(v), Some(w)) = (taps[0][y0].0[a], taps[1][y1].0[b], taps[2][y2].0[c]) {
+                                if let (Some(u), Some(v), Some(w)) =
+                                    (taps[0][y0].0[a], taps[1][y1].0[b], taps[2][y2].0[c])
+                                {
                                     t[kk * p + pos] = Some((u * i1 + v) * i2 + w);
                                 }
                             }
@@ -76,7 +78,16 @@ impl Geom {
     }
 }
 
-fn out_dim(ap: AutoPad, input: usize, k: usize, s: usize, d: usize, pb: usize, pe: usize, ceil: bool) -> Result<[usize; 3], String> {
+fn out_dim(
+    ap: AutoPad,
+    input: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    pb: usize,
+    pe: usize,
+    ceil: bool,
+) -> Result<[usize; 3], String> {
     if s == 0 || d == 0 || k == 0 {
         return Err(format!("kernel {k}, stride {s} and dilation {d} must be positive"));
     }
@@ -134,7 +145,8 @@ pub fn resolve(w: &Window, input: &[usize], kernel: &[usize]) -> Result<Geom, St
     let pads = per_dim(&w.pads, 2 * n, 0, "pads")?;
     let (mut out, mut pb, mut pe) = (vec![0; n], vec![0; n], vec![0; n]);
     for i in 0..n {
-        [out[i], pb[i], pe[i]] = out_dim(w.auto_pad, input[i], kernel[i], strides[i], dil[i], pads[i], pads[n + i], w.ceil_mode)?;
+        [out[i], pb[i], pe[i]] =
+            out_dim(w.auto_pad, input[i], kernel[i], strides[i], dil[i], pads[i], pads[n + i], w.ceil_mode)?;
     }
     Ok(Geom {
         input: embed3(input, 1),

@@ -51,7 +51,14 @@ pub fn vjp(
 
 /// Softmax: dx = y (g - sum(g y)); LogSoftmax: dx = g - exp(y) sum(g), over the softmax axis
 /// (legacy: over all axes from `axis` on, as the opset < 13 2-D coercion).
-fn softmax(x: &Tensor, y: &Tensor, grads: &[Option<&Tensor>], axis: i64, legacy: bool, log: bool) -> Result<Tensor, String> {
+fn softmax(
+    x: &Tensor,
+    y: &Tensor,
+    grads: &[Option<&Tensor>],
+    axis: i64,
+    legacy: bool,
+    log: bool,
+) -> Result<Tensor, String> {
     let xs = x.shape();
     let ax = norm_axis(axis, xs.len()).ok_or_else(|| format!("axis {axis} is out of range for rank {}", xs.len()))?;
     let (outer, n, inner) = if legacy {
@@ -93,7 +100,10 @@ fn batch_norm(
     let xv = f32s(x, "X")?;
     let mut p = Vec::with_capacity(4);
     for i in 1..5 {
-        p.push(f32s(inputs.get(i).copied().flatten().ok_or("BatchNorm needs scale, B, mean and var")?, "BatchNorm parameters")?);
+        p.push(f32s(
+            inputs.get(i).copied().flatten().ok_or("BatchNorm needs scale, B, mean and var")?,
+            "BatchNorm parameters",
+        )?);
     }
     let (n, c) = (xs.first().copied().unwrap_or(1), xs.get(1).copied().unwrap_or(1));
     let sp: usize = xs.iter().skip(2).product();

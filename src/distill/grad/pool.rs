@@ -8,7 +8,14 @@ use crate::ir::Window;
 use crate::tensor::Tensor;
 
 /// Gradient of X for MaxPool (`max`) or AveragePool (count_include_pad = `include_pad`).
-pub fn pool(w: &Window, max: bool, include_pad: bool, x: &Tensor, y: &Tensor, grads: &[Option<&Tensor>]) -> Result<Tensor, String> {
+pub fn pool(
+    w: &Window,
+    max: bool,
+    include_pad: bool,
+    x: &Tensor,
+    y: &Tensor,
+    grads: &[Option<&Tensor>],
+) -> Result<Tensor, String> {
     let xs = x.shape();
     if xs.len() < 3 || w.kernel.len() != xs.len() - 2 {
         return Err(format!("kernel_shape {:?} does not fit input {xs:?}", w.kernel));
@@ -22,7 +29,8 @@ pub fn pool(w: &Window, max: bool, include_pad: bool, x: &Tensor, y: &Tensor, gr
     if dyv.len() != planes * osz {
         return Err(format!("gradient shape {:?} does not fit the pool output", dy.shape()));
     }
-    let taps: Vec<Vec<(Vec<Option<usize>>, usize)>> = (0..3).map(|d| (0..g.out[d]).map(|o| g.taps(d, o)).collect()).collect();
+    let taps: Vec<Vec<(Vec<Option<usize>>, usize)>> =
+        (0..3).map(|d| (0..g.out[d]).map(|o| g.taps(d, o)).collect()).collect();
     let [_, i1, i2] = g.input;
     let [o0, o1, o2] = g.out;
     let mut dx = vec![0f32; xv.len()];
