@@ -78,6 +78,7 @@ impl Geom {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn out_dim(
     ap: AutoPad,
     input: usize,
@@ -223,7 +224,7 @@ pub fn conv(
         }
     }
     let mut out = vec![None; inputs.len()];
-    out[0] = dx.map(|v| Tensor::from_vec(xs.to_vec(), v)).flatten();
+    out[0] = dx.and_then(|v| Tensor::from_vec(xs.to_vec(), v));
     if let Some(dw) = dw {
         out[1] = Tensor::from_vec(ws.to_vec(), dw);
     }

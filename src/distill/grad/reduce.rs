@@ -47,7 +47,7 @@ pub fn vjp(
     if gv.len() != n_out || yv.len() != n_out {
         return Err(format!("gradient shape {:?} does not fit the reduction of {xs:?}", g.shape()));
     }
-    let count = if n_out == 0 { 0 } else { xv.len() / n_out };
+    let count = xv.len().checked_div(n_out).unwrap_or(0);
     let mut dx = vec![0f32; xv.len()];
     match kind {
         ReduceKind::Sum => for_each_offsets(xs, [&ostr], |i, [o]| dx[i] = gv[o]),
