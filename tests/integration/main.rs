@@ -5,5 +5,6 @@ mod common;
 mod conformance;
 mod distill;
 mod fixtures;
+mod grad;
 mod parity;
 mod readme;

@@ -9,9 +9,8 @@ use crate::tensor::Tensor;
 
 pub fn supports(op: &Op) -> bool {
     match op {
-        Op::Unary(u) => !matches!(u, Unary::Floor | Unary::Ceil | Unary::Not),
-        Op::Binary(b) => !b.is_predicate(),
-        Op::Sum | Op::Where | Op::Clip => true,
+        // Floor, Ceil, Not and the predicates are piecewise constant: no gradient flows.
+        Op::Unary(_) | Op::Binary(_) | Op::Sum | Op::Where | Op::Clip => true,
         _ => false,
     }
 }
@@ -28,6 +27,8 @@ pub fn vjp(
     let mut out = vec![None; inputs.len()];
     let wants = |i: usize| need.get(i) == Some(&true) && inputs.get(i).copied().flatten().is_some();
     match op {
+        Op::Unary(Unary::Floor | Unary::Ceil | Unary::Not) => {}
+        Op::Binary(b) if b.is_predicate() => {}
         Op::Unary(u) => {
             if wants(0) {
                 let x = f32s(inputs[0].ok_or("input missing")?, "X")?;

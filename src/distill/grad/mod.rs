@@ -6,9 +6,12 @@
 //! gradient flowing back (then treat it as zeros). Broadcast inputs get their gradient summed
 //! back to their own shape ([`reduce_to_shape`]).
 
+mod conv;
 mod elementwise;
 mod linalg;
 mod nn;
+mod pool;
+mod reduce;
 mod shape;
 
 use crate::ir::Op;
@@ -18,7 +21,7 @@ pub type GradResult = Result<Vec<Option<Tensor>>, String>;
 
 /// Whether backpropagation through `op` is implemented.
 pub fn has_vjp(op: &Op) -> bool {
-    linalg::supports(op) || elementwise::supports(op) || nn::supports(op) || shape::supports(op)
+    linalg::supports(op) || elementwise::supports(op) || nn::supports(op) || shape::supports(op) || reduce::supports(op)
 }
 
 pub fn vjp(
@@ -36,6 +39,8 @@ pub fn vjp(
         nn::vjp(op, inputs, outputs, grads, need)
     } else if shape::supports(op) {
         shape::vjp(op, inputs, outputs, grads, need)
+    } else if reduce::supports(op) {
+        reduce::vjp(op, inputs, outputs, grads, need)
     } else {
         Err(format!("{} has no gradient", op.name()))
     }

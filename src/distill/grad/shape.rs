@@ -21,7 +21,17 @@ pub fn supports(op: &Op) -> bool {
         | Op::Slice
         | Op::Gather { .. }
         | Op::Pad { .. }
-        | Op::Expand => true,
+        | Op::Expand
+        | Op::Tile
+        | Op::GatherElements { .. }
+        | Op::Dropout => true,
+        // Integer outputs: no gradient flows back through them.
+        Op::Shape { .. }
+        | Op::Size
+        | Op::ArgMax { .. }
+        | Op::ArgMin { .. }
+        | Op::ConstantOfShape { .. }
+        | Op::Range => true,
         _ => false,
     }
 }
@@ -45,14 +55,24 @@ pub fn vjp(
         }
         return Ok(out);
     }
-    if !wants(0) {
+    if !wants(0)
+        || matches!(
+            op,
+            Op::Shape { .. }
+                | Op::Size
+                | Op::ArgMax { .. }
+                | Op::ArgMin { .. }
+                | Op::ConstantOfShape { .. }
+                | Op::Range
+        )
+    {
         return Ok(out);
     }
     let x = inputs[0].expect("checked");
     let g = grad_or_zeros(grads, outputs, 0);
     let gv = f32s(&g, "gradient")?;
     out[0] = Some(match op {
-        Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Identity => {
+        Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Identity | Op::Dropout => {
             Tensor::from_vec(x.shape().to_vec(), gv.to_vec()).ok_or("gradient does not fit the input")?
         }
         Op::Cast { .. } => {
@@ -66,6 +86,8 @@ pub fn vjp(
         Op::Slice => slice(inputs, x.shape(), &g)?,
         Op::Pad { mode } => pad(*mode, inputs, x.shape(), &g)?,
         Op::Gather { axis } => gather(x.shape(), inputs.get(1).copied().flatten(), *axis, &g)?,
+        Op::GatherElements { axis } => gather_elements(x.shape(), inputs.get(1).copied().flatten(), *axis, gv)?,
+        Op::Tile => tile(x.shape(), g.shape(), gv)?,
         _ => return Err(format!("{} is not a shape op", op.name())),
     });
     Ok(out)
@@ -302,4 +324,50 @@ fn gather(xs: &[usize], indices: Option<&Tensor>, axis: i64, g: &Tensor) -> Resu
         }
     }
     Tensor::from_vec(xs.to_vec(), dx).ok_or_else(|| "gather gradient shape".into())
+}
+
+/// GatherElements: out[i] = data[i with coordinate `axis` replaced by indices[i]].
+fn gather_elements(xs: &[usize], indices: Option<&Tensor>, axis: i64, g: &[f32]) -> Result<Tensor, String> {
+    let ax = axis_of(axis, xs.len())?;
+    let it = indices.ok_or("GatherElements indices missing")?;
+    let idx = ints(it, "indices")?;
+    let ish = it.shape();
+    if ish.len() != xs.len() || g.len() != idx.len() {
+        return Err(format!("indices {ish:?} do not fit data {xs:?}"));
+    }
+    let s = strides(xs);
+    let mut base = s.clone();
+    base[ax] = 0;
+    let d = xs[ax] as i64;
+    let mut dx = vec![0f32; xs.iter().product()];
+    let mut bad = None;
+    for_each_offsets(ish, [&base], |i, [o]| {
+        let k = if idx[i] < 0 { idx[i] + d } else { idx[i] };
+        if (0..d).contains(&k) {
+            dx[o + k as usize * s[ax]] += g[i];
+        } else {
+            bad = Some(idx[i]);
+        }
+    });
+    if let Some(b) = bad {
+        return Err(format!("index {b} is out of range for axis of size {d}"));
+    }
+    Tensor::from_vec(xs.to_vec(), dx).ok_or_else(|| "gather gradient shape".into())
+}
+
+/// Tile: view the output as [r0, d0, r1, d1, ...] and sum over the repeat axes.
+fn tile(xs: &[usize], gs: &[usize], g: &[f32]) -> Result<Tensor, String> {
+    if gs.len() != xs.len() || gs.iter().zip(xs).any(|(&o, &d)| d == 0 || o % d != 0) {
+        return Err(format!("Tile output {gs:?} is not a tiling of {xs:?}"));
+    }
+    let s = strides(xs);
+    let mut shape = Vec::with_capacity(2 * xs.len());
+    let mut st = Vec::with_capacity(2 * xs.len());
+    for a in 0..xs.len() {
+        shape.extend([gs[a] / xs[a], xs[a]]);
+        st.extend([0, s[a]]);
+    }
+    let mut dx = vec![0f32; xs.iter().product()];
+    for_each_offsets(&shape, [&st], |i, [j]| dx[j] += g[i]);
+    Tensor::from_vec(xs.to_vec(), dx).ok_or_else(|| "tile gradient shape".into())
 }
