@@ -125,7 +125,7 @@ impl NpyArray {
         let header = b.get(hstart..hstart + hlen).ok_or_else(|| bad(path, "truncated .npy header"))?;
         let header = std::str::from_utf8(header).map_err(|_| bad(path, ".npy header is not text"))?;
         let descr = dict_value(header, "descr").ok_or_else(|| bad(path, ".npy header has no 'descr'"))?;
-        let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+        let descr = quoted(descr).ok_or_else(|| bad(path, ".npy header 'descr' is not a type string"))?;
         let dtype = NpyType::parse(descr)
             .ok_or_else(|| bad(path, format!(".npy element type '{descr}' is not supported (little-endian f2/f4/f8/i1/i4/i8/u1/b1)")))?;
         if dict_value(header, "fortran_order").is_some_and(|v| v.starts_with("True")) {
@@ -183,6 +183,13 @@ impl NpyArray {
             t => return Err(bad(&self.path, format!("labels must be integers (i64/i32/u8/i8), found {t:?}"))),
         })
     }
+}
+
+/// The contents of the quoted string `s` starts with.
+fn quoted(s: &str) -> Option<&str> {
+    let q = s.chars().next().filter(|&c| c == '\'' || c == '"')?;
+    let rest = &s[1..];
+    Some(&rest[..rest.find(q)?])
 }
 
 /// The text after `'key':` in a numpy header dict, up to the end of the dict.
