@@ -31,7 +31,14 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { top_k: 0, temperature: 1.0, batch: 64, output: "logits".into(), teacher_digests: vec![], chunk_records: 256 }
+        BuildOptions {
+            top_k: 0,
+            temperature: 1.0,
+            batch: 64,
+            output: "logits".into(),
+            teacher_digests: vec![],
+            chunk_records: 256,
+        }
     }
 }
 
@@ -62,7 +69,9 @@ fn to_f32(t: Tensor) -> Result<Vec<f32>> {
         Data::F32(v) => v,
         Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
         Data::F64(v) => v.iter().map(|&x| x as f32).collect(),
-        d => return Err(Error::Unavailable(format!("teacher output is {}, expected floating-point logits", d.dtype()))),
+        d => {
+            return Err(Error::Unavailable(format!("teacher output is {}, expected floating-point logits", d.dtype())))
+        }
     })
 }
 
@@ -85,7 +94,10 @@ fn run_teachers(teachers: &mut [&mut TeacherFn], x: &Tensor, t: f32, secs: &mut 
         return Err(Error::Unavailable("ensemble members disagree on the class count".into()));
     }
     if let Some(p) = outs.iter().flatten().position(|v| v.is_nan() || *v == f32::INFINITY) {
-        return Err(Error::Unavailable(format!("teacher output for sample {} of the batch is NaN or +inf", (p % (classes * b)) / classes)));
+        return Err(Error::Unavailable(format!(
+            "teacher output for sample {} of the batch is NaN or +inf",
+            (p % (classes * b)) / classes
+        )));
     }
     if outs.len() == 1 {
         return Ok((outs.pop().unwrap_or_default(), classes));
@@ -116,10 +128,20 @@ fn run_teachers(teachers: &mut [&mut TeacherFn], x: &Tensor, t: f32, secs: &mut 
 /// whole chunk; teacher batches stay aligned to multiples of `batch` from sample 0, so a resumed
 /// build feeds every sample in the same batch as an uninterrupted one and writes the same bytes.
 /// `progress(done, total)` is called after every batch.
-pub fn build_cache(src: &DataSource, teachers: &mut [&mut TeacherFn], opts: &BuildOptions, out: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<BuildReport> {
+pub fn build_cache(
+    src: &DataSource,
+    teachers: &mut [&mut TeacherFn],
+    opts: &BuildOptions,
+    out: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<BuildReport> {
     let t_start = Instant::now();
     if teachers.is_empty() || teachers.len() != opts.teacher_digests.len() {
-        return Err(Error::Unavailable(format!("{} teachers given with {} digests", teachers.len(), opts.teacher_digests.len())));
+        return Err(Error::Unavailable(format!(
+            "{} teachers given with {} digests",
+            teachers.len(),
+            opts.teacher_digests.len()
+        )));
     }
     if !(opts.temperature > 0.0 && opts.temperature.is_finite()) {
         return Err(Error::Unavailable(format!("temperature must be positive, got {}", opts.temperature)));

@@ -145,7 +145,10 @@ impl CacheHeader {
         let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
         let version = u32_at(8);
         if version != VERSION {
-            return Err(cache_err(path, format!("cache format version {version} is not supported (this build reads version {VERSION})")));
+            return Err(cache_err(
+                path,
+                format!("cache format version {version} is not supported (this build reads version {VERSION})"),
+            ));
         }
         let len = u32_at(12) as usize;
         if len < FIXED_HEADER + 4 || len > b.len() {
@@ -206,7 +209,11 @@ impl CacheHeader {
         if file.teachers != self.teachers {
             let f: Vec<String> = file.teachers.iter().map(short).collect();
             let s: Vec<String> = self.teachers.iter().map(short).collect();
-            return Some(format!("cache was built by another teacher (sha256 {} in the file, {} given)", f.join("+"), s.join("+")));
+            return Some(format!(
+                "cache was built by another teacher (sha256 {} in the file, {} given)",
+                f.join("+"),
+                s.join("+")
+            ));
         }
         if file.data_digest != self.data_digest || file.samples != self.samples {
             return Some(format!(
@@ -220,7 +227,9 @@ impl CacheHeader {
         if file.labels_digest != self.labels_digest {
             return Some("cache was built with other labels for this data set".into());
         }
-        let diff = |what: &str, a: String, b: String| Some(format!("cache was built with {what} {a}, this build asks for {b}"));
+        let diff = |what: &str, a: String, b: String| {
+            Some(format!("cache was built with {what} {a}, this build asks for {b}"))
+        };
         if file.output != self.output {
             return diff("teacher output", format!("'{}'", file.output), format!("'{}'", self.output));
         }

@@ -34,7 +34,10 @@ fn check_frame(path: &Path, b: &[u8], h: &CacheHeader) -> Result<()> {
         ));
     }
     if got > want {
-        return Err(cache_err(path, format!("cache has {} trailing bytes after the footer at byte {}", got - want, want - FOOTER_LEN as u64)));
+        return Err(cache_err(
+            path,
+            format!("cache has {} trailing bytes after the footer at byte {}", got - want, want - FOOTER_LEN as u64),
+        ));
     }
     let f = &b[b.len() - FOOTER_LEN..];
     let at = want - FOOTER_LEN as u64;
@@ -135,14 +138,26 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         };
         let (body, crc) = chunk.split_at(size - 4);
         if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-            return Err(cache_err(path, format!("corrupt chunk {c} at byte {off} (CRC mismatch over {} bytes)", size - 4)));
+            return Err(cache_err(
+                path,
+                format!("corrupt chunk {c} at byte {off} (CRC mismatch over {} bytes)", size - 4),
+            ));
         }
         crcs.update(crc);
     }
     check_frame(path, &b, &h)?;
     let footer = &b[b.len() - FOOTER_LEN..];
     if footer != footer_for(h.samples, crcs.finalize()) {
-        return Err(cache_err(path, format!("footer at byte {} does not match the chunk CRCs", want - FOOTER_LEN as u64)));
+        return Err(cache_err(
+            path,
+            format!("footer at byte {} does not match the chunk CRCs", want - FOOTER_LEN as u64),
+        ));
     }
-    Ok(VerifyReport { records: h.samples, chunks: h.chunks(), file_bytes: want, bytes_per_record: h.record_size(), header: h })
+    Ok(VerifyReport {
+        records: h.samples,
+        chunks: h.chunks(),
+        file_bytes: want,
+        bytes_per_record: h.record_size(),
+        header: h,
+    })
 }

@@ -46,11 +46,21 @@ impl CacheWriter {
     /// good chunk.
     pub fn open_or_resume(path: &Path, header: CacheHeader) -> Result<(CacheWriter, ResumeState)> {
         let want = header.encode();
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io(path))?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io(path))?;
         let len = file.metadata().map_err(io(path))?.len();
         let mut head = vec![0u8; (len as usize).min(want.len())];
         file.read_exact(&mut head).map_err(io(path))?;
-        let mut w = CacheWriter { path: path.to_path_buf(), file, header, written: 0, buf: Vec::new(), buffered: 0, crcs: crc32fast::Hasher::new(), dirty: false };
+        let mut w = CacheWriter {
+            path: path.to_path_buf(),
+            file,
+            header,
+            written: 0,
+            buf: Vec::new(),
+            buffered: 0,
+            crcs: crc32fast::Hasher::new(),
+            dirty: false,
+        };
         // Empty, or a header torn while being written: start over.
         if (len as usize) < want.len() && want.starts_with(&head) {
             w.file.set_len(0).map_err(io(path))?;
@@ -129,7 +139,10 @@ impl CacheWriter {
     pub fn push(&mut self, record: &[u8]) -> Result<()> {
         let h = &self.header;
         if record.len() != h.record_size() {
-            return Err(cache_err(&self.path, format!("record of {} bytes, expected {}", record.len(), h.record_size())));
+            return Err(cache_err(
+                &self.path,
+                format!("record of {} bytes, expected {}", record.len(), h.record_size()),
+            ));
         }
         if self.len() >= h.samples {
             return Err(cache_err(&self.path, format!("more records than the {} the header announces", h.samples)));
@@ -170,7 +183,10 @@ impl CacheWriter {
     /// Writes the last partial chunk and the footer and syncs; all records must be in.
     pub fn finish(mut self) -> Result<u64> {
         if self.len() != self.header.samples {
-            return Err(cache_err(&self.path, format!("finish after {} of {} records", self.len(), self.header.samples)));
+            return Err(cache_err(
+                &self.path,
+                format!("finish after {} of {} records", self.len(), self.header.samples),
+            ));
         }
         if self.buffered > 0 {
             self.flush_chunk()?;

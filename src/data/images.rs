@@ -51,7 +51,15 @@ pub struct ImageOptions {
 
 impl Default for ImageOptions {
     fn default() -> Self {
-        ImageOptions { height: 0, width: 0, color: ColorMode::Rgb, layout: Layout::Nchw, scale: 1.0 / 255.0, mean: vec![], std: vec![] }
+        ImageOptions {
+            height: 0,
+            width: 0,
+            color: ColorMode::Rgb,
+            layout: Layout::Nchw,
+            scale: 1.0 / 255.0,
+            mean: vec![],
+            std: vec![],
+        }
     }
 }
 
@@ -107,7 +115,8 @@ pub fn list_images(dir: &Path) -> Result<(Vec<PathBuf>, Option<Vec<i64>>, Vec<St
 
 /// Decoded size of an image file without preprocessing.
 pub fn image_size(path: &Path) -> Result<(usize, usize)> {
-    let img = image::open(path).map_err(|e| Error::TensorFile { path: path.to_path_buf(), message: format!("cannot decode image: {e}") })?;
+    let img = image::open(path)
+        .map_err(|e| Error::TensorFile { path: path.to_path_buf(), message: format!("cannot decode image: {e}") })?;
     Ok((img.height() as usize, img.width() as usize))
 }
 

@@ -92,7 +92,10 @@ impl DataSource {
         } else if !path.exists() {
             return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")));
         } else {
-            return Err(bad(path, "unknown data format (expected .npy, .npz, or a folder of them or of PNG/JPEG images)"));
+            return Err(bad(
+                path,
+                "unknown data format (expected .npy, .npz, or a folder of them or of PNG/JPEG images)",
+            ));
         };
         if let Some(lp) = &opts.labels {
             let arr = NpyArray::open(lp)?;
@@ -116,7 +119,17 @@ impl DataSource {
             if let Some(first) = parts.first() {
                 let first: &NpyArray = first;
                 if first.sample_shape() != x.sample_shape() || first.dtype != x.dtype {
-                    return Err(bad(f, format!("samples are {:?} {:?}, but {} has {:?} {:?}", x.dtype, x.sample_shape(), first.path.display(), first.dtype, first.sample_shape())));
+                    return Err(bad(
+                        f,
+                        format!(
+                            "samples are {:?} {:?}, but {} has {:?} {:?}",
+                            x.dtype,
+                            x.sample_shape(),
+                            first.path.display(),
+                            first.dtype,
+                            first.sample_shape()
+                        ),
+                    ));
                 }
             }
             if let Some(y) = &y {

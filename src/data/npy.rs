@@ -126,8 +126,9 @@ impl NpyArray {
         let header = std::str::from_utf8(header).map_err(|_| bad(path, ".npy header is not text"))?;
         let descr = dict_value(header, "descr").ok_or_else(|| bad(path, ".npy header has no 'descr'"))?;
         let descr = quoted(descr).ok_or_else(|| bad(path, ".npy header 'descr' is not a type string"))?;
-        let dtype = NpyType::parse(descr)
-            .ok_or_else(|| bad(path, format!(".npy element type '{descr}' is not supported (little-endian f2/f4/f8/i1/i4/i8/u1/b1)")))?;
+        let dtype = NpyType::parse(descr).ok_or_else(|| {
+            bad(path, format!(".npy element type '{descr}' is not supported (little-endian f2/f4/f8/i1/i4/i8/u1/b1)"))
+        })?;
         if dict_value(header, "fortran_order").is_some_and(|v| v.starts_with("True")) {
             return Err(bad(path, "Fortran-ordered .npy arrays are not supported (save with C order)"));
         }
@@ -141,9 +142,15 @@ impl NpyArray {
             .map(|s| s.parse::<usize>().map_err(|_| bad(path, format!("bad .npy dimension '{s}'"))))
             .collect::<Result<Vec<_>>>()?;
         let offset = start + hstart + hlen;
-        let need = shape.iter().try_fold(dtype.size(), |a, &d| a.checked_mul(d)).ok_or_else(|| bad(path, "shape overflows"))?;
+        let need = shape
+            .iter()
+            .try_fold(dtype.size(), |a, &d| a.checked_mul(d))
+            .ok_or_else(|| bad(path, "shape overflows"))?;
         if all.len() < offset + need {
-            return Err(bad(path, format!("truncated .npy data: {} bytes expected, {} present", need, all.len() - offset.min(all.len()))));
+            return Err(bad(
+                path,
+                format!("truncated .npy data: {} bytes expected, {} present", need, all.len() - offset.min(all.len())),
+            ));
         }
         Ok(NpyArray { path: path.to_path_buf(), dtype, shape, backing, offset })
     }
@@ -177,7 +184,9 @@ impl NpyArray {
         let b = self.rows(0, self.len());
         Ok(match self.dtype {
             NpyType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-            NpyType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64).collect(),
+            NpyType::I32 => {
+                b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64).collect()
+            }
             NpyType::U8 => b.iter().map(|&v| v as i64).collect(),
             NpyType::I8 => b.iter().map(|&v| v as i8 as i64).collect(),
             t => return Err(bad(&self.path, format!("labels must be integers (i64/i32/u8/i8), found {t:?}"))),
@@ -212,11 +221,13 @@ pub fn open_npz(path: &Path) -> Result<(NpyArray, Option<NpyArray>)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: read-only map, see NpyArray::open.
     let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&map[..])).map_err(|e| bad(path, format!("not a valid .npz: {e}")))?;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&map[..]))
+        .map_err(|e| bad(path, format!("not a valid .npz: {e}")))?;
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
     // ZIP order is numpy's save order: "the first array" is the first member that is not `y`.
     let arrays: Vec<&String> = names.iter().filter(|n| n.ends_with(".npy")).collect();
-    let pick_x = arrays.iter().find(|n| n.as_str() == "x.npy").or_else(|| arrays.iter().find(|n| n.as_str() != "y.npy"));
+    let pick_x =
+        arrays.iter().find(|n| n.as_str() == "x.npy").or_else(|| arrays.iter().find(|n| n.as_str() != "y.npy"));
     let x_name = pick_x.map(|s| s.to_string()).ok_or_else(|| bad(path, ".npz holds no arrays"))?;
     let has_y = names.iter().any(|n| n == "y.npy");
     let mut member = |name: &str| -> Result<NpyArray> {

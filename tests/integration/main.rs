@@ -1,5 +1,5 @@
 //! Alembic's integration tests, in one binary to keep link time down.
 
-mod common;
 mod cache;
+mod common;
 mod conformance;
