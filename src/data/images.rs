@@ -91,14 +91,21 @@ pub fn dir_has_images(dir: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// The images of a folder in sorted order, with labels when they sit in class subfolders
-/// (label = index of the subfolder name in sorted order).
-pub fn list_images(dir: &Path) -> Result<(Vec<PathBuf>, Option<Vec<i64>>, Vec<String>)> {
+/// Images of a folder: files in sorted order, with labels when they sit in class subfolders
+/// (label = index of the subfolder name in sorted order, names in `classes`).
+pub struct ImageList {
+    pub files: Vec<PathBuf>,
+    pub labels: Option<Vec<i64>>,
+    pub classes: Vec<String>,
+}
+
+/// Lists the images of a folder (see [`ImageList`]).
+pub fn list_images(dir: &Path) -> Result<ImageList> {
     let entries = sorted_entries(dir)?;
     let subdirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
     let direct: Vec<PathBuf> = entries.iter().filter(|p| p.is_file() && is_image(p)).cloned().collect();
     if !direct.is_empty() || subdirs.is_empty() {
-        return Ok((direct, None, vec![]));
+        return Ok(ImageList { files: direct, labels: None, classes: vec![] });
     }
     let (mut files, mut labels, mut classes) = (vec![], vec![], vec![]);
     for (ci, d) in subdirs.iter().enumerate() {
@@ -110,7 +117,7 @@ pub fn list_images(dir: &Path) -> Result<(Vec<PathBuf>, Option<Vec<i64>>, Vec<St
             }
         }
     }
-    Ok((files, Some(labels), classes))
+    Ok(ImageList { files, labels: Some(labels), classes })
 }
 
 /// Decoded size of an image file without preprocessing.
@@ -145,7 +152,7 @@ pub fn check_options(o: &ImageOptions) -> Result<()> {
             return Err(Error::Unavailable(format!("image {name} has {} values, expected 1 or {c}", v.len())));
         }
     }
-    if o.std.iter().any(|&s| s == 0.0) {
+    if o.std.contains(&0.0) {
         return Err(Error::Unavailable("image std must not be 0".into()));
     }
     Ok(())

@@ -167,7 +167,7 @@ impl DataSource {
 
     fn open_images(path: &Path, o: &ImageOptions) -> Result<DataSource> {
         images::check_options(o)?;
-        let (files, labels, classes) = images::list_images(path)?;
+        let images::ImageList { files, labels, classes } = images::list_images(path)?;
         if files.is_empty() {
             return Err(bad(path, "folder holds no PNG/JPEG images"));
         }
