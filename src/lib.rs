@@ -18,6 +18,8 @@
 //! ```
 
 pub mod backend;
+pub mod cache;
+pub mod data;
 pub mod distill;
 pub mod error;
 pub mod eval;
