@@ -18,6 +18,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod error;
 pub mod ir;
 pub mod onnx;
