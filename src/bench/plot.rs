@@ -31,17 +31,24 @@ pub fn render_svg(report: &Report) -> Result<String> {
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let lo = series.iter().filter_map(|(_, s)| s.first()).copied().fold(f64::INFINITY, f64::min);
         let hi = series.iter().filter_map(|(_, s)| s.last()).copied().fold(0.0, f64::max);
-        let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, hi.max(1.0)) };
-        let pad = (hi - lo) * 0.05;
+        // Log latency axis: tails (one slow run in a hundred) stay visible without flattening
+        // the body of the distribution.
+        let (lo, hi) = if lo.is_finite() && lo > 0.0 && hi > lo { (lo, hi) } else { (1e-3, hi.max(1.0)) };
+        let (lo, hi) = (lo / 1.1, hi * 1.1);
         let title = format!("latency distribution: {}", file_name(&report.model.path));
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(55)
-            .build_cartesian_2d((lo - pad).max(0.0)..hi + pad, 0.0..100.0)
+            .build_cartesian_2d((lo..hi).log_scale(), 0.0..100.0)
             .map_err(|e| err(e.to_string()))?;
-        chart.configure_mesh().x_desc("latency (ms)").y_desc("percentile").draw().map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("latency (ms, log scale)")
+            .y_desc("percentile")
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
         for (i, (id, s)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let n = s.len();

@@ -125,8 +125,18 @@ fn preamble(r: &Report) -> Vec<String> {
     v
 }
 
+/// Why combinations did not run, one line per backend:precision and message (batches grouped).
 fn notes(r: &Report) -> Vec<String> {
-    r.results.iter().filter_map(|c| c.message.as_ref().map(|m| format!("{}: {m}", c.id))).collect()
+    let mut groups: Vec<(String, &str, Vec<String>)> = Vec::new();
+    for c in &r.results {
+        let Some(m) = c.message.as_deref() else { continue };
+        let key = format!("{}:{}", c.backend, c.precision);
+        match groups.iter_mut().find(|g| g.0 == key && g.1 == m) {
+            Some(g) => g.2.push(format!("b{}", c.batch)),
+            None => groups.push((key, m, vec![format!("b{}", c.batch)])),
+        }
+    }
+    groups.into_iter().map(|(k, m, b)| format!("{k} ({}): {m}", b.join(", "))).collect()
 }
 
 /// Right-aligned, space-separated table for a terminal.
