@@ -161,7 +161,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
             (None, Some(b)) => t_phase.elapsed().as_secs_f64() / b.as_secs_f64(),
             (None, None) => 1.0,
         };
-        if round % 5 == 0 || frac >= 1.0 {
+        if round.is_multiple_of(5) || frac >= 1.0 {
             progress(Progress { fraction: 0.5 + 0.45 * frac.min(1.0), message: format!("measured round {round}") });
         }
     }

@@ -73,7 +73,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if a.runs == Some(0) {
         bail!("--runs must be at least 1");
     }
-    if a.max_secs.is_some_and(|s| !(s > 0.0)) {
+    if a.max_secs.is_some_and(|s| s.is_nan() || s <= 0.0) {
         bail!("--max-secs must be positive");
     }
     let decls = inputs::model_inputs(&a.model)?;
