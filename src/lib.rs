@@ -19,7 +19,9 @@
 
 pub mod backend;
 pub mod bench;
+pub mod distill;
 pub mod error;
+pub mod eval;
 pub mod ir;
 pub mod onnx;
 mod session;

@@ -116,6 +116,7 @@ pub enum ReduceKind {
 pub enum ResizeMode {
     Nearest,
     Linear,
+    Cubic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +154,8 @@ pub struct ResizeAttrs {
     pub axes: Option<Vec<i64>>,
     pub aspect: AspectPolicy,
     pub antialias: bool,
+    /// Keys cubic coefficient `A` (ONNX `cubic_coeff_a`), used by `ResizeMode::Cubic`.
+    pub cubic_coeff_a: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,6 +299,9 @@ pub enum Op {
     /// Inputs start, limit, delta.
     Range,
     Identity,
+    /// Inference-mode Dropout whose mask output is used: output 0 copies input 0, output 1 is
+    /// an all-true bool mask of the same shape.
+    Dropout,
 }
 
 impl Op {
@@ -387,6 +393,7 @@ impl Op {
             Op::Tile => "Tile",
             Op::Range => "Range",
             Op::Identity => "Identity",
+            Op::Dropout => "Dropout",
         }
     }
 }

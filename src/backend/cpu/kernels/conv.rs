@@ -1,9 +1,271 @@
-//! (being written)
+//! Conv: im2col + one SGEMM per (image, group); 1x1 stride-1 unpadded convs are a plain GEMM on
+//! the input, and convs with one input channel per group (depthwise) run a direct loop.
+//! ConvTranspose lives in `conv_transpose.rs`.
 
-use super::KResult;
-use crate::ir::Op;
+use super::linalg::sgemm;
+use super::window::{resolve, via_f32, Geom};
+use super::{opt, req, KResult};
+use crate::ir::{Op, Window};
 use crate::tensor::Tensor;
 
-pub fn eval(op: &Op, _inputs: &[Option<&Tensor>], _outputs: &mut [Tensor], _scratch: &mut Vec<f32>) -> KResult {
-    Err(format!("{} has no CPU kernel yet", op.name()))
+pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch: &mut Vec<f32>) -> KResult {
+    match op {
+        Op::Conv { window, group } => {
+            via_f32(inputs, outputs, scratch, &[], |i, o, s| conv(window, *group, i, &mut o[0], s))
+        }
+        Op::ConvTranspose(a) => {
+            via_f32(inputs, outputs, scratch, &[], |i, o, s| super::conv_transpose::eval(a, i, &mut o[0], s))
+        }
+        _ => Err(format!("{} is not a convolution", op.name())),
+    }
+}
+
+/// Checks X/W ranks and channel counts; returns (N, C, M, spatial dims, kernel dims).
+pub fn check_xw<'a>(
+    x: &'a Tensor,
+    w: &'a Tensor,
+    group: usize,
+    transposed: bool,
+) -> Result<(usize, usize, usize, &'a [usize], &'a [usize]), String> {
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.len() < 3 || ws.len() != xs.len() {
+        return Err(format!("X {xs:?} and W {ws:?} must have the same rank >= 3"));
+    }
+    if group == 0 {
+        return Err("group must be positive".into());
+    }
+    let (n, c) = (xs[0], xs[1]);
+    if c % group != 0 {
+        return Err(format!("{c} input channels are not divisible by group {group}"));
+    }
+    let m = if transposed {
+        if ws[0] != c {
+            return Err(format!("W {ws:?} must have {c} input channels first"));
+        }
+        ws[1] * group
+    } else {
+        if ws[1] * group != c || ws[0] % group != 0 {
+            return Err(format!("W {ws:?} does not fit {c} input channels in {group} groups"));
+        }
+        ws[0]
+    };
+    Ok((n, c, m, &xs[2..], &ws[2..]))
+}
+
+/// Bias of `m` channels, or None.
+pub fn bias(b: Option<&Tensor>, m: usize) -> Result<Option<&[f32]>, String> {
+    match b {
+        None => Ok(None),
+        Some(b) => {
+            let v = b.as_slice::<f32>().ok_or("bias must have the type of X")?;
+            if v.len() != m {
+                return Err(format!("bias has {} values for {m} output channels", v.len()));
+            }
+            Ok(Some(v))
+        }
+    }
+}
+
+fn conv(w: &Window, group: usize, inputs: &[Option<&Tensor>], out: &mut Tensor, scratch: &mut Vec<f32>) -> KResult {
+    let (x, wt) = (req(inputs, 0)?, req(inputs, 1)?);
+    let (n, c, m, sp, ks) = check_xw(x, wt, group, false)?;
+    if !w.kernel.is_empty() && w.kernel != ks {
+        return Err(format!("kernel_shape {:?} differs from the weight's {ks:?}", w.kernel));
+    }
+    let g = resolve(w, sp, ks)?;
+    let b = bias(opt(inputs, 2), m)?;
+    let xv = x.as_slice::<f32>().ok_or("X must be f32")?;
+    let wv = wt.as_slice::<f32>().ok_or("W must have the type of X")?;
+    let mut oshape = vec![n, m];
+    oshape.extend_from_slice(&g.out_dims);
+    let y = out.reuse_f32(&oshape);
+    let (cg, mg) = (c / group, m / group);
+    let (isz, osz, ksz) = (g.in_size(), g.out_size(), g.kernel_size());
+    if osz == 0 || n == 0 || m == 0 {
+        return Ok(());
+    }
+    // Start from the bias; the GEMMs accumulate onto it.
+    for (i, plane) in y.chunks_mut(osz).enumerate() {
+        plane.fill(b.map_or(0.0, |b| b[i % m]));
+    }
+    if cg == 1 {
+        depthwise(&g, xv, wv, y, n, c, mg);
+        return Ok(());
+    }
+    let pointwise = g.kernel == [1; 3] && g.stride == [1; 3] && g.pad == [0; 3] && g.pad_end == [0; 3];
+    let kdim = cg * ksz;
+    if !pointwise {
+        scratch.resize(kdim * osz, 0.0);
+    }
+    for img in 0..n {
+        for grp in 0..group {
+            let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
+            let col: &[f32] = if pointwise {
+                xg
+            } else {
+                im2col(&g, xg, cg, &mut scratch[..kdim * osz]);
+                &scratch[..kdim * osz]
+            };
+            let wg = &wv[grp * mg * kdim..][..mg * kdim];
+            let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
+            sgemm(mg, kdim, osz, 1.0, wg, (kdim as isize, 1), col, (osz as isize, 1), 1.0, yg, osz as isize);
+        }
+    }
+    Ok(())
+}
+
+/// Input index of output `o` and tap `k` along one dim, or None in the padding.
+#[inline]
+fn src(o: usize, k: usize, g: &Geom, d: usize) -> Option<usize> {
+    let i = (o * g.stride[d] + k * g.dilation[d]) as isize - g.pad[d] as isize;
+    (i >= 0 && (i as usize) < g.input[d]).then_some(i as usize)
+}
+
+/// Rows (channel, tap) by columns (output position) of the input patches of `cg` channels.
+fn im2col(g: &Geom, x: &[f32], cg: usize, col: &mut [f32]) {
+    let [o0, o1, o2] = g.out;
+    let [k0, k1, k2] = g.kernel;
+    let [_, i1, i2] = g.input;
+    let isz = g.in_size();
+    let osz = g.out_size();
+    let mut row = 0;
+    for ch in 0..cg {
+        let xc = &x[ch * isz..][..isz];
+        for a in 0..k0 {
+            for b in 0..k1 {
+                for cc in 0..k2 {
+                    let dst = &mut col[row * osz..][..osz];
+                    row += 1;
+                    let mut p = 0;
+                    for y0 in 0..o0 {
+                        let Some(s0) = src(y0, a, g, 0) else {
+                            dst[p..p + o1 * o2].fill(0.0);
+                            p += o1 * o2;
+                            continue;
+                        };
+                        for y1 in 0..o1 {
+                            let Some(s1) = src(y1, b, g, 1) else {
+                                dst[p..p + o2].fill(0.0);
+                                p += o2;
+                                continue;
+                            };
+                            let line = &xc[(s0 * i1 + s1) * i2..][..i2];
+                            for y2 in 0..o2 {
+                                dst[p] = src(y2, cc, g, 2).map_or(0.0, |s2| line[s2]);
+                                p += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One input channel per group: each output channel is a direct correlation of one plane.
+fn depthwise(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32], n: usize, c: usize, mg: usize) {
+    let (isz, osz, ksz) = (g.in_size(), g.out_size(), g.kernel_size());
+    let m = c * mg;
+    let [o0, o1, o2] = g.out;
+    let [k0, k1, k2] = g.kernel;
+    let [_, i1, i2] = g.input;
+    for img in 0..n {
+        for oc in 0..m {
+            let xc = &x[(img * c + oc / mg) * isz..][..isz];
+            let wc = &w[oc * ksz..][..ksz];
+            let yc = &mut y[(img * m + oc) * osz..][..osz];
+            let mut p = 0;
+            for y0 in 0..o0 {
+                for y1 in 0..o1 {
+                    for y2 in 0..o2 {
+                        let mut acc = 0.0;
+                        for a in 0..k0 {
+                            let Some(s0) = src(y0, a, g, 0) else { continue };
+                            for b in 0..k1 {
+                                let Some(s1) = src(y1, b, g, 1) else { continue };
+                                let line = &xc[(s0 * i1 + s1) * i2..][..i2];
+                                let wl = &wc[(a * k1 + b) * k2..][..k2];
+                                for (cc, &wv) in wl.iter().enumerate() {
+                                    if let Some(s2) = src(y2, cc, g, 2) {
+                                        acc += wv * line[s2];
+                                    }
+                                }
+                            }
+                        }
+                        yc[p] += acc;
+                        p += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::AutoPad;
+
+    fn win(pads: Vec<usize>, strides: Vec<usize>) -> Window {
+        Window { kernel: vec![], strides, pads, dilations: vec![], auto_pad: AutoPad::NotSet, ceil_mode: false }
+    }
+
+    /// Naive reference conv for 2-D.
+    fn naive(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], group: usize, pad: usize, s: usize) -> Vec<f32> {
+        let [n, c, h, wd] = xs;
+        let [m, cg, kh, kw] = ws;
+        let oh = (h + 2 * pad - kh) / s + 1;
+        let ow = (wd + 2 * pad - kw) / s + 1;
+        let mg = m / group;
+        let mut y = vec![0.0; n * m * oh * ow];
+        for img in 0..n {
+            for oc in 0..m {
+                let grp = oc / mg;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0.0;
+                        for ic in 0..cg {
+                            let ch = grp * cg + ic;
+                            for a in 0..kh {
+                                for b in 0..kw {
+                                    let iy = (oy * s + a) as isize - pad as isize;
+                                    let ix = (ox * s + b) as isize - pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    acc += x[((img * c + ch) * h + iy as usize) * wd + ix as usize]
+                                        * w[((oc * cg + ic) * kh + a) * kw + b];
+                                }
+                            }
+                        }
+                        y[((img * m + oc) * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_naive() {
+        for &(c, m, group, k, pad, s) in
+            &[(4, 6, 1, 3, 1, 1), (4, 6, 2, 3, 0, 2), (4, 8, 4, 3, 1, 1), (3, 5, 1, 1, 0, 1), (4, 4, 4, 2, 1, 2)]
+        {
+            let xs = [2, c, 5, 6];
+            let ws = [m, c / group, k, k];
+            let x: Vec<f32> = (0..xs.iter().product()).map(|i| ((i * 7 % 13) as f32) - 6.0).collect();
+            let w: Vec<f32> = (0..ws.iter().product()).map(|i| ((i * 5 % 11) as f32) * 0.1 - 0.5).collect();
+            let xt = Tensor::from_vec(xs.to_vec(), x.clone()).unwrap();
+            let wt = Tensor::from_vec(ws.to_vec(), w.clone()).unwrap();
+            let op = Op::Conv { window: win(vec![pad; 4], vec![s, s]), group };
+            let mut out = vec![Tensor::empty(crate::tensor::DType::F32)];
+            eval(&op, &[Some(&xt), Some(&wt)], &mut out, &mut Vec::new()).unwrap();
+            let want = naive(&x, xs, &w, ws, group, pad, s);
+            let got = out[0].as_slice::<f32>().unwrap();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b} for c{c} m{m} g{group} k{k}");
+            }
+        }
+    }
 }

@@ -6,13 +6,17 @@
 
 pub mod broadcast;
 pub mod conv;
+pub mod conv_transpose;
 pub mod elementwise;
+pub mod gather;
 pub mod linalg;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
 pub mod shape_ops;
+pub mod slice_pad;
+pub mod window;
 
 use crate::ir::Op;
 use crate::tensor::Tensor;

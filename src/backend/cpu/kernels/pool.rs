@@ -1,9 +1,178 @@
-//! (being written)
+//! MaxPool (with optional i64 Indices), AveragePool, GlobalAveragePool, GlobalMaxPool.
 
-use super::KResult;
-use crate::ir::Op;
+use super::window::{resolve, via_f32, Geom};
+use super::{req, KResult};
+use crate::ir::{Op, Window};
 use crate::tensor::Tensor;
 
-pub fn eval(op: &Op, _inputs: &[Option<&Tensor>], _outputs: &mut [Tensor], _scratch: &mut Vec<f32>) -> KResult {
-    Err(format!("{} has no CPU kernel yet", op.name()))
+pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch: &mut Vec<f32>) -> KResult {
+    match op {
+        Op::MaxPool { window, storage_order } => {
+            via_f32(inputs, outputs, scratch, &[1], |i, o, _| pool(window, Kind::Max(*storage_order), req(i, 0)?, o))
+        }
+        Op::AveragePool { window, count_include_pad } => {
+            via_f32(inputs, outputs, scratch, &[], |i, o, _| pool(window, Kind::Avg(*count_include_pad), req(i, 0)?, o))
+        }
+        Op::GlobalAveragePool => via_f32(inputs, outputs, scratch, &[], |i, o, _| global(req(i, 0)?, &mut o[0], false)),
+        Op::GlobalMaxPool => via_f32(inputs, outputs, scratch, &[], |i, o, _| global(req(i, 0)?, &mut o[0], true)),
+        _ => Err(format!("{} is not a pooling op", op.name())),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Storage order of the indices: 0 row-major, 1 column-major.
+    Max(usize),
+    /// count_include_pad.
+    Avg(bool),
+}
+
+fn pool(w: &Window, kind: Kind, x: &Tensor, outputs: &mut [Tensor]) -> KResult {
+    let xs = x.shape();
+    if xs.len() < 3 {
+        return Err(format!("input must have rank >= 3, has shape {xs:?}"));
+    }
+    if w.kernel.len() != xs.len() - 2 {
+        return Err(format!("kernel_shape {:?} does not fit input {xs:?}", w.kernel));
+    }
+    if w.kernel.iter().any(|&k| k > 64) {
+        return Err(format!("kernel_shape {:?}: windows wider than 64 are not supported", w.kernel));
+    }
+    let g = resolve(w, &xs[2..], &w.kernel)?;
+    let xv = x.as_slice::<f32>().ok_or("X must be f32")?;
+    let mut oshape = xs[..2].to_vec();
+    oshape.extend_from_slice(&g.out_dims);
+    let planes = xs[0] * xs[1];
+    let (isz, osz) = (g.in_size(), g.out_size());
+    let (y, rest) = outputs.split_first_mut().ok_or("no output")?;
+    let y = y.reuse_f32(&oshape);
+    let mut idx = match (kind, rest.first_mut()) {
+        (Kind::Max(_), Some(t)) => Some(t.reuse::<i64>(&oshape)),
+        _ => None,
+    };
+    for p in 0..planes {
+        let xp = &xv[p * isz..][..isz];
+        let yp = &mut y[p * osz..][..osz];
+        match kind {
+            Kind::Max(order) => {
+                let ip = idx.as_mut().map(|v| &mut v[p * osz..][..osz]);
+                max_plane(&g, xp, yp, ip, p * isz, order);
+            }
+            Kind::Avg(include_pad) => avg_plane(&g, xp, yp, include_pad),
+        }
+    }
+    Ok(())
+}
+
+/// Valid input indices along dim `d` of output `o`, plus the taps counted with padding.
+#[inline]
+fn taps(g: &Geom, d: usize, o: usize, buf: &mut [usize; 64]) -> (usize, usize) {
+    let start = (o * g.stride[d]) as isize - g.pad[d] as isize;
+    let padded_end = (g.input[d] + g.pad_end[d]) as isize;
+    let (mut n, mut with_pad) = (0, 0);
+    for k in 0..g.kernel[d] {
+        let i = start + (k * g.dilation[d]) as isize;
+        if i < padded_end {
+            with_pad += 1;
+        }
+        if i >= 0 && (i as usize) < g.input[d] && n < buf.len() {
+            buf[n] = i as usize;
+            n += 1;
+        }
+    }
+    (n, with_pad)
+}
+
+fn max_plane(g: &Geom, x: &[f32], y: &mut [f32], mut idx: Option<&mut [i64]>, base: usize, order: usize) {
+    let [o0, o1, o2] = g.out;
+    let [_, i1, i2] = g.input;
+    let (mut t0, mut t1, mut t2) = ([0; 64], [0; 64], [0; 64]);
+    let nd = g.out_dims.len();
+    let mut p = 0;
+    for y0 in 0..o0 {
+        let (n0, _) = taps(g, 0, y0, &mut t0);
+        for y1 in 0..o1 {
+            let (n1, _) = taps(g, 1, y1, &mut t1);
+            for y2 in 0..o2 {
+                let (n2, _) = taps(g, 2, y2, &mut t2);
+                let (mut best, mut at) = (f32::NEG_INFINITY, None);
+                for &a in &t0[..n0] {
+                    for &b in &t1[..n1] {
+                        for &c in &t2[..n2] {
+                            let v = x[(a * i1 + b) * i2 + c];
+                            if v > best || at.is_none() {
+                                best = v;
+                                at = Some((a, b, c));
+                            }
+                        }
+                    }
+                }
+                y[p] = best;
+                if let Some(ix) = idx.as_deref_mut() {
+                    let (a, b, c) = at.unwrap_or((0, 0, 0));
+                    let [s0, s1, s2] = g.input;
+                    // Column-major numbers the spatial dims of the real rank fastest-first.
+                    let off = if order == 1 {
+                        match nd {
+                            1 => c,
+                            2 => b + c * s1,
+                            _ => a + b * s0 + c * s0 * s1,
+                        }
+                    } else {
+                        (a * s1 + b) * s2 + c
+                    };
+                    ix[p] = (base + off) as i64;
+                }
+                p += 1;
+            }
+        }
+    }
+}
+
+fn avg_plane(g: &Geom, x: &[f32], y: &mut [f32], include_pad: bool) {
+    let [o0, o1, o2] = g.out;
+    let [_, i1, i2] = g.input;
+    let (mut t0, mut t1, mut t2) = ([0; 64], [0; 64], [0; 64]);
+    let mut p = 0;
+    for y0 in 0..o0 {
+        let (n0, w0) = taps(g, 0, y0, &mut t0);
+        for y1 in 0..o1 {
+            let (n1, w1) = taps(g, 1, y1, &mut t1);
+            for y2 in 0..o2 {
+                let (n2, w2) = taps(g, 2, y2, &mut t2);
+                let mut acc = 0.0;
+                for &a in &t0[..n0] {
+                    for &b in &t1[..n1] {
+                        for &c in &t2[..n2] {
+                            acc += x[(a * i1 + b) * i2 + c];
+                        }
+                    }
+                }
+                let count = if include_pad { w0 * w1 * w2 } else { n0 * n1 * n2 };
+                y[p] = if count == 0 { 0.0 } else { acc / count as f32 };
+                p += 1;
+            }
+        }
+    }
+}
+
+fn global(x: &Tensor, out: &mut Tensor, max: bool) -> KResult {
+    let xs = x.shape();
+    if xs.len() < 2 {
+        return Err(format!("input must have rank >= 2, has shape {xs:?}"));
+    }
+    let xv = x.as_slice::<f32>().ok_or("X must be f32")?;
+    let mut oshape = xs.to_vec();
+    oshape[2..].fill(1);
+    let sp: usize = xs[2..].iter().product();
+    let y = out.reuse_f32(&oshape);
+    for (p, v) in y.iter_mut().enumerate() {
+        let plane = &xv[p * sp..][..sp];
+        *v = if max {
+            plane.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+        } else {
+            plane.iter().sum::<f32>() / sp.max(1) as f32
+        };
+    }
+    Ok(())
 }

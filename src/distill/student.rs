@@ -1,0 +1,246 @@
+//! A student prepared for training: its graph with the trainable initializers lifted out of the
+//! constants (so folding never bakes them in), and a tape that runs forward keeping every value
+//! and backward through the vector-Jacobian products of `grad`.
+//!
+//! Training is a decorator over the inference engine: the same CPU kernels run the forward
+//! pass; nothing in the inference path knows about gradients.
+
+use super::grad::{has_vjp, vjp};
+use crate::backend::cpu::kernels;
+use crate::error::{Error, Result};
+use crate::ir::passes::{optimize_with, PassOptions};
+use crate::ir::{infer::infer_graph, Graph, Op, ValueId};
+use crate::onnx;
+use crate::tensor::{DType, Tensor};
+use std::path::Path;
+use tract_onnx::pb::ModelProto;
+
+/// Which parameters train.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Trainable {
+    #[default]
+    All,
+    /// The parameters of the last N layers (nodes holding weights: Gemm, MatMul, Conv, norms).
+    LastLayers(usize),
+    /// Initializers named here, or all parameters of nodes named here.
+    Named(Vec<String>),
+}
+
+/// A trainable parameter: an initializer of the original model.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub value: ValueId,
+    pub tensor: Tensor,
+}
+
+pub struct Student {
+    pub proto: ModelProto,
+    pub graph: Graph,
+    pub params: Vec<Param>,
+    /// Per value: does the loss gradient flow into a parameter through it.
+    requires_grad: Vec<bool>,
+}
+
+/// Ops whose constant inputs count as a layer's parameters.
+fn is_layer(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Gemm { .. }
+            | Op::MatMul
+            | Op::Conv { .. }
+            | Op::ConvTranspose(_)
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+    )
+}
+
+impl Student {
+    pub fn load(path: &Path, trainable: &Trainable) -> Result<Student> {
+        let proto = onnx::read_model_proto(path)?;
+        let mut graph = onnx::import_model(&proto, path.parent(), &path.display().to_string())?;
+        infer_graph(&mut graph)?;
+        // Candidate parameters: f32 initializers of layer nodes (of any node for Named
+        // selections), in graph order.
+        let mut layers: Vec<(String, Vec<ValueId>)> = Vec::new();
+        for n in &graph.nodes {
+            let ps: Vec<ValueId> = n
+                .inputs
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&v| graph.values[v].constant.as_ref().is_some_and(|t| t.dtype() == DType::F32))
+                .collect();
+            if !ps.is_empty() && (is_layer(&n.op) || matches!(trainable, Trainable::Named(_))) {
+                layers.push((n.name.clone(), ps));
+            }
+        }
+        // BatchNormalization statistics (inputs 3 and 4) are not trained.
+        let stats: Vec<ValueId> = graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
+            .flat_map(|n| [n.input(3), n.input(4)])
+            .flatten()
+            .collect();
+        let chosen: Vec<ValueId> = match trainable {
+            Trainable::All => layers.iter().flat_map(|l| l.1.clone()).collect(),
+            Trainable::LastLayers(k) => layers.iter().rev().take(*k).flat_map(|l| l.1.clone()).collect(),
+            Trainable::Named(names) => {
+                let mut v = Vec::new();
+                for name in names {
+                    let by_node = layers.iter().find(|l| &l.0 == name).map(|l| l.1.clone());
+                    let by_value =
+                        graph.find_value(name).filter(|&id| graph.values[id].constant.is_some()).map(|id| vec![id]);
+                    v.extend(
+                        by_node
+                            .or(by_value)
+                            .ok_or_else(|| Error::input(name, "no layer or initializer of this name"))?,
+                    );
+                }
+                v
+            }
+        };
+        let mut params: Vec<Param> = Vec::new();
+        for v in chosen {
+            if stats.contains(&v) || params.iter().any(|p| p.value == v) {
+                continue;
+            }
+            let val = &mut graph.values[v];
+            let tensor = (*val.constant.take().expect("chosen among constants")).clone();
+            params.push(Param { name: val.name.clone(), value: v, tensor });
+        }
+        if params.is_empty() {
+            return Err(Error::input("trainable", "selects no f32 parameter"));
+        }
+        optimize_with(&mut graph, PassOptions { fold_batchnorm: false })?;
+        // Value ids may have been renumbered by compaction: find the params again by name.
+        for p in &mut params {
+            p.value =
+                graph.find_value(&p.name).ok_or_else(|| Error::input(&p.name, "parameter not used by the graph"))?;
+        }
+        let mut s = Student { proto, graph, params, requires_grad: Vec::new() };
+        s.check_differentiable()?;
+        Ok(s)
+    }
+
+    /// Marks values downstream of parameters and fails on a node there without a gradient.
+    fn check_differentiable(&mut self) -> Result<()> {
+        let g = &self.graph;
+        let mut rg = vec![false; g.values.len()];
+        for p in &self.params {
+            rg[p.value] = true;
+        }
+        for n in &g.nodes {
+            if n.inputs.iter().flatten().any(|&i| rg[i]) {
+                if !has_vjp(&n.op) {
+                    return Err(Error::Shape {
+                        node: n.name.clone(),
+                        op: n.op.name().into(),
+                        message: "has no gradient, and lies after a trainable parameter (freeze the layers before it, or choose other layers)".into(),
+                    });
+                }
+                for &o in &n.outputs {
+                    rg[o] = true;
+                }
+            }
+        }
+        self.requires_grad = rg;
+        Ok(())
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(|p| p.tensor.len()).sum()
+    }
+
+    /// Forward pass keeping every value. Returns the tape (indexed by value id).
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let g = &self.graph;
+        let input = *g.inputs.first().ok_or_else(|| Error::input("student", "has no input"))?;
+        let mut tape: Vec<Option<Tensor>> = vec![None; g.values.len()];
+        tape[input] = Some(x.clone());
+        for p in &self.params {
+            tape[p.value] = Some(p.tensor.clone());
+        }
+        let mut scratch = Vec::new();
+        for node in &g.nodes {
+            let ins: Vec<Option<&Tensor>> =
+                node.inputs.iter().map(|i| i.and_then(|v| g.constant(v).or(tape[v].as_ref()))).collect();
+            let mut outs: Vec<Tensor> = node.outputs.iter().map(|_| Tensor::placeholder()).collect();
+            kernels::eval(&node.op, &ins, &mut outs, &mut scratch).map_err(|message| Error::Kernel {
+                node: node.name.clone(),
+                op: node.op.name().into(),
+                message,
+            })?;
+            for (&o, t) in node.outputs.iter().zip(outs) {
+                tape[o] = Some(t);
+            }
+        }
+        Ok(tape)
+    }
+
+    /// The first graph output from a tape.
+    pub fn logits<'t>(&self, tape: &'t [Option<Tensor>]) -> Result<&'t Tensor> {
+        tape[self.graph.outputs[0]].as_ref().ok_or_else(|| Error::input("student", "output not computed"))
+    }
+
+    /// Backward pass from d loss / d output 0; returns one gradient per parameter.
+    pub fn backward(&self, tape: &[Option<Tensor>], d_out: Tensor) -> Result<Vec<Vec<f32>>> {
+        let g = &self.graph;
+        let mut grads: Vec<Option<Tensor>> = vec![None; g.values.len()];
+        grads[g.outputs[0]] = Some(d_out);
+        for node in g.nodes.iter().rev() {
+            if node.outputs.iter().all(|&o| grads[o].is_none()) {
+                continue;
+            }
+            let need: Vec<bool> = node.inputs.iter().map(|i| i.is_some_and(|v| self.requires_grad[v])).collect();
+            if !need.iter().any(|&b| b) {
+                continue;
+            }
+            let ins: Vec<Option<&Tensor>> =
+                node.inputs.iter().map(|i| i.and_then(|v| g.constant(v).or(tape[v].as_ref()))).collect();
+            let outs: Vec<&Tensor> = node.outputs.iter().map(|&o| tape[o].as_ref().expect("forward ran")).collect();
+            let gout: Vec<Option<&Tensor>> = node.outputs.iter().map(|&o| grads[o].as_ref()).collect();
+            let gin = vjp(&node.op, &ins, &outs, &gout, &need).map_err(|message| Error::Kernel {
+                node: node.name.clone(),
+                op: format!("{} backward", node.op.name()),
+                message,
+            })?;
+            for (i, gi) in node.inputs.iter().zip(gin) {
+                let (Some(v), Some(gi)) = (i, gi) else { continue };
+                if !self.requires_grad[*v] {
+                    continue;
+                }
+                match &mut grads[*v] {
+                    Some(acc) => {
+                        let a = acc.as_mut_slice::<f32>().ok_or("gradient type").map_err(|m| Error::Kernel {
+                            node: node.name.clone(),
+                            op: "backward".into(),
+                            message: m.into(),
+                        })?;
+                        for (x, y) in a.iter_mut().zip(gi.as_slice::<f32>().unwrap_or(&[])) {
+                            *x += y;
+                        }
+                    }
+                    slot => *slot = Some(gi),
+                }
+            }
+        }
+        Ok(self
+            .params
+            .iter()
+            .map(|p| {
+                grads[p.value]
+                    .as_ref()
+                    .and_then(|t| t.as_slice::<f32>())
+                    .map(<[f32]>::to_vec)
+                    .unwrap_or_else(|| vec![0.0; p.tensor.len()])
+            })
+            .collect())
+    }
+
+    /// Bytes the tape holds for one forward pass of `x` (activations kept for backward).
+    pub fn tape_bytes(tape: &[Option<Tensor>]) -> usize {
+        tape.iter().flatten().map(Tensor::byte_size).sum()
+    }
+}
