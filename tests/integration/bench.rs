@@ -239,12 +239,15 @@ fn student_fixture_bench_follows_schema() {
     let mut cfg = Config::new(&model);
     cfg.warmup = 1;
     cfg.runs = Some(3);
+    cfg.batches = Some(vec![1, 4]);
+    cfg.profile = true;
     let rep = bench::run(&cfg, &mut |_| {}).unwrap();
     assert_valid(&serde_json::to_value(&rep).unwrap());
-    let r = &rep.results[0];
-    // The student runs once the CPU engine has every op it uses (Flatten); either way the
-    // report is well formed and says why.
-    assert!(r.status == Status::Ok || r.message.is_some(), "{r:?}");
+    for r in &rep.results {
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert_eq!(r.input_shapes[0].shape, vec![r.batch, 1, 8, 8]);
+        assert!(r.profile.as_ref().is_some_and(|p| p.iter().any(|n| n.op == "Gemm")));
+    }
 }
 
 #[test]
