@@ -79,7 +79,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
         peak_reset_ok &= reset;
         let before = rss();
         let t0 = Instant::now();
-        let target = match open(&r.backend, r.precision.parse().expect("our own name"), &cfg.model, ins) {
+        let target = match open(&r.backend, r.precision.parse().expect("our own name"), &cfg.model, ins, cfg.threads) {
             Ok(Opened::Ready(t)) => t,
             Ok(Opened::Unsupported(why)) => {
                 r.status = Status::Unsupported;

@@ -70,8 +70,16 @@ pub enum Opened {
 }
 
 /// Loads and prepares `model` on `backend` at `precision`, for running on `inputs`.
-pub fn open(backend: &str, precision: Precision, model: &Path, inputs: Vec<(String, Tensor)>) -> Result<Opened> {
+/// `threads`: intra-op threads asked for (engines that take it at load time use it).
+pub fn open(
+    backend: &str,
+    precision: Precision,
+    model: &Path,
+    inputs: Vec<(String, Tensor)>,
+    threads: Option<usize>,
+) -> Result<Opened> {
     let unsupported = |why: &str| Ok(Opened::Unsupported(why.to_string()));
+    let _ = threads;
     match (backend, precision) {
         ("cpu", Precision::F32) => {
             let m = Model::load(model)?;
@@ -80,9 +88,7 @@ pub fn open(backend: &str, precision: Precision, model: &Path, inputs: Vec<(Stri
         }
         ("cpu", p) => unsupported(&format!("the cpu backend has no {p} kernels yet")),
         ("wgpu", _) => unsupported("no wgpu backend in this build"),
-        // Reference engines (src/teacher) plug in here, e.g. for tract:
-        //   let e = crate::teacher::tract::TractEngine::load(model)?;
-        //   Ok(Opened::Ready(Box::new(EngineTarget::new(inputs, move |x| e.run(x).map(drop)))))
+        // The reference engines of src/teacher plug in here (see docs/bench.md, "Engines").
         ("tract", _) | ("ort", _) => unsupported(&format!("the {backend} engine is not wired into this build")),
         (other, _) => unsupported(&format!("unknown backend '{other}' (known: {})", BACKENDS.join(", "))),
     }
