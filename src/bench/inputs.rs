@@ -124,6 +124,15 @@ pub fn make_inputs(
                                 format!("--input-shape gives rank {}, the model declares {s}", dims.len()),
                             ));
                         }
+                        if let Some(axis) = s.0.iter().zip(dims).position(|(d, &g)| d.known().is_some_and(|k| k != g)) {
+                            return Err(Error::input(
+                                &d.name,
+                                format!(
+                                    "--input-shape gives {} for dimension {axis}, the model declares {s}",
+                                    dims[axis]
+                                ),
+                            ));
+                        }
                     }
                     dims.clone()
                 }
@@ -243,6 +252,15 @@ mod tests {
         let r = repeat_rows(&a, 5).unwrap();
         assert_eq!(r.shape(), &[5, 3]);
         assert_eq!(r.as_slice::<f32>().unwrap()[6..9], a.as_slice::<f32>().unwrap()[0..3]);
+    }
+
+    #[test]
+    fn rejects_shapes_against_fixed_dims() {
+        let d = [decl("x", vec![Dim::Sym("N".into()), Dim::Known(3)])];
+        let bad = InputOptions { shapes: vec![("x".into(), vec![2, 4])], ..Default::default() };
+        assert!(make_inputs(&d, &bad, None).is_err());
+        let good = InputOptions { shapes: vec![("x".into(), vec![2, 3])], ..Default::default() };
+        assert_eq!(make_inputs(&d, &good, None).unwrap().unwrap().1, 2);
     }
 
     #[test]
