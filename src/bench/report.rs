@@ -198,6 +198,27 @@ fn profile_rows(c: &ComboResult, limit: usize) -> Option<(Vec<String>, Vec<Vec<S
     Some((h, rows))
 }
 
+/// Per-op totals of a profile ("Conv 73.1% (3 nodes), ..."), largest first.
+pub fn by_op(c: &ComboResult) -> Option<String> {
+    let p = c.profile.as_ref()?;
+    let mut ops: Vec<(&str, f64, usize)> = Vec::new();
+    for n in p {
+        match ops.iter_mut().find(|o| o.0 == n.op) {
+            Some(o) => {
+                o.1 += n.share;
+                o.2 += 1;
+            }
+            None => ops.push((&n.op, n.share, 1)),
+        }
+    }
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let parts: Vec<String> = ops
+        .iter()
+        .map(|(op, share, k)| format!("{op} {:.1}% ({k} node{})", share * 100.0, if *k == 1 { "" } else { "s" }))
+        .collect();
+    Some(parts.join(", "))
+}
+
 /// Rows shown of each per-node profile (the JSON has them all).
 const PROFILE_ROWS: usize = 25;
 
@@ -217,6 +238,7 @@ pub fn render_text(r: &Report) -> String {
                 c.profile.as_ref().map_or(0, |p| p.first().map_or(0, |n| n.runs))
             );
             s += &text_table(&h, &rows);
+            s += &format!("by op: {}\n", by_op(c).unwrap_or_default());
         }
     }
     s
@@ -238,6 +260,7 @@ pub fn render_markdown(r: &Report) -> String {
         if let Some((h, rows)) = profile_rows(c, PROFILE_ROWS) {
             s += &format!("\nPer-node profile, `{}`:\n\n", c.id);
             s += &markdown_table(&h, &rows);
+            s += &format!("\nBy op: {}\n", by_op(c).unwrap_or_default());
         }
     }
     s
