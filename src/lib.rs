@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod cache;
 pub mod data;
+pub mod bench;
 pub mod distill;
 pub mod error;
 pub mod eval;

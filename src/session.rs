@@ -137,6 +137,15 @@ impl Session {
         Ok(Outputs(self.graph.outputs.iter().map(|&o| self.graph.value(o).name.clone()).zip(outs).collect()))
     }
 
+    /// As [`Session::run_refs`], also returning each node's wall time (node, op, duration) in
+    /// execution order. `Error::Unavailable` on backends without per-node timing.
+    pub fn profile(&self, inputs: &[(&str, &Tensor)]) -> Result<(Outputs, Vec<crate::backend::cpu::NodeTime>)> {
+        let ordered = self.check_inputs(inputs)?;
+        let (outs, times) = self.exec.profile(&ordered)?;
+        let names = self.graph.outputs.iter().map(|&o| self.graph.value(o).name.clone());
+        Ok((Outputs(names.zip(outs).collect()), times))
+    }
+
     fn check_inputs<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<&'t Tensor>> {
         let g = &*self.graph;
         let mut by_name: HashMap<&str, &Tensor> = HashMap::new();

@@ -57,6 +57,12 @@ pub trait Executable: Send + Sync {
     /// Runs with inputs in the order of `Graph::inputs` (already validated), returning the
     /// graph outputs in order.
     fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>>;
+
+    /// As `run`, also timing each node (name, op, wall time) in execution order. Backends
+    /// without per-node timing keep this default.
+    fn profile(&self, _inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<cpu::NodeTime>)> {
+        Err(crate::Error::Unavailable("this backend has no per-node profiling".into()))
+    }
 }
 
 /// The backend object for a kind.

@@ -1,5 +1,6 @@
 //! Alembic's integration tests, in one binary to keep link time down.
 
+mod bench;
 mod cache;
 mod cli;
 mod common;

@@ -3,7 +3,7 @@
 pub mod kernels;
 mod plan;
 
-pub use plan::{CpuPlan, Slot};
+pub use plan::{CpuPlan, NodeTime, Slot};
 
 use super::{Backend, BackendKind, Executable, Support};
 use crate::error::Result;

@@ -11,6 +11,10 @@ use crate::ir::{Graph, ValueId};
 use crate::tensor::{DType, Tensor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Wall time of one node in a profiled run: node name, op name, time.
+pub type NodeTime = (String, &'static str, Duration);
 
 /// Where a node finds a value at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +107,22 @@ impl CpuPlan {
         }
     }
 
-    fn exec(&self, st: &mut State, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+    /// Runs once, also returning each node's wall time in execution order.
+    pub fn run_profiled(&self, inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
+        let mut times = Vec::with_capacity(self.graph.nodes.len());
+        let outs = self.with_state(|p, st| p.exec(st, inputs, Some(&mut times)))?;
+        Ok((outs, times))
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&Self, &mut State) -> R) -> R {
+        let mut st = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_else(|| self.new_state());
+        let r = f(self, &mut st);
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).push(st);
+        r
+    }
+
+    /// `times`, when given, receives each node's wall time (the profiling hook).
+    fn exec(&self, st: &mut State, inputs: &[&Tensor], mut times: Option<&mut Vec<NodeTime>>) -> Result<Vec<Tensor>> {
         let g = &*self.graph;
         let mut outs: Vec<Tensor> = Vec::new();
         for (n, node) in g.nodes.iter().enumerate() {
@@ -126,7 +145,11 @@ impl CpuPlan {
                     })
                 })
                 .collect();
+            let t0 = times.as_ref().map(|_| Instant::now());
             let res = kernels::eval(&node.op, &ins, &mut outs, &mut st.scratch[n]);
+            if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
+                t.push((node.name.clone(), node.op.name(), t0.elapsed()));
+            }
             drop(ins);
             for (k, &o) in node.outputs.iter().enumerate() {
                 if let Some(Slot::Arena(s)) = self.slots[o] {
@@ -148,9 +171,10 @@ impl CpuPlan {
 
 impl Executable for CpuPlan {
     fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let mut st = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_else(|| self.new_state());
-        let r = self.exec(&mut st, inputs);
-        self.states.lock().unwrap_or_else(|p| p.into_inner()).push(st);
-        r
+        self.with_state(|p, st| p.exec(st, inputs, None))
+    }
+
+    fn profile(&self, inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
+        self.run_profiled(inputs)
     }
 }

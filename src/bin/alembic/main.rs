@@ -1,5 +1,6 @@
 //! The `alembic` command-line tool.
 
+mod bench;
 mod demo;
 mod inspect;
 mod run;
@@ -20,6 +21,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Run a model on .npy / .pb inputs and write one .npy per output.
     Run(run::Args),
+    /// Time a model across backends, precisions and batch sizes (table, JSON, Markdown, SVG).
+    Bench(bench::Args),
     /// Run the whole pipeline on the bundled fixtures and report what it did.
     Demo(demo::Args),
 }
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
         Command::Demo(a) => demo::main(a),
+        Command::Bench(a) => bench::main(a),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

@@ -1,0 +1,60 @@
+//! Criterion micro-benchmarks: the CPU GEMM at a few shapes, and the fixtures end to end at
+//! batch 1. Run with `cargo bench --bench kernels` (release profile); for model-level numbers
+//! across backends use `alembic bench`.
+
+use alembic::backend::cpu::kernels::linalg::sgemm;
+use alembic::{Model, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+
+fn gemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sgemm");
+    // Square sizes plus the shapes of small-model layers (batch 1 and 8 against a 64x128 weight).
+    for &(m, k, n) in &[(64, 64, 64), (128, 128, 128), (256, 256, 256), (1, 64, 128), (8, 64, 128), (1, 512, 512)] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut out = vec![0.0f32; m * n];
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(format!("{m}x{k}x{n}")), &(m, k, n), |bch, &(m, k, n)| {
+            bch.iter(|| {
+                sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    black_box(&a),
+                    (k as isize, 1),
+                    black_box(&b),
+                    (n as isize, 1),
+                    0.0,
+                    &mut out,
+                    n as isize,
+                );
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn models(c: &mut Criterion) {
+    let mut g = c.benchmark_group("model_batch1");
+    for name in ["student", "teacher"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.onnx"));
+        // A model whose ops the CPU engine lacks in this build is skipped, not a failure.
+        let Ok(session) = Model::load(&path).and_then(|m| m.session(Default::default())) else {
+            eprintln!("skipping {name}: not loadable on the cpu backend");
+            continue;
+        };
+        let x = Tensor::from_vec(vec![1, 1, 8, 8], (0..64).map(|i| i as f32 / 64.0).collect::<Vec<f32>>()).unwrap();
+        if session.run_refs(&[("input", &x)]).is_err() {
+            eprintln!("skipping {name}: does not run on the cpu backend");
+            continue;
+        }
+        g.bench_function(name, |b| b.iter(|| black_box(session.run_refs(&[("input", &x)]).unwrap())));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm, models);
+criterion_main!(benches);

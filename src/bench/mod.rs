@@ -1,0 +1,206 @@
+//! Latency benchmarking of a model across backends, precisions and batch sizes (`alembic bench`).
+//!
+//! [`run`] prepares every combination one after another (timing init, the first inference and
+//! the warm-up, and measuring resident memory), then times the measured runs interleaved
+//! round-robin over all combinations, so slow drifts of the machine (thermal throttling, other
+//! load) hit every combination alike and their ratios hold. The [`Report`] serialises to the
+//! JSON described by `docs/bench-schema.json` and renders as a terminal or Markdown table.
+
+pub mod inputs;
+#[cfg(feature = "plot")]
+pub mod plot;
+pub mod report;
+mod runner;
+pub mod stats;
+pub mod system;
+pub mod targets;
+
+pub use runner::run;
+pub use stats::Summary;
+pub use system::DeviceInfo;
+pub use targets::{Opened, Precision, Target};
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Version of the JSON report layout; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What to bench.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub model: PathBuf,
+    pub backends: Vec<String>,
+    pub precisions: Vec<Precision>,
+    /// Batch sizes for the first dimension of every input whose first dimension is not fixed;
+    /// `None`: the shapes `--input-shape` or the defaults give.
+    pub batches: Option<Vec<usize>>,
+    /// Warm-up runs per combination (after the first inference, not measured).
+    pub warmup: usize,
+    /// Measured runs per combination. With `max_secs` too, whichever ends first.
+    pub runs: Option<usize>,
+    /// Time budget of the measured phase, all combinations together.
+    pub max_secs: Option<f64>,
+    /// Worker threads asked for (recorded; the caller applies it before engines start).
+    pub threads: Option<usize>,
+    pub inputs: inputs::InputOptions,
+    /// Per-node profiling of the backends that have it.
+    pub profile: bool,
+    /// `BACKEND:PRECISION` the ratios are relative to (per batch); default: the first combination.
+    pub baseline: Option<String>,
+}
+
+impl Config {
+    pub fn new(model: impl Into<PathBuf>) -> Config {
+        Config {
+            model: model.into(),
+            backends: vec!["cpu".into()],
+            precisions: vec![Precision::F32],
+            batches: None,
+            warmup: 10,
+            runs: None,
+            max_secs: None,
+            threads: None,
+            inputs: Default::default(),
+            profile: false,
+            baseline: None,
+        }
+    }
+}
+
+/// Progress while a bench runs: the fraction done and what is happening.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub fraction: f64,
+    pub message: String,
+}
+
+/// A whole bench run (the JSON document).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub tool: Tool,
+    /// Seconds since the Unix epoch when the bench started.
+    pub started_unix_s: u64,
+    pub model: ModelInfo,
+    pub settings: Settings,
+    pub device: DeviceInfo,
+    /// Whether the resident-memory high-water mark could be reset before each combination. If
+    /// not, a peak includes everything the process did before it.
+    pub peak_rss_reset: bool,
+    pub results: Vec<ComboResult>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub path: String,
+    /// Size of the model file on disk (external data files not included).
+    pub file_bytes: u64,
+    pub inputs: Vec<InputInfo>,
+}
+
+/// A declared input: element type and dims (numbers or symbol names, `?` for unknown).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InputInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    pub backends: Vec<String>,
+    pub precisions: Vec<String>,
+    pub batches: Vec<usize>,
+    pub warmup: usize,
+    pub runs: Option<usize>,
+    pub max_secs: Option<f64>,
+    pub threads: Option<usize>,
+    pub seed: u64,
+    /// `BACKEND:PRECISION` of the baseline.
+    pub baseline: String,
+    /// `random` or `files` (then `input_files` names them).
+    pub input_source: String,
+    /// Measured runs are interleaved round-robin across combinations (always true).
+    pub interleaved: bool,
+}
+
+/// Whether a combination ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// The backend cannot do this combination (no such precision, fixed batch, not built in).
+    Unsupported,
+    /// It should have run but failed; `message` says why.
+    Error,
+}
+
+/// One (backend, precision, batch) combination.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ComboResult {
+    /// `backend:precision:bBATCH`.
+    pub id: String,
+    pub backend: String,
+    pub precision: String,
+    pub batch: usize,
+    pub status: Status,
+    pub message: Option<String>,
+    pub input_shapes: Vec<NamedShape>,
+    /// Loading and preparing the model (file read, import, optimisation, planning).
+    pub init_ms: Option<f64>,
+    pub first_inference_ms: Option<f64>,
+    pub warmup: Option<Warmup>,
+    /// Statistics of the measured runs, milliseconds.
+    pub latency_ms: Option<Summary>,
+    /// Samples per second: batch / mean latency.
+    pub throughput_per_s: Option<f64>,
+    pub memory: Option<Memory>,
+    /// This p50 over the baseline's p50 at the same batch (> 1: slower).
+    pub ratio_to_baseline: Option<f64>,
+    /// Every measured latency in run order, milliseconds.
+    pub samples_ms: Vec<f64>,
+    /// Per-node times, largest total first (with `--profile`, on backends that have it).
+    pub profile: Option<Vec<NodeProfile>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NamedShape {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Warmup {
+    pub runs: usize,
+    pub mean_ms: Option<f64>,
+}
+
+/// Resident memory around preparing a combination (Linux; absent elsewhere).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Memory {
+    /// Resident set before loading the model.
+    pub rss_before_bytes: u64,
+    /// High-water mark after init, first inference and warm-up.
+    pub peak_rss_bytes: u64,
+    /// `peak_rss_bytes - rss_before_bytes`: what this combination added at its peak.
+    pub peak_delta_bytes: u64,
+}
+
+/// One node's share of the profiled runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeProfile {
+    pub node: String,
+    pub op: String,
+    pub runs: usize,
+    pub total_ms: f64,
+    pub mean_ms: f64,
+    /// Fraction of the summed node time (0..1).
+    pub share: f64,
+}
