@@ -296,6 +296,9 @@ pub enum Op {
     /// Inputs start, limit, delta.
     Range,
     Identity,
+    /// Inference-mode Dropout whose mask output is used: output 0 copies input 0, output 1 is
+    /// an all-true bool mask of the same shape.
+    Dropout,
 }
 
 impl Op {
@@ -387,6 +390,7 @@ impl Op {
             Op::Tile => "Tile",
             Op::Range => "Range",
             Op::Identity => "Identity",
+            Op::Dropout => "Dropout",
         }
     }
 }

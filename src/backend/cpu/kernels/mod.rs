@@ -7,12 +7,14 @@
 pub mod broadcast;
 pub mod conv;
 pub mod elementwise;
+pub mod gather;
 pub mod linalg;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
 pub mod shape_ops;
+pub mod slice_pad;
 
 use crate::ir::Op;
 use crate::tensor::Tensor;
