@@ -187,6 +187,14 @@ pub enum Op {
     },
     /// numpy matmul with batch broadcasting.
     MatMul,
+    /// `alpha * A W^T + beta * C` with a packed quantized weight `W[n, k]` (see
+    /// [`crate::quant`]); inputs A (`[.., k]`, f32), optional C (broadcast to the output
+    /// `[.., n]`). Made by [`crate::quant::quantize_graph`] from Gemm/MatMul.
+    QGemm {
+        w: std::sync::Arc<crate::quant::QWeight>,
+        alpha: f32,
+        beta: f32,
+    },
     /// Inputs X, W, optional B. `kernel` in the window is empty (taken from W).
     Conv {
         window: Window,
@@ -348,6 +356,7 @@ impl Op {
             Op::Cast { .. } => "Cast",
             Op::Gemm { .. } => "Gemm",
             Op::MatMul => "MatMul",
+            Op::QGemm { .. } => "QGemm",
             Op::Conv { .. } => "Conv",
             Op::ConvTranspose(_) => "ConvTranspose",
             Op::BatchNorm { .. } => "BatchNormalization",

@@ -1,0 +1,67 @@
+//! Post-training weight quantization: schemes ([`scheme`]) and the graph rewrite that turns
+//! Gemm/MatMul nodes with constant f32 weights into [`Op::QGemm`] nodes holding packed weights.
+//!
+//! Layouts and tolerances: docs/quantized-format.md.
+
+pub mod scheme;
+
+pub use scheme::{Precision, QData, QWeight, INT4_GROUP};
+
+use crate::ir::{Graph, Op};
+use crate::tensor::DType;
+use std::sync::Arc;
+
+/// Returns a copy of `graph` with the weights of eligible Gemm/MatMul nodes quantized to `p`
+/// (the graph itself for [`Precision::F32`]). Eligible: a constant 2-D f32 weight (Gemm's B,
+/// MatMul's right operand), f32 activations, Gemm without `transA`. Conv weights stay f32.
+pub fn quantize_graph(graph: &Graph, p: Precision) -> Graph {
+    let mut g = graph.clone();
+    if p == Precision::F32 {
+        return g;
+    }
+    for n in 0..g.nodes.len() {
+        let node = &g.nodes[n];
+        let (alpha, beta, trans_b) = match node.op {
+            Op::Gemm { alpha, beta, trans_a: false, trans_b } => (alpha, beta, trans_b),
+            Op::MatMul => (1.0, 0.0, false),
+            _ => continue,
+        };
+        let (Some(a), Some(b)) = (node.input(0), node.input(1)) else { continue };
+        if g.values[a].dtype != Some(DType::F32) {
+            continue;
+        }
+        let Some(bt) = g.constant(b) else { continue };
+        let (Some(bv), [r, c]) = (bt.as_slice::<f32>(), bt.shape()) else { continue };
+        let (r, c) = (*r, *c);
+        // W is [n, k]: B itself under transB, else B transposed.
+        let (nn, k, w) = if trans_b {
+            (r, c, bv.to_vec())
+        } else {
+            let mut w = vec![0f32; r * c];
+            for i in 0..r {
+                for j in 0..c {
+                    w[j * r + i] = bv[i * c + j];
+                }
+            }
+            (c, r, w)
+        };
+        if nn == 0 || k == 0 {
+            continue;
+        }
+        let Some(q) = QWeight::quantize(&w, nn, k, p) else { continue };
+        let bias = if matches!(node.op, Op::Gemm { .. }) { node.input(2) } else { None };
+        let node = &mut g.nodes[n];
+        node.op = Op::QGemm { w: Arc::new(q), alpha, beta };
+        node.inputs = vec![Some(a), bias];
+    }
+    g.prune_dead_nodes();
+    g
+}
+
+/// Number of nodes holding quantized weights, and their packed bytes.
+pub fn quantized_stats(graph: &Graph) -> (usize, usize) {
+    graph.nodes.iter().fold((0, 0), |(c, b), n| match &n.op {
+        Op::QGemm { w, .. } => (c + 1, b + w.byte_size()),
+        _ => (c, b),
+    })
+}
