@@ -39,9 +39,23 @@ const TILE: u32 = 16u;
 var<workgroup> ta: array<array<f32, 16>, 16>;
 var<workgroup> tb: array<array<f32, 16>, 16>;
 
-fn half_at(buf_index: u32, which: u32) -> f32 {
-    let pair = unpack2x16float(buf_index);
-    return select(pair.x, pair.y, which == 1u);
+// f16 bits to f32 by hand: unpack2x16float needs a capability some GL devices lack.
+fn f16_bits(h: u32) -> f32 {
+    let e = (h >> 10u) & 0x1Fu;
+    let m = h & 0x3FFu;
+    var v: f32;
+    if e == 0u {
+        v = f32(m) * 5.9604644775390625e-8;
+    } else if e == 31u {
+        v = bitcast<f32>(0x7F800000u | (m << 13u));
+    } else {
+        v = bitcast<f32>(((e + 112u) << 23u) | (m << 13u));
+    }
+    return select(v, -v, (h & 0x8000u) != 0u);
+}
+
+fn half_at(word: u32, which: u32) -> f32 {
+    return f16_bits(select(word & 0xFFFFu, word >> 16u, which == 1u));
 }
 
 fn load_w(batch: u32, kk: u32, col: u32) -> f32 {

@@ -27,7 +27,7 @@ pub fn quantize_graph(graph: &Graph, p: Precision) -> Graph {
             _ => continue,
         };
         let (Some(a), Some(b)) = (node.input(0), node.input(1)) else { continue };
-        if g.values[a].dtype != Some(DType::F32) {
+        if g.values[a].dtype.is_some_and(|d| d != DType::F32) {
             continue;
         }
         let Some(bt) = g.constant(b) else { continue };

@@ -75,8 +75,13 @@ fn binary_code(b: Binary) -> Option<u32> {
 
 /// The GPU form of `node`, or `None` when it must run on the CPU.
 pub fn classify(graph: &Graph, node: &Node) -> Option<GpuOp> {
-    let f32v = |v: Option<usize>| v.is_some_and(|v| graph.value(v).dtype == Some(DType::F32));
-    let rank = |v: Option<usize>| v.and_then(|v| graph.value(v).shape.as_ref().map(|s| s.rank()));
+    // Unknown types and ranks (inference had no rule) are taken optimistically; binding
+    // checks the concrete shapes, and uploads check the element type.
+    let f32v = |v: Option<usize>| v.is_some_and(|v| matches!(graph.value(v).dtype, Some(DType::F32) | None));
+    let rank = |v: Option<usize>| -> Option<usize> {
+        Some(v.and_then(|v| graph.value(v).shape.as_ref().map(|s| s.rank())).unwrap_or(usize::MAX))
+    };
+    let fits = |v: Option<usize>, r: usize| rank(v).is_some_and(|x| x == r || x == usize::MAX);
     let is_const = |v: Option<usize>| v.is_none_or(|v| graph.value(v).constant.is_some());
     if node.outputs.len() != 1 || !f32v(Some(node.outputs[0])) {
         return None;
@@ -93,7 +98,7 @@ pub fn classify(graph: &Graph, node: &Node) -> Option<GpuOp> {
             GpuOp::Alias
         }
         Op::Unary(u) => GpuOp::Unary(act_code(u)?),
-        Op::Binary(b) if f32v(node.input(1)) && rank(x)? <= 8 && rank(node.input(1))? <= 8 => {
+        Op::Binary(b) if f32v(node.input(1)) => {
             GpuOp::Binary { code: binary_code(*b)? }
         }
         Op::Gemm { alpha, beta, trans_a: false, trans_b } if f32v(node.input(1)) => {
@@ -109,16 +114,16 @@ pub fn classify(graph: &Graph, node: &Node) -> Option<GpuOp> {
             }
             GpuOp::QGemm { w: w.clone(), alpha: *alpha, beta: *beta }
         }
-        Op::Conv { window, group } if rank(x)? == 4 && rank(node.input(1))? == 4 => {
+        Op::Conv { window, group } if fits(x, 4) && fits(node.input(1), 4) => {
             if node.input(2).is_some() && !f32v(node.input(2)) {
                 return None;
             }
             GpuOp::Conv { window: window.clone(), group: *group }
         }
-        Op::MaxPool { window, .. } if rank(x)? == 4 && window.kernel.len() == 2 => {
+        Op::MaxPool { window, .. } if fits(x, 4) && window.kernel.len() == 2 => {
             GpuOp::Pool { window: window.clone(), max: true, count_include_pad: false }
         }
-        Op::AveragePool { window, count_include_pad } if rank(x)? == 4 && window.kernel.len() == 2 => {
+        Op::AveragePool { window, count_include_pad } if fits(x, 4) && window.kernel.len() == 2 => {
             GpuOp::Pool { window: window.clone(), max: false, count_include_pad: *count_include_pad }
         }
         Op::GlobalAveragePool if rank(x)? >= 3 => GpuOp::GlobalPool { max: false },
@@ -189,6 +194,9 @@ pub fn out_shape(op: &GpuOp, node: &Node, graph: &Graph, ins: &[Option<Vec<usize
         GpuOp::Unary(_) => x,
         GpuOp::Binary { .. } => {
             let y = get(1).ok_or("input 1 is missing")?;
+            if x.len() > 8 || y.len() > 8 {
+                return Err("rank above 8 on wgpu".into());
+            }
             broadcast_shapes(&x, &y).ok_or_else(|| format!("shapes {x:?} and {y:?} do not broadcast"))?
         }
         GpuOp::Gemm { trans_b, .. } => {
@@ -205,6 +213,9 @@ pub fn out_shape(op: &GpuOp, node: &Node, graph: &Graph, ins: &[Option<Vec<usize
         GpuOp::MatMul => {
             let b = get(1).ok_or("input 1 is missing")?;
             let (r, rb) = (x.len(), b.len());
+            if r < 2 || rb < 2 {
+                return Err(format!("MatMul of {x:?} and {b:?} is not supported on wgpu"));
+            }
             if x[r - 1] != b[rb - 2] || (rb > 2 && b[..rb - 2] != x[..r - 2]) {
                 return Err(format!("MatMul of {x:?} and {b:?} is not supported on wgpu"));
             }
@@ -229,10 +240,16 @@ pub fn out_shape(op: &GpuOp, node: &Node, graph: &Graph, ins: &[Option<Vec<usize
             vec![x[0], w[0], g.out[0], g.out[1]]
         }
         GpuOp::Pool { window, .. } => {
+            if x.len() != 4 {
+                return Err(format!("pooling of {x:?} is not supported on wgpu"));
+            }
             let g = geometry(window, [window.kernel[0], window.kernel[1]], [x[2], x[3]], true)?;
             vec![x[0], x[1], g.out[0], g.out[1]]
         }
         GpuOp::GlobalPool { .. } => {
+            if x.len() < 3 {
+                return Err(format!("global pooling of {x:?}"));
+            }
             let mut o = x[..2].to_vec();
             o.extend(std::iter::repeat_n(1, x.len() - 2));
             o
