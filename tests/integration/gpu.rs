@@ -256,9 +256,15 @@ fn elementwise_matches_cpu() {
         let (g, ins) = one_node(Op::Unary(u.clone()), vec![In::Run(x)], 3);
         close(&format!("{u:?}"), &got, &run_cpu(g, &ins), 1e-4, 1e-5);
     }
-    let shapes: [(&[usize], &[usize]); 5] =
-        [(&[2, 3, 4], &[4]), (&[2, 1, 4], &[3, 1]), (&[5], &[5]), (&[1], &[2, 3]), (&[2, 3, 1, 5, 1, 2], &[3, 4, 1, 1, 2])];
-    for b in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow, Binary::Max, Binary::Min, Binary::PRelu] {
+    let shapes: [(&[usize], &[usize]); 5] = [
+        (&[2, 3, 4], &[4]),
+        (&[2, 1, 4], &[3, 1]),
+        (&[5], &[5]),
+        (&[1], &[2, 3]),
+        (&[2, 3, 1, 5, 1, 2], &[3, 4, 1, 1, 2]),
+    ];
+    for b in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow, Binary::Max, Binary::Min, Binary::PRelu]
+    {
         for (sa, sb) in shapes {
             let lo = if b == Binary::Pow { 0.1 } else { -2.0 };
             let x = random(&mut r, sa, lo, 2.0);
@@ -409,7 +415,13 @@ fn pooling_and_softmax_match_reference() {
         };
         let (g, ins) = one_node(op, vec![In::Run(x.clone())], 4);
         let got = run_gpu(&c, g, &ins);
-        close(&format!("pool {sh:?} k{k} s{s} p{p} max={max} cip={cip} ceil={ceil}"), &got, &pool_ref(&x, k, s, p, max, cip, ceil), 1e-4, 1e-5);
+        close(
+            &format!("pool {sh:?} k{k} s{s} p{p} max={max} cip={cip} ceil={ceil}"),
+            &got,
+            &pool_ref(&x, k, s, p, max, cip, ceil),
+            1e-4,
+            1e-5,
+        );
     }
     for max in [false, true] {
         let x = random(&mut r, &[2, 5, 3, 7], -1.0, 1.0);
@@ -430,7 +442,8 @@ fn pooling_and_softmax_match_reference() {
         let got = run_gpu(&c, g, &ins);
         // Reference over [outer, len, inner].
         let a = if axis < 0 { sh.len() - 1 } else { axis as usize };
-        let (outer, len, inner): (usize, usize, usize) = (sh[..a].iter().product(), sh[a], sh[a + 1..].iter().product());
+        let (outer, len, inner): (usize, usize, usize) =
+            (sh[..a].iter().product(), sh[a], sh[a + 1..].iter().product());
         let xv = x.as_slice::<f32>().unwrap();
         let mut want = vec![0f32; xv.len()];
         for o in 0..outer {
@@ -498,7 +511,11 @@ fn fixtures_quantized_agreement_on_wgpu() {
             let opts = SessionOptions::default().backend(BackendKind::Wgpu).precision(p);
             let got = argmax_rows(&logits(&model, opts, &x).unwrap());
             let agree = agreement(&reference, &got);
-            println!("wgpu {name} {p}: top-1 agreement with f32 {:.2}% on {} held-out samples", agree * 100.0, got.len());
+            println!(
+                "wgpu {name} {p}: top-1 agreement with f32 {:.2}% on {} held-out samples",
+                agree * 100.0,
+                got.len()
+            );
             assert!(agree >= min_agreement(p), "wgpu {name} {p}: agreement {agree} < {}", min_agreement(p));
         }
     }
@@ -523,7 +540,7 @@ fn gl_backend_runs_the_student() {
     for p in [Precision::F32, Precision::Int8] {
         let g = Arc::new(alembic::quant::quantize_graph(model.graph(), p));
         let plan = b.plan(g).unwrap();
-        let got = run_on(&plan, &[x32.clone()]);
+        let got = run_on(&plan, std::slice::from_ref(&x32));
         if p == Precision::F32 {
             close("student on GL", &got, &want, 1e-4, 1e-4);
         } else {

@@ -3,7 +3,7 @@
 mod cli;
 mod common;
 mod conformance;
-mod quant;
-mod readme;
 #[cfg(feature = "wgpu")]
 mod gpu;
+mod quant;
+mod readme;

@@ -56,7 +56,11 @@ fn student_cpu_quantized_agreement() {
         assert!(nq >= 2, "{p}: expected the student's Gemms quantized, got {nq}");
         let got = argmax_rows(&logits(&model, SessionOptions::default().precision(p), &x).unwrap());
         let agree = agreement(&reference, &got);
-        println!("cpu {p}: top-1 agreement with f32 {:.2}% on {} held-out samples ({nq} QGemm, {bytes} weight bytes)", agree * 100.0, got.len());
+        println!(
+            "cpu {p}: top-1 agreement with f32 {:.2}% on {} held-out samples ({nq} QGemm, {bytes} weight bytes)",
+            agree * 100.0,
+            got.len()
+        );
         assert!(agree >= min_agreement(p), "cpu {p}: agreement {agree} < {}", min_agreement(p));
     }
 }

@@ -162,11 +162,9 @@ impl Ctx {
     /// The process-wide context for the backends `ALEMBIC_WGPU_BACKEND` names (opened once).
     pub fn shared() -> Result<Arc<Ctx>> {
         static CTX: OnceLock<std::result::Result<Arc<Ctx>, String>> = OnceLock::new();
-        CTX.get_or_init(|| {
-            backends_from_env().and_then(Ctx::new).map(Arc::new).map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(Error::Unavailable)
+        CTX.get_or_init(|| backends_from_env().and_then(Ctx::new).map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(Error::Unavailable)
     }
 
     /// The compiled pipeline for `key`, compiling (and caching) it on first use. The variant
@@ -230,8 +228,8 @@ pub fn one_line(s: &str) -> String {
 pub fn validate_shaders() -> Result<(), String> {
     for (family, _) in SHADERS.iter().filter(|(n, _)| *n != "act") {
         let src = shader_source(family).expect("listed");
-        let module =
-            wgpu::naga::front::wgsl::parse_str(&src).map_err(|e| format!("{family}.wgsl: {}", e.emit_to_string(&src)))?;
+        let module = wgpu::naga::front::wgsl::parse_str(&src)
+            .map_err(|e| format!("{family}.wgsl: {}", e.emit_to_string(&src)))?;
         let mut v = wgpu::naga::valid::Validator::new(
             wgpu::naga::valid::ValidationFlags::all(),
             wgpu::naga::valid::Capabilities::default(),

@@ -12,16 +12,39 @@ pub enum GpuOp {
     /// Reshape / Flatten / Squeeze / Unsqueeze / Identity: the output aliases the input buffer.
     Alias,
     Unary(Act),
-    Binary { code: u32 },
+    Binary {
+        code: u32,
+    },
     /// f32 Gemm (`transA` = 0) or 2-D MatMul: B is an activation or constant of f32.
-    Gemm { alpha: f32, beta: f32, trans_b: bool },
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_b: bool,
+    },
     /// MatMul with batch dims on A (B 2-D, or B with the same batch).
     MatMul,
-    QGemm { w: Arc<QWeight>, alpha: f32, beta: f32 },
-    Conv { window: Window, group: usize },
-    Pool { window: Window, max: bool, count_include_pad: bool },
-    GlobalPool { max: bool },
-    Softmax { axis: i64, legacy: bool, log: bool },
+    QGemm {
+        w: Arc<QWeight>,
+        alpha: f32,
+        beta: f32,
+    },
+    Conv {
+        window: Window,
+        group: usize,
+    },
+    Pool {
+        window: Window,
+        max: bool,
+        count_include_pad: bool,
+    },
+    GlobalPool {
+        max: bool,
+    },
+    Softmax {
+        axis: i64,
+        legacy: bool,
+        log: bool,
+    },
 }
 
 /// Activation code (see shaders/act.wgsl) with its two parameters.
@@ -98,9 +121,7 @@ pub fn classify(graph: &Graph, node: &Node) -> Option<GpuOp> {
             GpuOp::Alias
         }
         Op::Unary(u) => GpuOp::Unary(act_code(u)?),
-        Op::Binary(b) if f32v(node.input(1)) => {
-            GpuOp::Binary { code: binary_code(*b)? }
-        }
+        Op::Binary(b) if f32v(node.input(1)) => GpuOp::Binary { code: binary_code(*b)? },
         Op::Gemm { alpha, beta, trans_a: false, trans_b } if f32v(node.input(1)) => {
             if node.input(2).is_some() && !f32v(node.input(2)) {
                 return None;
@@ -160,7 +181,8 @@ pub fn geometry(w: &Window, k: [usize; 2], hw: [usize; 2], pool: bool) -> Result
                 out[i] = hw[i].div_ceil(s[i]);
                 let total = ((out[i].max(1) - 1) * s[i] + ext).saturating_sub(hw[i]);
                 let small = total / 2;
-                let (b, e) = if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                let (b, e) =
+                    if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
                 pb[i] = b;
                 pe[i] = e;
             }
@@ -290,7 +312,7 @@ fn alias_shape(op: &Op, graph: &Graph, node: &Node, x: &[usize]) -> Result<Vec<u
             }
             if let Some(i) = infer {
                 let rest: usize = o.iter().product();
-                if rest == 0 || total % rest != 0 {
+                if rest == 0 || !total.is_multiple_of(rest) {
                     return Err(format!("cannot reshape {x:?} to {spec:?}"));
                 }
                 o[i] = total / rest;
@@ -308,7 +330,9 @@ fn alias_shape(op: &Op, graph: &Graph, node: &Node, x: &[usize]) -> Result<Vec<u
             let r = x.len() + konst(1).ok_or("Unsqueeze axes must be constant")?.len();
             let a = axes(konst(1).unwrap_or_default(), r)?;
             let mut it = x.iter();
-            (0..r).map(|i| if a.contains(&i) { Ok(1) } else { it.next().copied().ok_or("bad axes".to_string()) }).collect::<Result<_, _>>()?
+            (0..r)
+                .map(|i| if a.contains(&i) { Ok(1) } else { it.next().copied().ok_or("bad axes".to_string()) })
+                .collect::<Result<_, _>>()?
         }
         _ => return Err(format!("{} is not an alias op", op.name())),
     })

@@ -47,6 +47,10 @@ enum Loc {
     Slot(usize),
 }
 
+/// A dispatch before its bind group: pipeline key, uniform words, buffers by binding index,
+/// workgroup counts.
+type Prepared<'a> = ((&'static str, &'static str, u32), Vec<u32>, Vec<(u32, &'a wgpu::Buffer)>, [u32; 3]);
+
 struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind: wgpu::BindGroup,
@@ -193,8 +197,8 @@ impl WgpuPlan {
 
         // Upload the constants the GPU reads, and packed quantized weights.
         let mut consts = HashMap::new();
-        for v in 0..nv {
-            if loc[v] == Loc::Const {
+        for (v, _) in loc.iter().enumerate().filter(|(_, l)| **l == Loc::Const) {
+            {
                 let t = g.values[v].constant.as_deref().expect("constant");
                 let f = t.as_slice::<f32>().ok_or_else(|| Error::Unavailable("non-f32 constant on wgpu".into()))?;
                 consts.insert(v, storage_init(&ctx, &g.values[v].name, bytemuck::cast_slice(f)));
@@ -215,7 +219,11 @@ impl WgpuPlan {
 
     /// Nodes that run on the CPU in this plan.
     pub fn fallback_nodes(&self) -> Vec<String> {
-        self.steps.iter().filter(|s| matches!(s.kind, Kind::Cpu)).map(|s| self.graph.nodes[s.node].name.clone()).collect()
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.kind, Kind::Cpu))
+            .map(|s| self.graph.nodes[s.node].name.clone())
+            .collect()
     }
 
     /// Number of GPU buffers planned for intermediate values (against the value count).
@@ -265,7 +273,8 @@ impl WgpuPlan {
                     }
                     let facts = crate::ir::infer::infer_node(sg, node)?;
                     for (k, &o) in node.outputs.iter().enumerate() {
-                        let known = facts.get(k).and_then(|f| f.shape.as_ref()).and_then(|d| Shape(d.clone()).as_known());
+                        let known =
+                            facts.get(k).and_then(|f| f.shape.as_ref()).and_then(|d| Shape(d.clone()).as_known());
                         shapes[o] = known;
                     }
                 }
@@ -289,7 +298,9 @@ impl WgpuPlan {
             .inputs
             .iter()
             .enumerate()
-            .map(|(k, &v)| matches!(self.loc[v], Loc::Input(_)).then(|| storage(&self.ctx, "input", inputs[k].len() * 4)))
+            .map(|(k, &v)| {
+                matches!(self.loc[v], Loc::Input(_)).then(|| storage(&self.ctx, "input", inputs[k].len() * 4))
+            })
             .collect();
         let mut b = Bound {
             key: inputs.iter().map(|t| t.shape().to_vec()).collect(),
@@ -325,7 +336,10 @@ impl WgpuPlan {
             b.staging.insert(v, buf);
         }
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Unavailable(format!("wgpu: binding the plan: {}", super::device::one_line(&e.to_string()))));
+            return Err(Error::Unavailable(format!(
+                "wgpu: binding the plan: {}",
+                super::device::one_line(&e.to_string())
+            )));
         }
         Ok(b)
     }
@@ -355,157 +369,170 @@ impl WgpuPlan {
             [x, groups.div_ceil(x), 1]
         };
         // (pipeline key, uniform words, bound buffers by binding index, workgroups)
-        let (key, params, bufs, groups): ((&'static str, &'static str, u32), Vec<u32>, Vec<(u32, &wgpu::Buffer)>, [u32; 3]) =
-            match op {
-                GpuOp::Alias => unreachable!(),
-                GpuOp::Unary(a) => {
-                    let mut p = vec![u32c(len)?, a.code, 0, 0, fb(a.fa), fb(a.fb), 0, 0];
-                    p.resize(32, 0); // the uniform struct is shared with `binary`
-                    (("elementwise", "unary", 0), p, vec![(1, a_buf), (3, y)], grid(len))
-                }
-                GpuOp::Binary { code } => {
-                    let bsh = sh(node.input(1)).ok_or_else(|| kerr(g, s.node, "input 1 shape unknown"))?;
-                    let b_buf = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "input 1 has no buffer"))?;
-                    let (sa, sb) = (broadcast_strides(&x, &out), broadcast_strides(&bsh, &out));
-                    let mut p = vec![u32c(len)?, *code, out.len() as u32, act.code, fb(act.fa), fb(act.fb), 0, 0];
-                    for arr in [&out, &sa, &sb] {
-                        for i in 0..8 {
-                            p.push(u32c(arr.get(i).copied().unwrap_or(if std::ptr::eq(arr, &out) { 1 } else { 0 }))?);
-                        }
+        let (key, params, bufs, groups): Prepared<'_> = match op {
+            GpuOp::Alias => unreachable!(),
+            GpuOp::Unary(a) => {
+                let mut p = vec![u32c(len)?, a.code, 0, 0, fb(a.fa), fb(a.fb), 0, 0];
+                p.resize(32, 0); // the uniform struct is shared with `binary`
+                (("elementwise", "unary", 0), p, vec![(1, a_buf), (3, y)], grid(len))
+            }
+            GpuOp::Binary { code } => {
+                let bsh = sh(node.input(1)).ok_or_else(|| kerr(g, s.node, "input 1 shape unknown"))?;
+                let b_buf = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "input 1 has no buffer"))?;
+                let (sa, sb) = (broadcast_strides(&x, &out), broadcast_strides(&bsh, &out));
+                let mut p = vec![u32c(len)?, *code, out.len() as u32, act.code, fb(act.fa), fb(act.fb), 0, 0];
+                for arr in [&out, &sa, &sb] {
+                    for i in 0..8 {
+                        p.push(u32c(arr.get(i).copied().unwrap_or(if std::ptr::eq(arr, &out) { 1 } else { 0 }))?);
                     }
-                    (("elementwise", "binary", 0), p, vec![(1, a_buf), (2, b_buf), (3, y)], grid(len))
                 }
-                GpuOp::Gemm { .. } | GpuOp::MatMul | GpuOp::QGemm { .. } => {
-                    let k = *x.last().unwrap_or(&0);
-                    let n = *out.last().unwrap_or(&0);
-                    let (mut m, mut batch, mut batch_a, mut batch_b) = (numel(&x) / k.max(1), 1, 0, 0);
-                    let (alpha, beta, trans_b, mode, groups_k) = match op {
-                        GpuOp::Gemm { alpha, beta, trans_b } => (*alpha, *beta, *trans_b, 0, 0),
-                        GpuOp::QGemm { w, alpha, beta } => (*alpha, *beta, true, self.qbufs[&si].0, w.groups()),
-                        _ => (1.0, 0.0, false, 0, 0),
-                    };
-                    if let GpuOp::MatMul = op {
-                        let bsh = sh(node.input(1)).unwrap_or_default();
-                        if bsh.len() > 2 {
-                            m = x[x.len() - 2];
-                            batch = numel(&x[..x.len() - 2]);
-                            batch_a = m * k;
-                            batch_b = k * n;
-                        }
+                (("elementwise", "binary", 0), p, vec![(1, a_buf), (2, b_buf), (3, y)], grid(len))
+            }
+            GpuOp::Gemm { .. } | GpuOp::MatMul | GpuOp::QGemm { .. } => {
+                let k = *x.last().unwrap_or(&0);
+                let n = *out.last().unwrap_or(&0);
+                let (mut m, mut batch, mut batch_a, mut batch_b) = (numel(&x) / k.max(1), 1, 0, 0);
+                let (alpha, beta, trans_b, mode, groups_k) = match op {
+                    GpuOp::Gemm { alpha, beta, trans_b } => (*alpha, *beta, *trans_b, 0, 0),
+                    GpuOp::QGemm { w, alpha, beta } => (*alpha, *beta, true, self.qbufs[&si].0, w.groups()),
+                    _ => (1.0, 0.0, false, 0, 0),
+                };
+                if let GpuOp::MatMul = op {
+                    let bsh = sh(node.input(1)).unwrap_or_default();
+                    if bsh.len() > 2 {
+                        m = x[x.len() - 2];
+                        batch = numel(&x[..x.len() - 2]);
+                        batch_a = m * k;
+                        batch_b = k * n;
                     }
-                    let (w_buf, s_buf, bias_in) = match op {
-                        GpuOp::QGemm { .. } => {
-                            let q = &self.qbufs[&si];
-                            (&q.1, &q.2, node.input(1))
-                        }
-                        _ => {
-                            let w = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "B has no buffer"))?;
-                            (w, &self.dummy, if matches!(op, GpuOp::Gemm { .. }) { node.input(2) } else { None })
-                        }
-                    };
-                    let bias = bias_in.filter(|_| beta != 0.0);
-                    let (mut bsm, mut bsn) = (0, 0);
-                    if let Some(c) = bias {
-                        let cs = sh(Some(c)).ok_or_else(|| kerr(g, s.node, "C shape unknown"))?;
-                        if crate::tensor::broadcast_shapes(&cs, &[m, n]).as_deref() != Some(&[m, n][..]) {
-                            return Err(kerr(g, s.node, format!("C of shape {cs:?} does not broadcast to [{m}, {n}]")));
-                        }
-                        let st = broadcast_strides(&cs, &[m, n]);
-                        (bsm, bsn) = (st[0], st[1]);
+                }
+                let (w_buf, s_buf, bias_in) = match op {
+                    GpuOp::QGemm { .. } => {
+                        let q = &self.qbufs[&si];
+                        (&q.1, &q.2, node.input(1))
                     }
-                    let bias_buf = match bias {
-                        Some(c) => buf(Some(c)).ok_or_else(|| kerr(g, s.node, "C has no buffer"))?,
-                        None => &self.dummy,
-                    };
-                    let p = vec![
-                        u32c(m)?,
-                        u32c(n)?,
-                        u32c(k)?,
-                        trans_b as u32,
-                        fb(alpha),
-                        fb(beta),
-                        u32c(bsm)?,
-                        u32c(bsn)?,
-                        u32c(batch_a)?,
-                        u32c(batch_b)?,
-                        u32c(groups_k)?,
-                        bias.is_some() as u32,
-                        act.code,
-                        fb(act.fa),
-                        fb(act.fb),
-                        0,
-                    ];
-                    let wg = [u32c(n.div_ceil(16))?, u32c(m.div_ceil(16))?, u32c(batch)?];
-                    if wg.iter().any(|&d| d > 65535) {
-                        return Err(too_big());
+                    _ => {
+                        let w = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "B has no buffer"))?;
+                        (w, &self.dummy, if matches!(op, GpuOp::Gemm { .. }) { node.input(2) } else { None })
                     }
-                    let bufs = vec![(1, a_buf), (2, w_buf), (3, s_buf), (4, bias_buf), (5, y)];
-                    (("gemm", "main", mode), p, bufs, wg)
+                };
+                let bias = bias_in.filter(|_| beta != 0.0);
+                let (mut bsm, mut bsn) = (0, 0);
+                if let Some(c) = bias {
+                    let cs = sh(Some(c)).ok_or_else(|| kerr(g, s.node, "C shape unknown"))?;
+                    if crate::tensor::broadcast_shapes(&cs, &[m, n]).as_deref() != Some(&[m, n][..]) {
+                        return Err(kerr(g, s.node, format!("C of shape {cs:?} does not broadcast to [{m}, {n}]")));
+                    }
+                    let st = broadcast_strides(&cs, &[m, n]);
+                    (bsm, bsn) = (st[0], st[1]);
                 }
-                GpuOp::Conv { window, group } => {
-                    let w = sh(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight shape unknown"))?;
-                    let geo = geometry(window, [w[2], w[3]], [x[2], x[3]], false).map_err(|m| kerr(g, s.node, m))?;
-                    let w_buf = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight has no buffer"))?;
-                    let bias_buf = buf(node.input(2));
-                    let p = [
-                        x[0], x[1], x[2], x[3], w[0], geo.out[0], geo.out[1], w[2], w[3], geo.s[0], geo.s[1],
-                        geo.pad_begin[0], geo.pad_begin[1], geo.d[0], geo.d[1], *group,
-                    ]
-                    .iter()
-                    .map(|&v| u32c(v))
-                    .chain([Ok(bias_buf.is_some() as u32), Ok(act.code), Ok(fb(act.fa)), Ok(fb(act.fb))])
-                    .collect::<Result<Vec<u32>>>()?;
-                    let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf.unwrap_or(&self.dummy)), (4, y)];
-                    (("conv2d", "main", 0), p, bufs, grid(len))
+                let bias_buf = match bias {
+                    Some(c) => buf(Some(c)).ok_or_else(|| kerr(g, s.node, "C has no buffer"))?,
+                    None => &self.dummy,
+                };
+                let p = vec![
+                    u32c(m)?,
+                    u32c(n)?,
+                    u32c(k)?,
+                    trans_b as u32,
+                    fb(alpha),
+                    fb(beta),
+                    u32c(bsm)?,
+                    u32c(bsn)?,
+                    u32c(batch_a)?,
+                    u32c(batch_b)?,
+                    u32c(groups_k)?,
+                    bias.is_some() as u32,
+                    act.code,
+                    fb(act.fa),
+                    fb(act.fb),
+                    0,
+                ];
+                let wg = [u32c(n.div_ceil(16))?, u32c(m.div_ceil(16))?, u32c(batch)?];
+                if wg.iter().any(|&d| d > 65535) {
+                    return Err(too_big());
                 }
-                GpuOp::Pool { window, max, count_include_pad } => {
-                    let geo = geometry(window, [window.kernel[0], window.kernel[1]], [x[2], x[3]], true)
-                        .map_err(|m| kerr(g, s.node, m))?;
-                    let p = [
-                        x[0] * x[1],
-                        x[2],
-                        x[3],
-                        geo.out[0],
-                        geo.out[1],
-                        geo.k[0],
-                        geo.k[1],
-                        geo.s[0],
-                        geo.s[1],
-                        geo.pad_begin[0],
-                        geo.pad_begin[1],
-                        geo.d[0],
-                        geo.d[1],
-                        usize::from(!*max),
-                        usize::from(*count_include_pad),
-                        x[2] + geo.pad_begin[0] + geo.pad_end[0],
-                        x[3] + geo.pad_begin[1] + geo.pad_end[1],
-                        0,
-                        0,
-                        0,
-                    ]
-                    .iter()
-                    .map(|&v| u32c(v))
-                    .collect::<Result<Vec<u32>>>()?;
-                    (("pool", "pool2d", 0), p, vec![(1, a_buf), (2, y)], grid(len))
-                }
-                GpuOp::GlobalPool { max } => {
-                    let nc = x[0] * x[1];
-                    let hw = numel(&x[2..]);
-                    let mut p = vec![u32c(nc)?, u32c(hw)?, 1];
-                    p.resize(13, 0);
-                    p.push(u32::from(!*max));
-                    p.resize(20, 0);
-                    (("pool", "global_pool", 0), p, vec![(1, a_buf), (2, y)], grid(nc))
-                }
-                GpuOp::Softmax { axis, legacy, log } => {
-                    let r = x.len();
-                    let a = crate::tensor::norm_axis(*axis, r).ok_or_else(|| kerr(g, s.node, "axis out of range"))?;
-                    let outer = numel(&x[..a]);
-                    let (l, inner) = if *legacy { (numel(&x[a..]), 1) } else { (x[a], numel(&x[a + 1..])) };
-                    let p = vec![u32c(outer)?, u32c(l)?, u32c(inner)?, *log as u32];
-                    (("softmax", "main", 0), p, vec![(1, a_buf), (2, y)], grid(outer * inner))
-                }
-            };
+                let bufs = vec![(1, a_buf), (2, w_buf), (3, s_buf), (4, bias_buf), (5, y)];
+                (("gemm", "main", mode), p, bufs, wg)
+            }
+            GpuOp::Conv { window, group } => {
+                let w = sh(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight shape unknown"))?;
+                let geo = geometry(window, [w[2], w[3]], [x[2], x[3]], false).map_err(|m| kerr(g, s.node, m))?;
+                let w_buf = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight has no buffer"))?;
+                let bias_buf = buf(node.input(2));
+                let p = [
+                    x[0],
+                    x[1],
+                    x[2],
+                    x[3],
+                    w[0],
+                    geo.out[0],
+                    geo.out[1],
+                    w[2],
+                    w[3],
+                    geo.s[0],
+                    geo.s[1],
+                    geo.pad_begin[0],
+                    geo.pad_begin[1],
+                    geo.d[0],
+                    geo.d[1],
+                    *group,
+                ]
+                .iter()
+                .map(|&v| u32c(v))
+                .chain([Ok(bias_buf.is_some() as u32), Ok(act.code), Ok(fb(act.fa)), Ok(fb(act.fb))])
+                .collect::<Result<Vec<u32>>>()?;
+                let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf.unwrap_or(&self.dummy)), (4, y)];
+                (("conv2d", "main", 0), p, bufs, grid(len))
+            }
+            GpuOp::Pool { window, max, count_include_pad } => {
+                let geo = geometry(window, [window.kernel[0], window.kernel[1]], [x[2], x[3]], true)
+                    .map_err(|m| kerr(g, s.node, m))?;
+                let p = [
+                    x[0] * x[1],
+                    x[2],
+                    x[3],
+                    geo.out[0],
+                    geo.out[1],
+                    geo.k[0],
+                    geo.k[1],
+                    geo.s[0],
+                    geo.s[1],
+                    geo.pad_begin[0],
+                    geo.pad_begin[1],
+                    geo.d[0],
+                    geo.d[1],
+                    usize::from(!*max),
+                    usize::from(*count_include_pad),
+                    x[2] + geo.pad_begin[0] + geo.pad_end[0],
+                    x[3] + geo.pad_begin[1] + geo.pad_end[1],
+                    0,
+                    0,
+                    0,
+                ]
+                .iter()
+                .map(|&v| u32c(v))
+                .collect::<Result<Vec<u32>>>()?;
+                (("pool", "pool2d", 0), p, vec![(1, a_buf), (2, y)], grid(len))
+            }
+            GpuOp::GlobalPool { max } => {
+                let nc = x[0] * x[1];
+                let hw = numel(&x[2..]);
+                let mut p = vec![u32c(nc)?, u32c(hw)?, 1];
+                p.resize(13, 0);
+                p.push(u32::from(!*max));
+                p.resize(20, 0);
+                (("pool", "global_pool", 0), p, vec![(1, a_buf), (2, y)], grid(nc))
+            }
+            GpuOp::Softmax { axis, legacy, log } => {
+                let r = x.len();
+                let a = crate::tensor::norm_axis(*axis, r).ok_or_else(|| kerr(g, s.node, "axis out of range"))?;
+                let outer = numel(&x[..a]);
+                let (l, inner) = if *legacy { (numel(&x[a..]), 1) } else { (x[a], numel(&x[a + 1..])) };
+                let p = vec![u32c(outer)?, u32c(l)?, u32c(inner)?, *log as u32];
+                (("softmax", "main", 0), p, vec![(1, a_buf), (2, y)], grid(outer * inner))
+            }
+        };
         let pipeline = self.ctx.pipeline(key)?;
         let mut words = params;
         words.resize(words.len().next_multiple_of(4), 0);
@@ -515,7 +542,8 @@ impl WgpuPlan {
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        entries.extend(bufs.iter().map(|(i, bf)| wgpu::BindGroupEntry { binding: *i, resource: bf.as_entire_binding() }));
+        entries
+            .extend(bufs.iter().map(|(i, bf)| wgpu::BindGroupEntry { binding: *i, resource: bf.as_entire_binding() }));
         let bind = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(node.name.as_str()),
             layout: &pipeline.get_bind_group_layout(0),
@@ -616,7 +644,9 @@ impl WgpuPlan {
                 for (k, &o) in node.outputs.iter().enumerate() {
                     let t = std::mem::replace(&mut outs[k], Tensor::placeholder());
                     if let Some(buf) = self.buffer(b, o) {
-                        let f = t.as_slice::<f32>().ok_or_else(|| kerr(g, self.steps[si].node, "non-f32 output for the GPU"))?;
+                        let f = t
+                            .as_slice::<f32>()
+                            .ok_or_else(|| kerr(g, self.steps[si].node, "non-f32 output for the GPU"))?;
                         if !f.is_empty() {
                             self.ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(f));
                         }
@@ -671,7 +701,9 @@ fn fuse_activations(g: &Graph, steps: &mut [Step]) {
     for si in 0..steps.len() {
         let fusable = matches!(
             steps[si].kind,
-            Kind::Gpu(GpuOp::Gemm { .. } | GpuOp::MatMul | GpuOp::QGemm { .. } | GpuOp::Conv { .. } | GpuOp::Binary { .. })
+            Kind::Gpu(
+                GpuOp::Gemm { .. } | GpuOp::MatMul | GpuOp::QGemm { .. } | GpuOp::Conv { .. } | GpuOp::Binary { .. }
+            )
         );
         if !fusable || steps[si].outputs.len() != 1 || steps[si].act.code != 0 {
             continue;
@@ -695,7 +727,9 @@ fn fuse_activations(g: &Graph, steps: &mut [Step]) {
 impl Executable for WgpuPlan {
     fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let mut guard = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-        let same = guard.as_ref().is_some_and(|b| b.key.len() == inputs.len() && b.key.iter().zip(inputs).all(|(k, t)| k == t.shape()));
+        let same = guard
+            .as_ref()
+            .is_some_and(|b| b.key.len() == inputs.len() && b.key.iter().zip(inputs).all(|(k, t)| k == t.shape()));
         if !same {
             *guard = None;
             *guard = Some(self.bind(inputs)?);
