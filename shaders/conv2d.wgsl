@@ -1,6 +1,7 @@
 // Direct 2-D convolution, NCHW, one invocation per output element; groups (depthwise
 // included), any stride / padding / dilation; fused bias and activation.
-// Weight layout [c_out, c_in / group, kh, kw]. Prepended with act.wgsl.
+// Weight layout [c_out, c_in / group, kh, kw], f32 or quantized as a [c_out, c_in / group * kh * kw]
+// matrix (W_MODE). Prepended with act.wgsl and quant.wgsl.
 
 struct Params {
     n: u32,
@@ -23,13 +24,18 @@ struct Params {
     act: u32,
     fa: f32,
     fb: f32,
+    groups: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> scales: array<u32>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -45,6 +51,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let cin_g = p.c_in / p.group;
     let cout_g = p.c_out / p.group;
     let g = oc / cout_g;
+    let kk = cin_g * p.kh * p.kw;
     var acc = 0.0;
     if p.has_bias == 1u {
         acc = bias[oc];
@@ -52,7 +59,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var ci = 0u; ci < cin_g; ci++) {
         let c = g * cin_g + ci;
         let xbase = (b * p.c_in + c) * p.h * p.w;
-        let wbase = (oc * cin_g + ci) * p.kh * p.kw;
+        let kbase = ci * p.kh * p.kw;
         for (var ky = 0u; ky < p.kh; ky++) {
             let iy = i32(oy * p.sh + ky * p.dh) - i32(p.ph);
             if iy < 0 || iy >= i32(p.h) {
@@ -63,7 +70,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 if ix < 0 || ix >= i32(p.w) {
                     continue;
                 }
-                acc += x[xbase + u32(iy) * p.w + u32(ix)] * wt[wbase + ky * p.kw + kx];
+                acc += x[xbase + u32(iy) * p.w + u32(ix)] * qweight(oc, kbase + ky * p.kw + kx, kk, p.groups);
             }
         }
     }

@@ -5,9 +5,7 @@
 //   2: int8, w[n, k] as four bytes per u32, scales[n] as f32 bits
 //   3: int4, per row `groups` groups of four u32 (eight nibbles each), f16 scale per group
 // Accumulation is f32. Tiles of 16x16 staged in workgroup memory; edges padded with zeros.
-// Prepended with act.wgsl.
-
-override W_MODE: u32 = 0u;
+// Prepended with act.wgsl and quant.wgsl (W_MODE, qweight).
 
 struct Params {
     m: u32,
@@ -39,52 +37,15 @@ const TILE: u32 = 16u;
 var<workgroup> ta: array<array<f32, 16>, 16>;
 var<workgroup> tb: array<array<f32, 16>, 16>;
 
-// f16 bits to f32 by hand: unpack2x16float needs a capability some GL devices lack.
-fn f16_bits(h: u32) -> f32 {
-    let e = (h >> 10u) & 0x1Fu;
-    let m = h & 0x3FFu;
-    var v: f32;
-    if e == 0u {
-        v = f32(m) * 5.9604644775390625e-8;
-    } else if e == 31u {
-        v = bitcast<f32>(0x7F800000u | (m << 13u));
-    } else {
-        v = bitcast<f32>(((e + 112u) << 23u) | (m << 13u));
-    }
-    return select(v, -v, (h & 0x8000u) != 0u);
-}
-
-fn half_at(word: u32, which: u32) -> f32 {
-    return f16_bits(select(word & 0xFFFFu, word >> 16u, which == 1u));
-}
-
 fn load_w(batch: u32, kk: u32, col: u32) -> f32 {
-    switch W_MODE {
-        case 1u: {
-            let i = col * p.k + kk;
-            return half_at(w[i / 2u], i % 2u);
-        }
-        case 2u: {
-            let i = col * p.k + kk;
-            let byte = (w[i / 4u] >> (8u * (i % 4u))) & 0xFFu;
-            let q = (i32(byte) << 24u) >> 24u;
-            return f32(q) * bitcast<f32>(scales[col]);
-        }
-        case 3u: {
-            let word = w[col * p.groups * 4u + kk / 8u];
-            let nib = (word >> (4u * (kk % 8u))) & 0xFu;
-            let q = (i32(nib) << 28u) >> 28u;
-            let si = col * p.groups + kk / 32u;
-            return f32(q) * half_at(scales[si / 2u], si % 2u);
-        }
-        default: {
-            let base = batch * p.batch_b;
-            if p.trans_b == 1u {
-                return bitcast<f32>(w[base + col * p.k + kk]);
-            }
-            return bitcast<f32>(w[base + kk * p.n + col]);
-        }
+    if W_MODE != 0u {
+        return qweight(col, kk, p.k, p.groups);
     }
+    let base = batch * p.batch_b;
+    if p.trans_b == 1u {
+        return bitcast<f32>(w[base + col * p.k + kk]);
+    }
+    return bitcast<f32>(w[base + kk * p.n + col]);
 }
 
 @compute @workgroup_size(16, 16, 1)

@@ -195,6 +195,15 @@ pub enum Op {
         alpha: f32,
         beta: f32,
     },
+    /// Conv with a packed quantized weight (`W[c_out, c_in / group * prod(kernel)]`, see
+    /// [`crate::quant`]) whose f32 shape was `wshape`; inputs X, optional B. Made by
+    /// [`crate::quant::quantize_graph`] from Conv.
+    QConv {
+        window: Window,
+        group: usize,
+        w: std::sync::Arc<crate::quant::QWeight>,
+        wshape: Vec<usize>,
+    },
     /// Inputs X, W, optional B. `kernel` in the window is empty (taken from W).
     Conv {
         window: Window,
@@ -358,6 +367,7 @@ impl Op {
             Op::MatMul => "MatMul",
             Op::QGemm { .. } => "QGemm",
             Op::Conv { .. } => "Conv",
+            Op::QConv { .. } => "QConv",
             Op::ConvTranspose(_) => "ConvTranspose",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::LayerNorm { .. } => "LayerNormalization",

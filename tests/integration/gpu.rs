@@ -143,6 +143,9 @@ fn shaders_compile_on_adapter() {
         ("gemm", "main", 2),
         ("gemm", "main", 3),
         ("conv2d", "main", 0),
+        ("conv2d", "main", 1),
+        ("conv2d", "main", 2),
+        ("conv2d", "main", 3),
         ("pool", "pool2d", 0),
         ("pool", "global_pool", 0),
         ("softmax", "main", 0),
@@ -348,6 +351,24 @@ fn conv2d_matches_reference() {
         let got = run_gpu(&c, g, &ins);
         let want = conv_ref(&x, &wt, bias.then_some(&b), s, p, d, group);
         close(&format!("conv {:?}", (n, ch, h, w, oc, k, s, p, d, group)), &got, &want, 1e-4, 1e-5);
+        // Quantized weights: the reference uses the same dequantized weights.
+        for prec in [Precision::F16, Precision::Int8, Precision::Int4] {
+            let rows = oc;
+            let cols = wt.len() / oc;
+            let q = QWeight::quantize(wt.as_slice::<f32>().unwrap(), rows, cols, prec).unwrap();
+            let deq = Tensor::from_vec(wt.shape().to_vec(), q.dequantize()).unwrap();
+            let op = Op::QConv {
+                window: window(k, s, p, d, false, false),
+                group,
+                w: Arc::new(q),
+                wshape: wt.shape().to_vec(),
+            };
+            let bi = if bias { In::Const(b.clone()) } else { In::Absent };
+            let (g, ins) = one_node(op, vec![In::Run(x.clone()), bi], 4);
+            let got = run_gpu(&c, g, &ins);
+            let want = conv_ref(&x, &deq, bias.then_some(&b), s, p, d, group);
+            close(&format!("qconv {prec} {:?}", (n, ch, h, w, oc, k)), &got, &want, 1e-4, 1e-5);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub use wgpu::Backends;
 /// WGSL sources, `include_str!`'d; kernels that use activations get act.wgsl prepended.
 pub const SHADERS: &[(&str, &str)] = &[
     ("act", include_str!("../../../shaders/act.wgsl")),
+    ("quant", include_str!("../../../shaders/quant.wgsl")),
     ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("conv2d", include_str!("../../../shaders/conv2d.wgsl")),
@@ -17,13 +18,19 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("softmax", include_str!("../../../shaders/softmax.wgsl")),
 ];
 
-/// Full source of a kernel family as compiled: act.wgsl + the family's file where needed.
+/// Full source of a kernel family as compiled: act.wgsl and quant.wgsl prepended where used.
 pub fn shader_source(family: &str) -> Option<String> {
     let body = SHADERS.iter().find(|(n, _)| *n == family)?.1;
     Some(match family {
-        "elementwise" | "gemm" | "conv2d" => format!("{}\n{}", SHADERS[0].1, body),
+        "elementwise" => format!("{}\n{}", SHADERS[0].1, body),
+        "gemm" | "conv2d" => format!("{}\n{}\n{}", SHADERS[0].1, SHADERS[1].1, body),
         _ => body.to_string(),
     })
+}
+
+/// Shader families that take the `W_MODE` override (weight format).
+fn has_w_mode(family: &str) -> bool {
+    matches!(family, "gemm" | "conv2d")
 }
 
 /// What was picked, for reports.
@@ -186,7 +193,7 @@ impl Ctx {
             modules.insert(family, m);
         }
         let module = &modules[family];
-        let constants: Vec<(&str, f64)> = if family == "gemm" { vec![("W_MODE", variant as f64)] } else { vec![] };
+        let constants: Vec<(&str, f64)> = if has_w_mode(family) { vec![("W_MODE", variant as f64)] } else { vec![] };
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: None,
@@ -226,7 +233,7 @@ pub fn one_line(s: &str) -> String {
 
 /// Validates every shader family with naga (no adapter needed): parse + validate.
 pub fn validate_shaders() -> Result<(), String> {
-    for (family, _) in SHADERS.iter().filter(|(n, _)| *n != "act") {
+    for (family, _) in SHADERS.iter().filter(|(n, _)| !matches!(*n, "act" | "quant")) {
         let src = shader_source(family).expect("listed");
         let module = wgpu::naga::front::wgsl::parse_str(&src)
             .map_err(|e| format!("{family}.wgsl: {}", e.emit_to_string(&src)))?;

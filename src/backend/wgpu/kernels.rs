@@ -28,9 +28,11 @@ pub enum GpuOp {
         alpha: f32,
         beta: f32,
     },
+    /// Conv; `q` holds the packed weight and its f32 shape for QConv (no weight input).
     Conv {
         window: Window,
         group: usize,
+        q: Option<(Arc<QWeight>, Vec<usize>)>,
     },
     Pool {
         window: Window,
@@ -139,7 +141,13 @@ pub fn classify(graph: &Graph, node: &Node) -> Option<GpuOp> {
             if node.input(2).is_some() && !f32v(node.input(2)) {
                 return None;
             }
-            GpuOp::Conv { window: window.clone(), group: *group }
+            GpuOp::Conv { window: window.clone(), group: *group, q: None }
+        }
+        Op::QConv { window, group, w, wshape } if fits(x, 4) && wshape.len() == 4 => {
+            if node.input(1).is_some() && !f32v(node.input(1)) {
+                return None;
+            }
+            GpuOp::Conv { window: window.clone(), group: *group, q: Some((w.clone(), wshape.clone())) }
         }
         Op::MaxPool { window, .. } if fits(x, 4) && window.kernel.len() == 2 => {
             GpuOp::Pool { window: window.clone(), max: true, count_include_pad: false }
@@ -253,8 +261,11 @@ pub fn out_shape(op: &GpuOp, node: &Node, graph: &Graph, ins: &[Option<Vec<usize
             o.push(w.n);
             o
         }
-        GpuOp::Conv { window, group } => {
-            let w = get(1).ok_or("input 1 is missing")?;
+        GpuOp::Conv { window, group, q } => {
+            let w = match q {
+                Some((_, ws)) => ws.clone(),
+                None => get(1).ok_or("input 1 is missing")?,
+            };
             if x.len() != 4 || w.len() != 4 || *group == 0 || x[1] != w[1] * group || w[0] % group != 0 {
                 return Err(format!("Conv of {x:?} with weight {w:?} (group {group}) is inconsistent"));
             }

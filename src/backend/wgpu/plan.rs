@@ -206,7 +206,12 @@ impl WgpuPlan {
         }
         let mut qbufs = HashMap::new();
         for (si, s) in steps.iter().enumerate() {
-            if let Kind::Gpu(GpuOp::QGemm { w, .. }) = &s.kind {
+            let q = match &s.kind {
+                Kind::Gpu(GpuOp::QGemm { w, .. }) => Some(w),
+                Kind::Gpu(GpuOp::Conv { q: Some((w, _)), .. }) => Some(w),
+                _ => None,
+            };
+            if let Some(w) = q {
                 let (mode, words, scales) = pack_qweight(w);
                 let wb = storage_init(&ctx, "qweight", bytemuck::cast_slice(&words));
                 let sb = storage_init(&ctx, "qscales", bytemuck::cast_slice(&scales));
@@ -455,11 +460,20 @@ impl WgpuPlan {
                 let bufs = vec![(1, a_buf), (2, w_buf), (3, s_buf), (4, bias_buf), (5, y)];
                 (("gemm", "main", mode), p, bufs, wg)
             }
-            GpuOp::Conv { window, group } => {
-                let w = sh(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight shape unknown"))?;
+            GpuOp::Conv { window, group, q } => {
+                let (w, w_buf, s_buf, mode, groups_k, bias_in) = match q {
+                    Some((qw, ws)) => {
+                        let qb = &self.qbufs[&si];
+                        (ws.clone(), &qb.1, &qb.2, qb.0, qw.groups(), node.input(1))
+                    }
+                    None => {
+                        let w = sh(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight shape unknown"))?;
+                        let wb = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight has no buffer"))?;
+                        (w, wb, &self.dummy, 0, 0, node.input(2))
+                    }
+                };
                 let geo = geometry(window, [w[2], w[3]], [x[2], x[3]], false).map_err(|m| kerr(g, s.node, m))?;
-                let w_buf = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight has no buffer"))?;
-                let bias_buf = buf(node.input(2));
+                let bias_buf = buf(bias_in);
                 let p = [
                     x[0],
                     x[1],
@@ -481,9 +495,10 @@ impl WgpuPlan {
                 .iter()
                 .map(|&v| u32c(v))
                 .chain([Ok(bias_buf.is_some() as u32), Ok(act.code), Ok(fb(act.fa)), Ok(fb(act.fb))])
+                .chain([u32c(groups_k), Ok(0), Ok(0), Ok(0)])
                 .collect::<Result<Vec<u32>>>()?;
-                let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf.unwrap_or(&self.dummy)), (4, y)];
-                (("conv2d", "main", 0), p, bufs, grid(len))
+                let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf.unwrap_or(&self.dummy)), (4, y), (5, s_buf)];
+                (("conv2d", "main", mode), p, bufs, grid(len))
             }
             GpuOp::Pool { window, max, count_include_pad } => {
                 let geo = geometry(window, [window.kernel[0], window.kernel[1]], [x[2], x[3]], true)

@@ -56,6 +56,7 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch
             &mut outputs[0],
         ),
         Op::MatMul => linalg::matmul(req(inputs, 0)?, req(inputs, 1)?, &mut outputs[0]),
+        Op::QConv { .. } => quant::qconv(op, inputs, outputs, scratch),
         Op::QGemm { w, alpha, beta } => {
             quant::qgemm(w, req(inputs, 0)?, opt(inputs, 1), *alpha, *beta, &mut outputs[0], scratch)
         }

@@ -63,6 +63,32 @@ pub fn qgemm(
     Ok(())
 }
 
+/// [`Op::QConv`](crate::ir::Op::QConv): dequantizes the weight into a tensor (the node's
+/// scratch allocation) and runs the f32 conv kernel. Memory saving is for storage only: the f32
+/// weight exists while the node runs; the conv kernel's own temporaries are allocated per call.
+pub fn qconv(
+    op: &crate::ir::Op,
+    inputs: &[Option<&Tensor>],
+    outputs: &mut [Tensor],
+    scratch: &mut Vec<f32>,
+) -> KResult {
+    let crate::ir::Op::QConv { window, group, w, wshape } = op else { return Err("not a QConv".into()) };
+    let mut buf = std::mem::take(scratch);
+    buf.resize(w.n * w.k, 0.0);
+    for r in 0..w.n {
+        w.dequantize_row(r, &mut buf[r * w.k..(r + 1) * w.k]);
+    }
+    let wt = Tensor::from_vec(wshape.clone(), buf).ok_or("QConv weight shape does not match its data")?;
+    let conv = crate::ir::Op::Conv { window: window.clone(), group: *group };
+    let ins = [inputs.first().copied().flatten(), Some(&wt), inputs.get(1).copied().flatten()];
+    let mut conv_scratch = Vec::new();
+    let r = super::eval(&conv, &ins, outputs, &mut conv_scratch);
+    if let crate::tensor::Data::F32(v) = wt.into_data() {
+        *scratch = v;
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
