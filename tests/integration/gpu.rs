@@ -573,3 +573,76 @@ fn gl_backend_runs_the_student() {
 fn wgpu_gl() -> alembic::backend::wgpu::device::Backends {
     alembic::backend::wgpu::device::Backends::GL
 }
+
+#[test]
+fn missing_adapter_is_an_error_not_a_panic() {
+    quiet_mesa();
+    // No Metal on Linux (and no DX12 elsewhere than Windows): a clear Unavailable error.
+    #[cfg(target_os = "linux")]
+    {
+        let e = Ctx::new(alembic::backend::wgpu::device::Backends::METAL).err().expect("no Metal adapter on Linux");
+        assert!(matches!(e, alembic::Error::Unavailable(_)), "{e}");
+        assert!(e.to_string().contains("no wgpu adapter"), "{e}");
+    }
+    assert!(alembic::backend::wgpu::device::parse_backends("cuda").is_err());
+}
+
+#[test]
+fn cpu_fallback_mid_graph_matches_cpu() {
+    let Some(c) = ctx("cpu_fallback_mid_graph_matches_cpu") else { return };
+    // x -> Relu (gpu) -> Transpose (cpu fallback) -> Add const (gpu) -> Softmax (gpu)
+    let mut r = rng(6);
+    let x = random(&mut r, &[3, 5], -1.0, 1.0);
+    let k = random(&mut r, &[3], -1.0, 1.0);
+    let mk = || {
+        let mut g = Graph { opset: 17, ..Default::default() };
+        let mut val = |g: &mut Graph, name: &str, shape: &[usize]| {
+            let mut v = Value::new(name);
+            v.dtype = Some(DType::F32);
+            v.shape = Some(Shape::known(shape));
+            g.add_value(v)
+        };
+        let xi = val(&mut g, "x", &[3, 5]);
+        let a = val(&mut g, "a", &[3, 5]);
+        let t = val(&mut g, "t", &[5, 3]);
+        let s = val(&mut g, "s", &[5, 3]);
+        let y = val(&mut g, "y", &[5, 3]);
+        let kc = g.add_constant("k", k.clone());
+        g.inputs.push(xi);
+        let node = |name: &str, op: Op, i: Vec<Option<usize>>, o: usize| Node {
+            name: name.into(),
+            op,
+            inputs: i,
+            outputs: vec![o],
+        };
+        g.nodes.push(node("relu", Op::Unary(Unary::Relu), vec![Some(xi)], a));
+        g.nodes.push(node("tr", Op::Transpose { perm: vec![1, 0] }, vec![Some(a)], t));
+        g.nodes.push(node("add", Op::Binary(Binary::Add), vec![Some(t), Some(kc)], s));
+        g.nodes.push(node("sm", Op::Softmax { axis: -1, legacy: false }, vec![Some(s)], y));
+        g.outputs.push(y);
+        g
+    };
+    let g = mk();
+    let b = WgpuBackend::with_context(c.clone());
+    let support: Vec<Support> = g.nodes.iter().map(|n| b.supports(&g, n)).collect();
+    assert_eq!(support[1], Support::Fallback("cpu".into()));
+    assert_eq!(support.iter().filter(|s| **s == Support::Native).count(), 3);
+    let plan = b.plan(Arc::new(g)).unwrap();
+    assert_eq!(plan.fallback_nodes(), vec!["tr".to_string()]);
+    let got = run_on(&plan, std::slice::from_ref(&x));
+    let again = run_on(&plan, std::slice::from_ref(&x));
+    assert_eq!(got, again);
+    // Reference: the same math on the host (the CPU Softmax kernel may not exist yet).
+    let xv = x.as_slice::<f32>().unwrap();
+    let kv = k.as_slice::<f32>().unwrap();
+    let mut want = vec![0f32; 15];
+    for i in 0..5 {
+        let row: Vec<f32> = (0..3).map(|j| xv[j * 5 + i].max(0.0) + kv[j]).collect();
+        let m = row.iter().copied().fold(f32::MIN, f32::max);
+        let s: f32 = row.iter().map(|v| (v - m).exp()).sum();
+        for j in 0..3 {
+            want[i * 3 + j] = (row[j] - m).exp() / s;
+        }
+    }
+    close("fallback graph", &got, &Tensor::from_vec(vec![5, 3], want).unwrap(), 1e-4, 1e-6);
+}
