@@ -50,7 +50,8 @@ fn run_writes_outputs_matching_the_numpy_reference() {
     write_npy(&input, &x32).unwrap();
     let model = root().join("models/student.onnx");
     let spec = format!("input={}", input.display());
-    let (ok, out, err) = alembic(&["run", model.to_str().unwrap(), "--input", &spec, "--output-dir", dir.to_str().unwrap()]);
+    let (ok, out, err) =
+        alembic(&["run", model.to_str().unwrap(), "--input", &spec, "--output-dir", dir.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("logits"), "{out}");
     let got = read_npy(&dir.join("logits.npy")).unwrap().to_array::<f32>().unwrap();
@@ -68,7 +69,8 @@ fn run_reads_tensorproto_inputs() {
     let pb = dir.join("input_0.pb");
     std::fs::write(&pb, encode(&x, "input").encode_to_vec()).unwrap();
     let model = root().join("models/teacher.onnx");
-    let (ok, _, err) = alembic(&["run", model.to_str().unwrap(), "-i", pb.to_str().unwrap(), "-o", dir.to_str().unwrap()]);
+    let (ok, _, err) =
+        alembic(&["run", model.to_str().unwrap(), "-i", pb.to_str().unwrap(), "-o", dir.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert_eq!(read_npy(&dir.join("logits.npy")).unwrap().shape(), &[3, 10]);
 }
@@ -83,19 +85,34 @@ fn bad_inputs_give_one_line_errors() {
     // wrong shape, wrong dtype, unknown name, missing file, truncated npy
     let bad_shape = dir.join("bad_shape.npy");
     write_npy(&bad_shape, &Tensor::zeros(alembic::DType::F32, &[2, 1, 7, 8])).unwrap();
-    assert_one_line_error(&["run", s, "--input", &format!("input={}", bad_shape.display()), "-o", out], "dimension 2 is 7, expected 8");
+    assert_one_line_error(
+        &["run", s, "--input", &format!("input={}", bad_shape.display()), "-o", out],
+        "dimension 2 is 7, expected 8",
+    );
     let bad_type = dir.join("bad_type.npy");
     write_npy(&bad_type, &Tensor::zeros(alembic::DType::I64, &[2, 1, 8, 8])).unwrap();
-    assert_one_line_error(&["run", s, "--input", &format!("input={}", bad_type.display()), "-o", out], "element type i64 given, f32 expected");
+    assert_one_line_error(
+        &["run", s, "--input", &format!("input={}", bad_type.display()), "-o", out],
+        "element type i64 given, f32 expected",
+    );
     let bad_rank = dir.join("bad_rank.npy");
     write_npy(&bad_rank, &Tensor::zeros(alembic::DType::F32, &[2, 64])).unwrap();
-    assert_one_line_error(&["run", s, "--input", &format!("input={}", bad_rank.display()), "-o", out], "rank 2 given, rank 4 expected");
-    assert_one_line_error(&["run", s, "--input", &format!("pixels={}", bad_shape.display()), "-o", out], "no such input");
+    assert_one_line_error(
+        &["run", s, "--input", &format!("input={}", bad_rank.display()), "-o", out],
+        "rank 2 given, rank 4 expected",
+    );
+    assert_one_line_error(
+        &["run", s, "--input", &format!("pixels={}", bad_shape.display()), "-o", out],
+        "no such input",
+    );
     assert_one_line_error(&["run", s, "--input", "input=/nonexistent/x.npy", "-o", out], "/nonexistent/x.npy");
     let truncated = dir.join("truncated.npy");
     let good = std::fs::read(&bad_shape).unwrap();
     std::fs::write(&truncated, &good[..good.len() - 17]).unwrap();
-    assert_one_line_error(&["run", s, "--input", &format!("input={}", truncated.display()), "-o", out], "truncated.npy");
+    assert_one_line_error(
+        &["run", s, "--input", &format!("input={}", truncated.display()), "-o", out],
+        "truncated.npy",
+    );
 }
 
 #[test]
@@ -108,7 +125,10 @@ fn malformed_models_give_one_line_errors() {
     for cut in [10, bytes.len() / 3, bytes.len() - 5] {
         let truncated = dir.join(format!("truncated{cut}.onnx"));
         std::fs::write(&truncated, &bytes[..cut]).unwrap();
-        assert_one_line_error(&["run", truncated.to_str().unwrap(), "-i", "x.npy", "-o", dir.to_str().unwrap()], "truncated");
+        assert_one_line_error(
+            &["run", truncated.to_str().unwrap(), "-i", "x.npy", "-o", dir.to_str().unwrap()],
+            "truncated",
+        );
     }
     assert_one_line_error(&["inspect", "/nonexistent/model.onnx"], "/nonexistent/model.onnx");
 }
@@ -144,7 +164,10 @@ fn unsupported_op_names_op_node_and_opset() {
     };
     let path = dir.join("unsupported.onnx");
     std::fs::write(&path, model.encode_to_vec()).unwrap();
-    assert_one_line_error(&["inspect", path.to_str().unwrap()], "node 'mystery_node': unsupported operator FrobnicateTensor (opset 17)");
+    assert_one_line_error(
+        &["inspect", path.to_str().unwrap()],
+        "node 'mystery_node': unsupported operator FrobnicateTensor (opset 17)",
+    );
 }
 
 #[test]

@@ -297,6 +297,16 @@ impl WgpuPlan {
                 slot_bytes[k] = slot_bytes[k].max(numel(sh) * 4);
             }
         }
+        // One binding per tensor: no splitting yet, so refuse clearly past the adapter's limit.
+        let limit = self.ctx.limits.max_storage_buffer_binding_size as usize;
+        if let Some(v) = (0..g.values.len())
+            .find(|&v| self.loc[self.root[v]] != Loc::Host && shapes[v].as_ref().is_some_and(|s| numel(s) * 4 > limit))
+        {
+            return Err(Error::Unavailable(format!(
+                "wgpu: value '{}' ({:?}) exceeds the adapter's {limit}-byte storage binding limit",
+                g.values[v].name, shapes[v]
+            )));
+        }
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let slots: Vec<wgpu::Buffer> = slot_bytes.iter().map(|&b| storage(&self.ctx, "slot", b)).collect();
         let input_bufs: Vec<Option<wgpu::Buffer>> = g

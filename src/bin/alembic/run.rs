@@ -39,17 +39,26 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         let t = read_tensor(&file).with_context(|| format!("--input {name}"))?;
         given.push((name, t));
     }
+    #[allow(unused_mut)]
+    let mut backend = a.backend;
     #[cfg(feature = "wgpu")]
-    if a.backend == BackendKind::Wgpu {
-        let ctx = alembic::backend::wgpu::Ctx::shared()?;
-        let fallback = model
-            .support_at(a.backend, a.precision)
-            .into_iter()
-            .filter(|(_, _, s)| *s != alembic::backend::Support::Native)
-            .count();
-        eprintln!("wgpu adapter: {}; {fallback} node(s) fall back to the CPU", ctx.report);
+    if backend == BackendKind::Wgpu {
+        match alembic::backend::wgpu::Ctx::shared() {
+            Ok(ctx) => {
+                let fallback = model
+                    .support_at(backend, a.precision)
+                    .into_iter()
+                    .filter(|(_, _, s)| *s != alembic::backend::Support::Native)
+                    .count();
+                eprintln!("wgpu adapter: {}; {fallback} node(s) fall back to the CPU", ctx.report);
+            }
+            Err(e) => {
+                eprintln!("warning: {e}; running on the CPU instead");
+                backend = BackendKind::Cpu;
+            }
+        }
     }
-    let session = model.session(SessionOptions::default().backend(a.backend).precision(a.precision))?;
+    let session = model.session(SessionOptions::default().backend(backend).precision(a.precision))?;
     let outputs = session.run(given.iter().map(|(n, t)| (n.as_str(), t.clone())))?;
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
     for (name, t) in outputs.iter() {
