@@ -26,11 +26,13 @@ pub mod error;
 pub mod eval;
 pub mod ir;
 pub mod onnx;
+pub mod quant;
 mod session;
 pub mod teacher;
 pub mod tensor;
 
 pub use backend::BackendKind;
 pub use error::{Error, Result};
+pub use quant::Precision;
 pub use session::{Model, Outputs, Session, SessionOptions, TensorInfo};
 pub use tensor::{DType, Dim, Shape, Tensor};

@@ -5,6 +5,7 @@ use crate::backend::{self, BackendKind, Executable, Support};
 use crate::error::{Error, Result};
 use crate::ir::{self, Graph};
 use crate::onnx;
+use crate::quant::{self, Precision};
 use crate::tensor::{DType, Shape, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
@@ -71,10 +72,26 @@ impl Model {
         self.graph.nodes.iter().map(|n| b.supports(&self.graph, n)).collect()
     }
 
+    /// How a backend would run each node of the graph quantized to `precision`, in order.
+    pub fn support_at(&self, kind: BackendKind, precision: Precision) -> Vec<(String, &'static str, Support)> {
+        let g = self.graph_at(precision);
+        let b = backend::backend(kind);
+        g.nodes.iter().map(|n| (n.name.clone(), n.op.name(), b.supports(&g, n))).collect()
+    }
+
+    /// The graph with weights quantized to `precision` (shared, not copied, for f32).
+    fn graph_at(&self, precision: Precision) -> Arc<Graph> {
+        match precision {
+            Precision::F32 => self.graph.clone(),
+            p => Arc::new(quant::quantize_graph(&self.graph, p)),
+        }
+    }
+
     /// Prepares the model for running.
     pub fn session(&self, options: SessionOptions) -> Result<Session> {
-        let exec = backend::backend(options.backend).prepare(self.graph.clone())?;
-        Ok(Session { graph: self.graph.clone(), exec, backend: options.backend })
+        let graph = self.graph_at(options.precision);
+        let exec = backend::backend(options.backend).prepare(graph.clone())?;
+        Ok(Session { graph, exec, backend: options.backend, precision: options.precision })
     }
 }
 
@@ -83,11 +100,18 @@ impl Model {
 #[non_exhaustive]
 pub struct SessionOptions {
     pub backend: BackendKind,
+    /// Weight precision: Gemm/MatMul weights are quantized before the backend sees the graph.
+    pub precision: Precision,
 }
 
 impl SessionOptions {
     pub fn backend(mut self, kind: BackendKind) -> Self {
         self.backend = kind;
+        self
+    }
+
+    pub fn precision(mut self, p: Precision) -> Self {
+        self.precision = p;
         self
     }
 }
@@ -97,6 +121,7 @@ pub struct Session {
     graph: Arc<Graph>,
     exec: Box<dyn Executable>,
     backend: BackendKind,
+    precision: Precision,
 }
 
 /// Named outputs of a run, in the model's output order.
@@ -118,6 +143,11 @@ impl Session {
         self.backend
     }
 
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The graph the session runs (after quantization).
     pub fn graph(&self) -> &Graph {
         &self.graph
     }

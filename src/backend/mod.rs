@@ -2,6 +2,8 @@
 //! an executable plan for a graph; `Session` picks one by [`BackendKind`].
 
 pub mod cpu;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 use crate::error::Result;
 use crate::ir::{Graph, Node};
@@ -15,6 +17,9 @@ pub enum BackendKind {
     /// The CPU reference engine (f32, every op).
     #[default]
     Cpu,
+    /// WGSL compute kernels on wgpu (feature `wgpu`), CPU fallback per node.
+    #[cfg(feature = "wgpu")]
+    Wgpu,
 }
 
 impl std::str::FromStr for BackendKind {
@@ -22,6 +27,13 @@ impl std::str::FromStr for BackendKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(BackendKind::Cpu),
+            #[cfg(feature = "wgpu")]
+            "wgpu" | "gpu" => Ok(BackendKind::Wgpu),
+            #[cfg(not(feature = "wgpu"))]
+            "wgpu" | "gpu" => Err("backend 'wgpu' is not built in (enable the cargo feature 'wgpu')".into()),
+            #[cfg(feature = "wgpu")]
+            other => Err(format!("unknown backend '{other}' (available: cpu, wgpu)")),
+            #[cfg(not(feature = "wgpu"))]
             other => Err(format!("unknown backend '{other}' (available: cpu)")),
         }
     }
@@ -31,6 +43,8 @@ impl std::fmt::Display for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             BackendKind::Cpu => "cpu",
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => "wgpu",
         })
     }
 }
@@ -69,5 +83,7 @@ pub trait Executable: Send + Sync {
 pub fn backend(kind: BackendKind) -> Box<dyn Backend> {
     match kind {
         BackendKind::Cpu => Box::new(cpu::CpuBackend),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Box::new(wgpu::WgpuBackend::new()),
     }
 }

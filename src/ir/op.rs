@@ -192,6 +192,23 @@ pub enum Op {
     },
     /// numpy matmul with batch broadcasting.
     MatMul,
+    /// `alpha * A W^T + beta * C` with a packed quantized weight `W[n, k]` (see
+    /// [`crate::quant`]); inputs A (`[.., k]`, f32), optional C (broadcast to the output
+    /// `[.., n]`). Made by [`crate::quant::quantize_graph`] from Gemm/MatMul.
+    QGemm {
+        w: std::sync::Arc<crate::quant::QWeight>,
+        alpha: f32,
+        beta: f32,
+    },
+    /// Conv with a packed quantized weight (`W[c_out, c_in / group * prod(kernel)]`, see
+    /// [`crate::quant`]) whose f32 shape was `wshape`; inputs X, optional B. Made by
+    /// [`crate::quant::quantize_graph`] from Conv.
+    QConv {
+        window: Window,
+        group: usize,
+        w: std::sync::Arc<crate::quant::QWeight>,
+        wshape: Vec<usize>,
+    },
     /// Inputs X, W, optional B. `kernel` in the window is empty (taken from W).
     Conv {
         window: Window,
@@ -354,7 +371,9 @@ impl Op {
             Op::Cast { .. } => "Cast",
             Op::Gemm { .. } => "Gemm",
             Op::MatMul => "MatMul",
+            Op::QGemm { .. } => "QGemm",
             Op::Conv { .. } => "Conv",
+            Op::QConv { .. } => "QConv",
             Op::ConvTranspose(_) => "ConvTranspose",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::LayerNorm { .. } => "LayerNormalization",

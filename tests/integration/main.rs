@@ -7,6 +7,9 @@ mod common;
 mod conformance;
 mod distill;
 mod fixtures;
+#[cfg(feature = "wgpu")]
+mod gpu;
 mod grad;
 mod parity;
+mod quant;
 mod readme;

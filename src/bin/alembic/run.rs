@@ -2,7 +2,7 @@
 
 use alembic::onnx::tensor_proto::read_pb_file;
 use alembic::tensor::npy::{read_npy, write_npy};
-use alembic::{BackendKind, Model, SessionOptions, Tensor};
+use alembic::{BackendKind, Model, Precision, SessionOptions, Tensor};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,9 @@ pub struct Args {
     /// Engine to run on.
     #[arg(long, default_value = "cpu")]
     backend: BackendKind,
+    /// Weight precision: f32, f16, int8 (per-channel) or int4 (groups of 32).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -36,7 +39,26 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         let t = read_tensor(&file).with_context(|| format!("--input {name}"))?;
         given.push((name, t));
     }
-    let session = model.session(SessionOptions::default().backend(a.backend))?;
+    #[allow(unused_mut)]
+    let mut backend = a.backend;
+    #[cfg(feature = "wgpu")]
+    if backend == BackendKind::Wgpu {
+        match alembic::backend::wgpu::Ctx::shared() {
+            Ok(ctx) => {
+                let fallback = model
+                    .support_at(backend, a.precision)
+                    .into_iter()
+                    .filter(|(_, _, s)| *s != alembic::backend::Support::Native)
+                    .count();
+                eprintln!("wgpu adapter: {}; {fallback} node(s) fall back to the CPU", ctx.report);
+            }
+            Err(e) => {
+                eprintln!("warning: {e}; running on the CPU instead");
+                backend = BackendKind::Cpu;
+            }
+        }
+    }
+    let session = model.session(SessionOptions::default().backend(backend).precision(a.precision))?;
     let outputs = session.run(given.iter().map(|(n, t)| (n.as_str(), t.clone())))?;
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
     for (name, t) in outputs.iter() {

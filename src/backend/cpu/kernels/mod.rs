@@ -12,6 +12,7 @@ pub mod gather;
 pub mod linalg;
 pub mod norm;
 pub mod pool;
+pub mod quant;
 pub mod reduce;
 pub mod resize;
 pub mod shape_ops;
@@ -57,6 +58,10 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch
             &mut outputs[0],
         ),
         Op::MatMul => linalg::matmul(req(inputs, 0)?, req(inputs, 1)?, &mut outputs[0]),
+        Op::QConv { .. } => quant::qconv(op, inputs, outputs, scratch),
+        Op::QGemm { w, alpha, beta } => {
+            quant::qgemm(w, req(inputs, 0)?, opt(inputs, 1), *alpha, *beta, &mut outputs[0], scratch)
+        }
         Op::Conv { .. } | Op::ConvTranspose(_) => conv::eval(op, inputs, outputs, scratch),
         Op::MaxPool { .. } | Op::AveragePool { .. } | Op::GlobalAveragePool | Op::GlobalMaxPool => {
             pool::eval(op, inputs, outputs, scratch)

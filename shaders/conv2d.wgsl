@@ -1,0 +1,78 @@
+// Direct 2-D convolution, NCHW, one invocation per output element; groups (depthwise
+// included), any stride / padding / dilation; fused bias and activation.
+// Weight layout [c_out, c_in / group, kh, kw], f32 or quantized as a [c_out, c_in / group * kh * kw]
+// matrix (W_MODE). Prepended with act.wgsl and quant.wgsl.
+
+struct Params {
+    n: u32,
+    c_in: u32,
+    h: u32,
+    w: u32,
+    c_out: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    dh: u32,
+    dw: u32,
+    group: u32,
+    has_bias: u32,
+    act: u32,
+    fa: f32,
+    fb: f32,
+    groups: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> scales: array<u32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    let total = p.n * p.c_out * p.oh * p.ow;
+    if i >= total {
+        return;
+    }
+    let ox = i % p.ow;
+    let oy = (i / p.ow) % p.oh;
+    let oc = (i / (p.ow * p.oh)) % p.c_out;
+    let b = i / (p.ow * p.oh * p.c_out);
+    let cin_g = p.c_in / p.group;
+    let cout_g = p.c_out / p.group;
+    let g = oc / cout_g;
+    let kk = cin_g * p.kh * p.kw;
+    var acc = 0.0;
+    if p.has_bias == 1u {
+        acc = bias[oc];
+    }
+    for (var ci = 0u; ci < cin_g; ci++) {
+        let c = g * cin_g + ci;
+        let xbase = (b * p.c_in + c) * p.h * p.w;
+        let kbase = ci * p.kh * p.kw;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.sh + ky * p.dh) - i32(p.ph);
+            if iy < 0 || iy >= i32(p.h) {
+                continue;
+            }
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pw);
+                if ix < 0 || ix >= i32(p.w) {
+                    continue;
+                }
+                acc += x[xbase + u32(iy) * p.w + u32(ix)] * qweight(oc, kbase + ky * p.kw + kx, kk, p.groups);
+            }
+        }
+    }
+    y[i] = activate(p.act, acc, p.fa, p.fb);
+}

@@ -1,0 +1,85 @@
+// Tiled GEMM: y[b, m, n] = act(alpha * sum_k a[b, m, k] * W(k, n) + beta * bias[m, n]).
+// The weight format is the override constant W_MODE (one pipeline per format, every shape):
+//   0: f32, w = B[k, n] (or B[n, k] when trans_b), batch stride batch_b
+//   1: f16, w[n, k] as pairs of halves per u32
+//   2: int8, w[n, k] as four bytes per u32, scales[n] as f32 bits
+//   3: int4, per row `groups` groups of four u32 (eight nibbles each), f16 scale per group
+// Accumulation is f32. Tiles of 16x16 staged in workgroup memory; edges padded with zeros.
+// Prepended with act.wgsl and quant.wgsl (W_MODE, qweight).
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    trans_b: u32,
+    alpha: f32,
+    beta: f32,
+    bias_sm: u32,
+    bias_sn: u32,
+    batch_a: u32,
+    batch_b: u32,
+    groups: u32,
+    has_bias: u32,
+    act: u32,
+    fa: f32,
+    fb: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+const TILE: u32 = 16u;
+var<workgroup> ta: array<array<f32, 16>, 16>;
+var<workgroup> tb: array<array<f32, 16>, 16>;
+
+fn load_w(batch: u32, kk: u32, col: u32) -> f32 {
+    if W_MODE != 0u {
+        return qweight(col, kk, p.k, p.groups);
+    }
+    let base = batch * p.batch_b;
+    if p.trans_b == 1u {
+        return bitcast<f32>(w[base + col * p.k + kk]);
+    }
+    return bitcast<f32>(w[base + kk * p.n + col]);
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = wg.y * TILE + lid.y;
+    let col = wg.x * TILE + lid.x;
+    let batch = wg.z;
+    let abase = batch * p.batch_a;
+    var acc = 0.0;
+    let tiles = (p.k + TILE - 1u) / TILE;
+    for (var t = 0u; t < tiles; t++) {
+        let ka = t * TILE + lid.x;
+        var va = 0.0;
+        if row < p.m && ka < p.k {
+            va = a[abase + row * p.k + ka];
+        }
+        ta[lid.y][lid.x] = va;
+        let kb = t * TILE + lid.y;
+        var vb = 0.0;
+        if col < p.n && kb < p.k {
+            vb = load_w(batch, kb, col);
+        }
+        tb[lid.y][lid.x] = vb;
+        workgroupBarrier();
+        for (var i = 0u; i < TILE; i++) {
+            acc += ta[lid.y][i] * tb[i][lid.x];
+        }
+        workgroupBarrier();
+    }
+    if row < p.m && col < p.n {
+        var v = p.alpha * acc;
+        if p.has_bias == 1u {
+            v += p.beta * bias[row * p.bias_sm + col * p.bias_sn];
+        }
+        y[batch * p.m * p.n + row * p.n + col] = activate(p.act, v, p.fa, p.fb);
+    }
+}

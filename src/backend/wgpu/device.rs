@@ -1,0 +1,247 @@
+//! Adapter and device selection, shader sources, and the pipeline cache.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Re-exported so callers can name APIs for [`Ctx::new`] without depending on wgpu.
+pub use wgpu::Backends;
+
+/// WGSL sources, `include_str!`'d; kernels that use activations get act.wgsl prepended.
+pub const SHADERS: &[(&str, &str)] = &[
+    ("act", include_str!("../../../shaders/act.wgsl")),
+    ("quant", include_str!("../../../shaders/quant.wgsl")),
+    ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
+    ("gemm", include_str!("../../../shaders/gemm.wgsl")),
+    ("conv2d", include_str!("../../../shaders/conv2d.wgsl")),
+    ("pool", include_str!("../../../shaders/pool.wgsl")),
+    ("softmax", include_str!("../../../shaders/softmax.wgsl")),
+];
+
+/// Full source of a kernel family as compiled: act.wgsl and quant.wgsl prepended where used.
+pub fn shader_source(family: &str) -> Option<String> {
+    let body = SHADERS.iter().find(|(n, _)| *n == family)?.1;
+    Some(match family {
+        "elementwise" => format!("{}\n{}", SHADERS[0].1, body),
+        "gemm" | "conv2d" => format!("{}\n{}\n{}", SHADERS[0].1, SHADERS[1].1, body),
+        _ => body.to_string(),
+    })
+}
+
+/// Shader families that take the `W_MODE` override (weight format).
+fn has_w_mode(family: &str) -> bool {
+    matches!(family, "gemm" | "conv2d")
+}
+
+/// What was picked, for reports.
+#[derive(Clone, Debug)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub shader_f16: bool,
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {}, driver {} {})", self.name, self.backend, self.device_type, self.driver, self.driver_info)
+    }
+}
+
+/// Key of a compiled pipeline: shader family, entry point, weight-format / variant constant.
+pub type PipelineKey = (&'static str, &'static str, u32);
+
+/// A device and queue with the pipelines compiled on it.
+pub struct Ctx {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub report: AdapterReport,
+    pub limits: wgpu::Limits,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Validation errors no scope caught (reported by the next run instead of panicking).
+    pub uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+/// Backends selected by `ALEMBIC_WGPU_BACKEND` (all when unset).
+pub fn backends_from_env() -> Result<wgpu::Backends> {
+    match std::env::var("ALEMBIC_WGPU_BACKEND") {
+        Err(_) => Ok(wgpu::Backends::all()),
+        Ok(v) => parse_backends(&v),
+    }
+}
+
+pub fn parse_backends(v: &str) -> Result<wgpu::Backends> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "" | "any" | "all" => wgpu::Backends::all(),
+        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+        "metal" => wgpu::Backends::METAL,
+        "dx12" | "d3d12" => wgpu::Backends::DX12,
+        other => {
+            return Err(Error::Unavailable(format!(
+                "ALEMBIC_WGPU_BACKEND='{other}' is not one of vulkan, gl, metal, dx12"
+            )))
+        }
+    })
+}
+
+/// Rank of an adapter: real GPUs first, then native APIs before GL.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    (ty, u8::from(info.backend == wgpu::Backend::Gl))
+}
+
+impl Ctx {
+    /// Opens the best adapter among `backends`: HighPerformance preference, real GPUs before
+    /// software ones. No adapter is `Error::Unavailable`, never a panic.
+    pub fn new(backends: wgpu::Backends) -> Result<Ctx> {
+        let r = std::panic::catch_unwind(|| Ctx::open(backends));
+        r.unwrap_or_else(|_| Err(Error::Unavailable("wgpu panicked while opening an adapter".into())))
+    }
+
+    fn open(backends: wgpu::Backends) -> Result<Ctx> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        adapters.sort_by_key(|a| rank(&a.get_info()));
+        let adapter = match adapters.into_iter().next() {
+            Some(a) => a,
+            None => {
+                // Some platforms only answer request_adapter.
+                let opts = wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    ..Default::default()
+                };
+                pollster::block_on(instance.request_adapter(&opts)).map_err(|e| {
+                    Error::Unavailable(format!(
+                        "no wgpu adapter for backends {backends:?} ({e}); install a Vulkan/GL driver \
+                         (e.g. Mesa's mesa-vulkan-drivers) or use the cpu backend"
+                    ))
+                })?
+            }
+        };
+        let info = adapter.get_info();
+        let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        // Everything the adapter offers (at least the downlevel defaults on any conformant one).
+        let limits = adapter.limits();
+        let dd = wgpu::DeviceDescriptor {
+            label: Some("alembic"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&dd))
+            .map_err(|e| Error::Unavailable(format!("wgpu adapter '{}' refused a device: {e}", info.name)))?;
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(one_line(&e.to_string()));
+        }));
+        let report = AdapterReport {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            shader_f16,
+        };
+        Ok(Ctx {
+            device,
+            queue,
+            report,
+            limits,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            uncaptured,
+        })
+    }
+
+    /// The process-wide context for the backends `ALEMBIC_WGPU_BACKEND` names (opened once).
+    pub fn shared() -> Result<Arc<Ctx>> {
+        static CTX: OnceLock<std::result::Result<Arc<Ctx>, String>> = OnceLock::new();
+        CTX.get_or_init(|| backends_from_env().and_then(Ctx::new).map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(Error::Unavailable)
+    }
+
+    /// The compiled pipeline for `key`, compiling (and caching) it on first use. The variant
+    /// is passed as the `W_MODE` override constant for the GEMM family.
+    pub fn pipeline(&self, key: PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let (family, entry, variant) = key;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if !modules.contains_key(family) {
+            let src = shader_source(family).ok_or_else(|| Error::Unavailable(format!("no shader '{family}'")))?;
+            let m = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+            modules.insert(family, m);
+        }
+        let module = &modules[family];
+        let constants: Vec<(&str, f64)> = if has_w_mode(family) { vec![("W_MODE", variant as f64)] } else { vec![] };
+        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            modules.remove(family);
+            return Err(Error::Unavailable(format!(
+                "compiling {family}.wgsl:{entry} on {}: {}",
+                self.report.name,
+                one_line(&e.to_string())
+            )));
+        }
+        let p = Arc::new(p);
+        cache.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Number of pipelines compiled so far.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Takes validation errors reported outside any scope.
+    pub fn take_uncaptured(&self) -> Option<String> {
+        let mut v = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
+        (!v.is_empty()).then(|| std::mem::take(&mut *v).join("; "))
+    }
+}
+
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Validates every shader family with naga (no adapter needed): parse + validate.
+pub fn validate_shaders() -> Result<(), String> {
+    for (family, _) in SHADERS.iter().filter(|(n, _)| !matches!(*n, "act" | "quant")) {
+        let src = shader_source(family).expect("listed");
+        let module = wgpu::naga::front::wgsl::parse_str(&src)
+            .map_err(|e| format!("{family}.wgsl: {}", e.emit_to_string(&src)))?;
+        let mut v = wgpu::naga::valid::Validator::new(
+            wgpu::naga::valid::ValidationFlags::all(),
+            wgpu::naga::valid::Capabilities::default(),
+        );
+        v.validate(&module).map_err(|e| format!("{family}.wgsl: {}", one_line(&format!("{e:?}"))))?;
+    }
+    Ok(())
+}

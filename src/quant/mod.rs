@@ -1,0 +1,89 @@
+//! Post-training weight quantization: schemes ([`scheme`]) and the graph rewrite that turns
+//! Gemm/MatMul nodes with constant f32 weights into [`Op::QGemm`] nodes holding packed weights.
+//!
+//! Layouts and tolerances: docs/quantized-format.md.
+
+pub mod scheme;
+
+pub use scheme::{Precision, QData, QWeight, INT4_GROUP};
+
+use crate::ir::{Graph, Op};
+use crate::tensor::DType;
+use std::sync::Arc;
+
+/// Returns a copy of `graph` with the weights of eligible Gemm/MatMul nodes quantized to `p`
+/// (the graph itself for [`Precision::F32`]). Eligible: a constant 2-D f32 weight (Gemm's B,
+/// MatMul's right operand), f32 activations, Gemm without `transA`; and Conv with a constant
+/// f32 weight (becomes [`Op::QConv`], the weight a `[c_out, c_in/group * prod(kernel)]` matrix).
+pub fn quantize_graph(graph: &Graph, p: Precision) -> Graph {
+    let mut g = graph.clone();
+    if p == Precision::F32 {
+        return g;
+    }
+    for n in 0..g.nodes.len() {
+        let node = &g.nodes[n];
+        if let Op::Conv { window, group } = &node.op {
+            let (Some(x), Some(wv)) = (node.input(0), node.input(1)) else { continue };
+            if g.values[x].dtype.is_some_and(|d| d != DType::F32) {
+                continue;
+            }
+            let Some(wt) = g.constant(wv) else { continue };
+            let Some(wf) = wt.as_slice::<f32>() else { continue };
+            let ws = wt.shape().to_vec();
+            if ws.len() < 3 || ws[0] == 0 || wf.is_empty() {
+                continue;
+            }
+            // Conv weights [c_out, c_in/group, k..] are already a row-major [c_out, rest] matrix.
+            let (nn, k) = (ws[0], wf.len() / ws[0]);
+            let Some(q) = QWeight::quantize(wf, nn, k, p) else { continue };
+            let op = Op::QConv { window: window.clone(), group: *group, w: Arc::new(q), wshape: ws };
+            let bias = node.input(2);
+            let node = &mut g.nodes[n];
+            node.op = op;
+            node.inputs = vec![Some(x), bias];
+            continue;
+        }
+        let (alpha, beta, trans_b) = match node.op {
+            Op::Gemm { alpha, beta, trans_a: false, trans_b } => (alpha, beta, trans_b),
+            Op::MatMul => (1.0, 0.0, false),
+            _ => continue,
+        };
+        let (Some(a), Some(b)) = (node.input(0), node.input(1)) else { continue };
+        if g.values[a].dtype.is_some_and(|d| d != DType::F32) {
+            continue;
+        }
+        let Some(bt) = g.constant(b) else { continue };
+        let (Some(bv), [r, c]) = (bt.as_slice::<f32>(), bt.shape()) else { continue };
+        let (r, c) = (*r, *c);
+        // W is [n, k]: B itself under transB, else B transposed.
+        let (nn, k, w) = if trans_b {
+            (r, c, bv.to_vec())
+        } else {
+            let mut w = vec![0f32; r * c];
+            for i in 0..r {
+                for j in 0..c {
+                    w[j * r + i] = bv[i * c + j];
+                }
+            }
+            (c, r, w)
+        };
+        if nn == 0 || k == 0 {
+            continue;
+        }
+        let Some(q) = QWeight::quantize(&w, nn, k, p) else { continue };
+        let bias = if matches!(node.op, Op::Gemm { .. }) { node.input(2) } else { None };
+        let node = &mut g.nodes[n];
+        node.op = Op::QGemm { w: Arc::new(q), alpha, beta };
+        node.inputs = vec![Some(a), bias];
+    }
+    g.prune_dead_nodes();
+    g
+}
+
+/// Number of nodes holding quantized weights, and their packed bytes.
+pub fn quantized_stats(graph: &Graph) -> (usize, usize) {
+    graph.nodes.iter().fold((0, 0), |(c, b), n| match &n.op {
+        Op::QGemm { w, .. } | Op::QConv { w, .. } => (c + 1, b + w.byte_size()),
+        _ => (c, b),
+    })
+}
