@@ -100,14 +100,13 @@ fn kd_from_teacher_beats_hard_labels_and_top_k_matches_full() {
     let sparse: Vec<Option<SoftTarget>> = s.dense.iter().map(|t| t.as_ref().map(|t| top_k(t, 5))).collect();
     let (top5_student, kd_top5) = refine(&TrainData { x: &s.x, targets: &sparse, labels: &no_labels }, &config(1.0));
 
-    println!("refine_test accuracy (n={}): before {before:.1}%  hard labels (10% labelled) {hard:.1}%  KD+10% labels {kd:.1}%  KD only (full) {kd_only:.1}%  KD only (top-5 of 10) {kd_top5:.1}%", s.test_y.len());
+    let (full_wide, top5_wide) = (accuracies(&full_student).1, accuracies(&top5_student).1);
+    println!("refine_test accuracy (n={}): before {before:.1}%  hard labels (10% labelled) {hard:.1}%  KD+10% labels {kd:.1}%  KD only (full) {kd_only:.1}%  KD only (top-5 of 10) {kd_top5:.1}%; on refine_test+heldout: full {full_wide:.2}%  top-5 {top5_wide:.2}%", s.test_y.len());
     assert!(kd > hard, "KD {kd:.1}% should beat hard labels {hard:.1}%");
     assert!(kd_only > hard, "KD-only {kd_only:.1}% should beat hard labels {hard:.1}%");
     assert!(kd > before + 10.0, "refinement should close much of the gap: {before:.1}% -> {kd:.1}%");
-    assert!(
-        (kd_top5 - kd_only).abs() <= 0.5 + 100.0 / s.test_y.len() as f64,
-        "top-3 {kd_top5:.1}% vs full {kd_only:.1}%"
-    );
+    // Within 0.5 points on 449 samples, plus one sample's worth of rounding (0.22 points).
+    assert!((top5_wide - full_wide).abs() <= 0.5 + 0.23, "top-5 {top5_wide:.2}% vs full {full_wide:.2}%");
 }
 
 #[test]
