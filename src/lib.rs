@@ -18,9 +18,9 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod cache;
 pub mod data;
-pub mod bench;
 pub mod distill;
 pub mod error;
 pub mod eval;

@@ -596,7 +596,7 @@ fn cpu_fallback_mid_graph_matches_cpu() {
     let k = random(&mut r, &[3], -1.0, 1.0);
     let mk = || {
         let mut g = Graph { opset: 17, ..Default::default() };
-        let mut val = |g: &mut Graph, name: &str, shape: &[usize]| {
+        let val = |g: &mut Graph, name: &str, shape: &[usize]| {
             let mut v = Value::new(name);
             v.dtype = Some(DType::F32);
             v.shape = Some(Shape::known(shape));

@@ -57,7 +57,9 @@ pub fn vjp(
             for_each_offsets(xs, [&ostr], |i, [o]| dx[i] = if yv[o] > 0.0 { gv[o] * xv[i] / yv[o] } else { 0.0 })
         }
         ReduceKind::LogSumExp => for_each_offsets(xs, [&ostr], |i, [o]| dx[i] = gv[o] * (xv[i] - yv[o]).exp()),
-        ReduceKind::L1 => for_each_offsets(xs, [&ostr], |i, [o]| dx[i] = gv[o] * xv[i].signum() * (xv[i] != 0.0) as u8 as f32),
+        ReduceKind::L1 => {
+            for_each_offsets(xs, [&ostr], |i, [o]| dx[i] = gv[o] * xv[i].signum() * (xv[i] != 0.0) as u8 as f32)
+        }
         // y = ln(sum x): dy/dx = 1 / sum x = exp(-y)
         ReduceKind::LogSum => for_each_offsets(xs, [&ostr], |i, [o]| dx[i] = gv[o] * (-yv[o]).exp()),
         ReduceKind::Max | ReduceKind::Min => {
