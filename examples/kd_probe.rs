@@ -9,9 +9,16 @@ fn main() {
     let targets: Vec<Option<SoftTarget>> = tl.chunks(10).map(|r| Some(SoftTarget::from_logits(r, 4.0))).collect();
     let labels = vec![None; targets.len()];
     let mut s = Student::load(&m.join("student.onnx"), &Trainable::All).unwrap();
-    for p in &s.params { println!("param {} {:?}", p.name, p.tensor.shape()); }
+    for p in &s.params {
+        println!("param {} {:?}", p.name, p.tensor.shape());
+    }
     let cfg = TrainConfig { steps: std::env::args().nth(1).unwrap().parse().unwrap(), ..Default::default() };
-    train(&mut s, &TrainData { x: &x, targets: &targets, labels: &labels }, &cfg, |i| if i.step % 50 == 0 { println!("{} loss {:.4} lr {:.5} gn {:.4}", i.step, i.loss, i.lr, i.grad_norm) }).unwrap();
+    train(&mut s, &TrainData { x: &x, targets: &targets, labels: &labels }, &cfg, |i| {
+        if i.step % 50 == 0 {
+            println!("{} loss {:.4} lr {:.5} gn {:.4}", i.step, i.loss, i.lr, i.grad_norm)
+        }
+    })
+    .unwrap();
     let tx = read_npy(&m.join("data/refine_test_x.npy")).unwrap();
     let ty = read_npy(&m.join("data/refine_test_y.npy")).unwrap().to_i64_vec().unwrap();
     let tape = s.forward(&tx).unwrap();
