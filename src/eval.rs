@@ -1,7 +1,9 @@
 //! Evaluation metrics of a classifier's logits: accuracy, agreement and KL divergence to a
 //! teacher, expected calibration error.
 
+use crate::data::DataSource;
 use crate::distill::loss::softmax;
+use crate::{Error, Result, Session};
 
 /// Metrics over a data set (percentages as fractions in 0..1).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -61,6 +63,30 @@ pub fn evaluate(logits: &[f32], classes: usize, labels: Option<&[i64]>, teacher:
         (0..BINS).filter(|&b| cnt[b] > 0).map(|b| (acc[b] - conf[b]).abs()).sum::<f64>() / n.max(1) as f64
     });
     Metrics { samples: n, accuracy, teacher_agreement, kl_to_teacher, ece }
+}
+
+/// Runs a one-input model over every sample of `src` in batches of `batch`; returns its first
+/// output as row-major `[n, classes]` f32 logits and the class count.
+pub fn predict(session: &Session, src: &DataSource, batch: usize) -> Result<(Vec<f32>, usize)> {
+    let g = session.graph();
+    let [input] = g.inputs[..] else {
+        return Err(Error::input("model", format!("has {} inputs, evaluation needs exactly one", g.inputs.len())));
+    };
+    let name = g.value(input).name.clone();
+    let (mut logits, mut classes) = (Vec::new(), 0);
+    for b in src.batches(batch.max(1)) {
+        let b = b?;
+        let out = session.run_refs(&[(name.as_str(), &b.x)])?;
+        let z = &out.0.first().ok_or_else(|| Error::input("model", "has no output"))?.1;
+        let n = b.x.shape()[0];
+        let z = z.to_f64_vec();
+        if n == 0 || z.len() % n != 0 {
+            return Err(Error::input("model", format!("output of {} values for {n} samples", z.len())));
+        }
+        classes = z.len() / n;
+        logits.extend(z.iter().map(|&v| v as f32));
+    }
+    Ok((logits, classes))
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@ pub mod grad;
 pub mod loss;
 pub mod optim;
 pub mod student;
+pub mod targets;
 pub mod trainer;
 
 pub use export::export_onnx;
 pub use loss::{KdConfig, SoftTarget};
 pub use student::{Student, Trainable};
+pub use targets::{check_cache_fits, soft_targets};
 pub use trainer::{train, StepInfo, TrainConfig, TrainData, TrainReport};

@@ -26,6 +26,28 @@ pub enum Trainable {
     Named(Vec<String>),
 }
 
+impl std::str::FromStr for Trainable {
+    type Err = String;
+    /// `all`, `last:N`, or comma-separated layer / initializer names.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("all") {
+            return Ok(Trainable::All);
+        }
+        if let Some(n) = s.strip_prefix("last:") {
+            return match n.trim().parse::<usize>() {
+                Ok(k) if k > 0 => Ok(Trainable::LastLayers(k)),
+                _ => Err(format!("'{s}': last:N needs a positive layer count")),
+            };
+        }
+        let names: Vec<String> = s.split(',').map(|n| n.trim().to_string()).collect();
+        if names.iter().any(String::is_empty) {
+            return Err(format!("'{s}': expected all, last:N or comma-separated layer names"));
+        }
+        Ok(Trainable::Named(names))
+    }
+}
+
 /// A trainable parameter: an initializer of the original model.
 #[derive(Clone, Debug)]
 pub struct Param {

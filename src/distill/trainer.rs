@@ -73,6 +73,9 @@ pub struct TrainReport {
     pub elapsed: Duration,
     /// Estimated bytes of training state (params, grads, optimizer, activations of a micro-batch).
     pub state_bytes: usize,
+    /// Measured peak of the same: parameters, gradients and optimizer state plus the largest
+    /// tape (activations kept for backward) any micro-batch of this run actually held.
+    pub peak_bytes: usize,
     pub stopped_by_time: bool,
 }
 
@@ -132,7 +135,8 @@ pub fn train(
         ));
     }
     let batch = cfg.batch.clamp(1, n);
-    let (micro, accumulation, state_bytes) = plan_memory(student, data.x, batch, cfg)?;
+    let (micro, accumulation, state_bytes, fixed_bytes) = plan_memory(student, data.x, batch, cfg)?;
+    let mut peak_tape = 0usize;
     let sizes: Vec<usize> = student.params.iter().map(|p| p.tensor.len()).collect();
     let mut opt = Optimizer::new(cfg.optimizer, cfg.weight_decay, &sizes);
     let mut step = 0u64;
@@ -171,6 +175,7 @@ pub fn train(
         for chunk in idx.chunks(micro) {
             let x = gather_rows(data.x, chunk)?;
             let tape = student.forward(&x)?;
+            peak_tape = peak_tape.max(Student::tape_bytes(&tape));
             let z = student.logits(&tape)?;
             let zs = z.as_slice::<f32>().ok_or_else(|| Error::input("student", "output must be f32"))?;
             let c = if classes > 0 { classes } else { z.shape().last().copied().unwrap_or(1) };
@@ -212,6 +217,7 @@ pub fn train(
         final_loss: last_loss,
         elapsed: t0.elapsed(),
         state_bytes,
+        peak_bytes: fixed_bytes + peak_tape,
         stopped_by_time,
     })
 }
@@ -219,7 +225,7 @@ pub fn train(
 /// Chooses the micro-batch (and gradient accumulation) that keeps the training state under
 /// `max_memory`: params + grads + optimizer state + the tape of one micro-batch, measured by
 /// running one sample forward.
-fn plan_memory(student: &Student, x: &Tensor, batch: usize, cfg: &TrainConfig) -> Result<(usize, usize, usize)> {
+fn plan_memory(student: &Student, x: &Tensor, batch: usize, cfg: &TrainConfig) -> Result<(usize, usize, usize, usize)> {
     let one = gather_rows(x, &[0])?;
     let per_sample = Student::tape_bytes(&student.forward(&one)?);
     let params = 4 * student.param_count();
@@ -249,5 +255,5 @@ fn plan_memory(student: &Student, x: &Tensor, batch: usize, cfg: &TrainConfig) -
             m
         }
     };
-    Ok((micro, batch.div_ceil(micro), fixed + micro * per_sample))
+    Ok((micro, batch.div_ceil(micro), fixed + micro * per_sample, fixed))
 }

@@ -145,3 +145,167 @@ fn killed_run_resumes_to_identical_weights_and_export_round_trips() {
         assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
     }
 }
+
+/// Largest |a - e| relative to the array's scale: elementwise `|a - e| <= rtol * max(|e|, max|e|/10)`,
+/// so near-zero entries of a gradient are judged against its magnitude, not their own.
+fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())) / 10.0;
+    for (i, (a, e)) in got.iter().zip(want).enumerate() {
+        assert!((a - e).abs() <= rtol * e.abs().max(scale), "{what}[{i}]: {a} vs numpy {e}");
+    }
+}
+
+#[test]
+fn reference_step_matches_numpy() {
+    use alembic::distill::loss::kd_loss;
+    use alembic::distill::optim::{Optimizer, OptimizerKind};
+    use ndarray::ArrayD;
+    let mut npz =
+        ndarray_npy::NpzReader::new(std::fs::File::open(models().join("expected/kd_step.npz")).unwrap()).unwrap();
+    let mut f32s = |k: &str| -> ArrayD<f32> { npz.by_name(k).unwrap_or_else(|e| panic!("{k}: {e}")) };
+    let (x, teacher, want_z, want_dz) = (f32s("x"), f32s("teacher_logits"), f32s("logits"), f32s("dlogits"));
+    let mut npz =
+        ndarray_npy::NpzReader::new(std::fs::File::open(models().join("expected/kd_step.npz")).unwrap()).unwrap();
+    let y: ArrayD<i64> = npz.by_name("y").unwrap();
+    let scalar = |npz: &mut ndarray_npy::NpzReader<std::fs::File>, k: &str| -> f64 {
+        npz.by_name::<ndarray::OwnedRepr<f64>, ndarray::IxDyn>(k).unwrap().iter().copied().next().unwrap()
+    };
+    let (t, alpha, lr) = (scalar(&mut npz, "temperature"), scalar(&mut npz, "alpha"), scalar(&mut npz, "lr"));
+    let want_loss = scalar(&mut npz, "loss");
+
+    let mut s = Student::load(&models().join("student.onnx"), &Trainable::All).unwrap();
+    let tape = s.forward(&Tensor::from_array(x)).unwrap();
+    let z = s.logits(&tape).unwrap().clone();
+    assert_close("logits", z.as_slice::<f32>().unwrap(), want_z.as_slice().unwrap(), 1e-4);
+    let targets: Vec<SoftTarget> =
+        teacher.as_slice().unwrap().chunks(10).map(|r| SoftTarget::from_logits(r, t as f32)).collect();
+    let tg: Vec<Option<&SoftTarget>> = targets.iter().map(Some).collect();
+    let labels: Vec<Option<i64>> = y.iter().map(|&v| Some(v)).collect();
+    let cfg = KdConfig { temperature: t as f32, alpha: alpha as f32 };
+    let out = kd_loss(z.as_slice::<f32>().unwrap(), 10, &tg, &labels, cfg).unwrap();
+    assert!(((out.loss as f64 - want_loss) / want_loss).abs() < 1e-4, "loss {} vs numpy {want_loss}", out.loss);
+    assert_close("dloss/dlogits", &out.grad, want_dz.as_slice().unwrap(), 1e-4);
+
+    let grads = s.backward(&tape, Tensor::from_vec(z.shape().to_vec(), out.grad.clone()).unwrap()).unwrap();
+    assert_eq!(grads.len(), 4, "fc1.W, fc1.B, fc2.W, fc2.B");
+    for (p, g) in s.params.iter().zip(&grads) {
+        let want: ArrayD<f32> = npz.by_name(&format!("grad_{}", p.name.replace('.', "_"))).unwrap();
+        assert_close(&format!("grad {}", p.name), g, want.as_slice().unwrap(), 1e-4);
+    }
+    // One SGD step (momentum 0.9: the first step is w - lr * g).
+    let sizes: Vec<usize> = s.params.iter().map(|p| p.tensor.len()).collect();
+    let mut opt = Optimizer::new(OptimizerKind::Sgd { momentum: 0.9 }, 0.0, &sizes);
+    let mut ps: Vec<&mut [f32]> = s.params.iter_mut().map(|p| p.tensor.as_mut_slice::<f32>().unwrap()).collect();
+    opt.step(&mut ps, &grads, lr as f32);
+    for p in &s.params {
+        let want: ArrayD<f32> = npz.by_name(&format!("sgd_{}", p.name.replace('.', "_"))).unwrap();
+        assert_close(&format!("sgd {}", p.name), p.tensor.as_slice::<f32>().unwrap(), want.as_slice().unwrap(), 1e-5);
+    }
+    println!("reference step: loss {} (numpy {want_loss}), gradients of 4 parameters within 1e-4", out.loss);
+}
+
+/// Runs the CLI; returns (success, stdout, stderr).
+fn alembic_cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alembic")).args(args).output().expect("spawn alembic");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn assert_cli_one_line_error(args: &[&str], needle: &str) {
+    let (ok, _, err) = alembic_cli(args);
+    assert!(!ok, "expected failure for {args:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line, got: {err}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "'{needle}' not in: {err}");
+}
+
+/// A top-5 cache of the fixture teacher on refine_x at T = 2, built with the library.
+fn build_refine_cache(out: &std::path::Path) {
+    use alembic::cache::{build_cache, BuildOptions};
+    use alembic::data::{sha256_file, DataOptions, DataSource};
+    let opts = DataOptions { labels: Some(models().join("data/refine_y.npy")), ..Default::default() };
+    let src = DataSource::open(&models().join("data/refine_x.npy"), &opts).unwrap();
+    let teacher = Model::load(models().join("teacher.onnx")).unwrap().session(Default::default()).unwrap();
+    let mut run = |x: &Tensor| -> alembic::Result<Tensor> {
+        Ok(teacher.run_refs(&[("input", x)])?.get("logits").cloned().unwrap())
+    };
+    let opts = BuildOptions {
+        top_k: 5,
+        temperature: 2.0,
+        teacher_digests: vec![sha256_file(&models().join("teacher.onnx")).unwrap()],
+        ..Default::default()
+    };
+    build_cache(&src, &mut [&mut run], &opts, out, &mut |_, _| {}).unwrap();
+}
+
+#[test]
+fn cli_distill_writes_a_student_that_eval_reads() {
+    let dir = crate::cli::scratch("distill-cli");
+    let cache = dir.join("refine.kdc");
+    build_refine_cache(&cache);
+    let m = |p: &str| models().join(p).to_str().unwrap().to_string();
+    let (student, refine_x, refine_y) = (m("student.onnx"), m("data/refine_x.npy"), m("data/refine_y.npy"));
+    let out = dir.join("refined.onnx");
+    let (c, o) = (cache.to_str().unwrap(), out.to_str().unwrap());
+    let args = ["distill", "--student", &student, "--cache", c, "--data", &refine_x, "--out", o];
+    let (ok, stdout, err) = alembic_cli(&[&args[..], &["--steps", "40", "--batch", "16", "--quiet"]].concat());
+    assert!(ok, "{err}");
+    assert!(stdout.contains("40/40 steps") && stdout.contains("peak training memory"), "{stdout}");
+    assert!(err.is_empty(), "--quiet and not a terminal: no progress on stderr, got {err}");
+
+    // eval against the cache's teacher distribution, with a before/after table
+    let (ok, table, err) =
+        alembic_cli(&["eval", o, "--data", &refine_x, "--labels", &refine_y, "--cache", c, "--before", &student]);
+    assert!(ok, "{err}");
+    for row in ["accuracy", "teacher agreement", "KL to teacher", "ECE", "student.onnx", "refined.onnx"] {
+        assert!(table.contains(row), "'{row}' missing:\n{table}");
+    }
+    // and against the teacher itself on the held-out refinement split
+    let (ok, table, err) = alembic_cli(&[
+        "eval",
+        o,
+        "--data",
+        &m("data/refine_test_x.npy"),
+        "--labels",
+        &m("data/refine_test_y.npy"),
+        "--teacher",
+        &m("teacher.onnx"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(table.contains("teacher agreement") && table.contains('%'), "{table}");
+    println!("{table}");
+}
+
+#[test]
+fn cli_distill_bad_inputs_give_one_line_errors() {
+    let dir = crate::cli::scratch("distill-bad");
+    let cache = dir.join("refine.kdc");
+    build_refine_cache(&cache);
+    let m = |p: &str| models().join(p).to_str().unwrap().to_string();
+    let (student, refine_x) = (m("student.onnx"), m("data/refine_x.npy"));
+    let out = dir.join("never.onnx");
+    let (c, o) = (cache.to_str().unwrap(), out.to_str().unwrap());
+    let run = |student: &str, data: &str, extra: &[&str], needle: &str| {
+        let args = ["distill", "--student", student, "--cache", c, "--data", data, "--out", o, "--steps", "2"];
+        assert_cli_one_line_error(&[&args[..], extra].concat(), needle);
+    };
+    // 90 rows against a cache of 270 records
+    run(&student, &m("data/refine_test_x.npy"), &[], "cache holds 270 records but the data");
+    // same row count, one value changed: the data digest differs
+    let mut x = load("refine_x");
+    x.as_mut_slice::<f32>().unwrap()[5] += 0.5;
+    let edited = dir.join("edited_x.npy");
+    alembic::tensor::npy::write_npy(&edited, &x).unwrap();
+    run(&student, edited.to_str().unwrap(), &[], "cache was built from other data");
+    run("/nonexistent/student.onnx", &refine_x, &[], "/nonexistent/student.onnx");
+    run(&student, "/nonexistent/x.npy", &[], "/nonexistent/x.npy");
+    run(&student, &refine_x, &["--train", "last:zero"], "--train");
+    run(&student, &refine_x, &["--train", "fc1,no_such_layer"], "no_such_layer");
+    run(&student, &refine_x, &["--max-memory", "lots"], "--max-memory");
+    run(&student, &refine_x, &["--max-memory", "1KB"], "--max-memory");
+    assert!(!out.exists(), "a failed run must not leave an output");
+    assert_cli_one_line_error(
+        &["eval", &student, "--data", &m("data/refine_test_x.npy"), "--cache", c],
+        "cache holds 270 records",
+    );
+}

@@ -2,6 +2,8 @@
 
 mod bench;
 mod demo;
+mod distill;
+mod eval;
 mod inspect;
 mod run;
 
@@ -25,6 +27,10 @@ enum Command {
     Bench(bench::Args),
     /// Run the whole pipeline on the bundled fixtures and report what it did.
     Demo(demo::Args),
+    /// Refine a student against a teacher's cached soft labels and write it as ONNX.
+    Distill(distill::Args),
+    /// Accuracy, teacher agreement, KL to the teacher and calibration of a classifier.
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Demo(a) => demo::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Distill(a) => distill::main(a),
+        Command::Eval(a) => eval::main(a),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
