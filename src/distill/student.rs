@@ -266,3 +266,18 @@ impl Student {
         tape.iter().flatten().map(Tensor::byte_size).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Trainable;
+
+    #[test]
+    fn trainable_specs_parse() {
+        assert_eq!("all".parse(), Ok(Trainable::All));
+        assert_eq!("last:2".parse(), Ok(Trainable::LastLayers(2)));
+        assert_eq!("fc1, fc2.W".parse(), Ok(Trainable::Named(vec!["fc1".into(), "fc2.W".into()])));
+        for bad in ["last:0", "last:x", "fc1,,fc2", ""] {
+            assert!(bad.parse::<Trainable>().is_err(), "{bad:?} should not parse");
+        }
+    }
+}
