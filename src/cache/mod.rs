@@ -6,6 +6,9 @@
 //! append-only, so a build killed at any point resumes to a byte-identical result. The layout is
 //! specified in docs/cache-format.md.
 //!
+//! [`build_from_files`] does the whole build from a teacher file and a data path (the CLI's
+//! `alembic cache`); [`build_cache`] takes any teacher closures.
+//!
 //! ```no_run
 //! use alembic::cache::{build_cache, BuildOptions, CacheReader};
 //! use alembic::data::{sha256_file, DataOptions, DataSource};
@@ -30,11 +33,13 @@
 //! ```
 
 mod build;
+mod files;
 mod format;
 mod reader;
 mod writer;
 
 pub use build::{build_cache, BuildOptions, BuildReport, TeacherFn};
+pub use files::{build_from_files, FileBuild};
 pub use format::{decode_record, encode_record, CacheHeader, SoftLabel, VERSION};
 pub use reader::{verify, CacheReader, VerifyReport};
 pub use writer::{CacheWriter, ResumeState};

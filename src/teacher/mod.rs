@@ -3,7 +3,8 @@
 //!
 //! Today they are the references Alembic's CPU engine is checked against (tract always, ONNX
 //! Runtime with the `ort` feature); the distillation pipeline runs a teacher through the same
-//! trait to cache its soft labels, whichever runtime executes it.
+//! trait to cache its soft labels, whichever runtime executes it: [`Teacher::open`] loads a
+//! model file on an [`EngineKind`] chosen by name and runs it batch by batch.
 
 pub mod tract;
 
@@ -69,6 +70,118 @@ impl Engine for AlembicEngine {
 
     fn output_names(&self) -> Vec<String> {
         self.model.outputs().into_iter().map(|o| o.name).collect()
+    }
+}
+
+/// Which runtime runs a model loaded by file ([`load_engine`], [`Teacher::open`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    /// tract: pure Rust, always built in, so the default.
+    #[default]
+    Tract,
+    /// ONNX Runtime: needs the `ort` feature and a loadable `ORT_DYLIB_PATH`.
+    Ort,
+    /// Alembic's own CPU engine.
+    Alembic,
+}
+
+impl EngineKind {
+    pub const NAMES: [&'static str; 3] = ["tract", "ort", "alembic"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tract" => Ok(EngineKind::Tract),
+            "ort" | "onnxruntime" => Ok(EngineKind::Ort),
+            "alembic" | "cpu" => Ok(EngineKind::Alembic),
+            _ => Err(format!("unknown engine '{s}' (known: {})", Self::NAMES.join(", "))),
+        }
+    }
+}
+
+/// Loads `path` on the engine `kind`. Asking for ONNX Runtime in a build without the `ort`
+/// feature, or where it cannot be loaded, is [`Error::Unavailable`] saying which.
+pub fn load_engine(kind: EngineKind, path: &Path) -> Result<Box<dyn Engine>> {
+    Ok(match kind {
+        EngineKind::Tract => Box::new(TractEngine::load(path)?),
+        EngineKind::Alembic => Box::new(AlembicEngine::load(path)?),
+        #[cfg(feature = "ort")]
+        EngineKind::Ort => {
+            ort::available()?;
+            Box::new(OrtEngine::load(path)?)
+        }
+        #[cfg(not(feature = "ort"))]
+        EngineKind::Ort => {
+            return Err(Error::Unavailable(
+                "engine ort: this build of alembic has no ONNX Runtime support (rebuild with --features ort)".into(),
+            ))
+        }
+    })
+}
+
+/// A single-input model as a function of a batch, the shape the soft-label cache wants
+/// ([`crate::cache::TeacherFn`]): `|x| teacher.run(x)`.
+pub struct Teacher {
+    engine: Box<dyn Engine>,
+    input: String,
+    output: String,
+    index: usize,
+}
+
+impl Teacher {
+    /// Loads `path` on `kind` and picks `output` (None: the model's first output).
+    pub fn open(kind: EngineKind, path: &Path, output: Option<&str>) -> Result<Teacher> {
+        Teacher::from_engine(load_engine(kind, path)?, &path.display().to_string(), output)
+    }
+
+    /// Wraps a loaded engine; `label` names the model in errors.
+    pub fn from_engine(engine: Box<dyn Engine>, label: &str, output: Option<&str>) -> Result<Teacher> {
+        let (inputs, outputs) = (engine.input_names(), engine.output_names());
+        let [input] = &inputs[..] else {
+            return Err(Error::import(
+                label,
+                format!("a teacher takes exactly one input, this model has {} ({})", inputs.len(), inputs.join(", ")),
+            ));
+        };
+        let index = match output {
+            None if !outputs.is_empty() => 0,
+            None => return Err(Error::import(label, "the model has no outputs")),
+            Some(o) => outputs.iter().position(|n| n == o).ok_or_else(|| {
+                Error::import(label, format!("no output named '{o}' (outputs: {})", outputs.join(", ")))
+            })?,
+        };
+        Ok(Teacher { input: input.clone(), output: outputs[index].clone(), index, engine })
+    }
+
+    pub fn engine(&self) -> &dyn Engine {
+        &*self.engine
+    }
+
+    /// Name of the output [`Teacher::run`] returns.
+    pub fn output(&self) -> &str {
+        &self.output
+    }
+
+    /// Runs a batch `[B, ...]` and returns the chosen output.
+    pub fn run(&self, x: &Tensor) -> Result<Tensor> {
+        let mut outs = self.engine.run(&[(self.input.as_str(), x)])?;
+        if self.index >= outs.len() {
+            return Err(Error::Unavailable(format!("{}: output '{}' missing", self.engine.name(), self.output)));
+        }
+        Ok(outs.swap_remove(self.index).1)
     }
 }
 

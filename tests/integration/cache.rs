@@ -534,3 +534,155 @@ mod tract_teacher {
         }
     }
 }
+
+// ---- `alembic cache` (CLI) and `build_from_files` ----
+
+fn model(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name).display().to_string()
+}
+
+/// Runs `alembic cache ARGS`; returns (success, stdout, stderr).
+fn cli(args: &[&str], without: Option<&str>) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_alembic"));
+    cmd.arg("cache").args(args);
+    if let Some(var) = without {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("spawn alembic");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A failure with exactly one stderr line, "error: ...", containing every needle.
+fn one_line_error(args: &[&str], without: Option<&str>, needles: &[&str]) {
+    let (ok, _, err) = cli(args, without);
+    assert!(!ok, "expected failure for {args:?}");
+    assert_eq!(err.lines().count(), 1, "expected one stderr line: {err}");
+    assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "'{n}' not in: {err}");
+    }
+}
+
+/// `cache` arguments for teacher(s) on a data set at T = 4 in batches of 32.
+fn cache_args<'a>(teachers: &[&'a str], data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a: Vec<&str> = teachers.iter().flat_map(|t| ["--teacher", *t]).collect();
+    a.extend(["--data", data, "--out", out, "--temperature", "4", "--batch", "32", "--quiet"]);
+    a.extend_from_slice(extra);
+    a
+}
+
+#[test]
+fn cli_builds_resumes_verifies_and_rejects() {
+    let dir = tmp("cli");
+    let (teacher, student) = (model("teacher.onnx"), model("student.onnx"));
+    let (x, y) = (fixture("refine_x.npy").display().to_string(), fixture("refine_y.npy").display().to_string());
+    let out = dir.join("r.kdc").display().to_string();
+    let args = cache_args(&[&teacher], &x, &out, &["--labels", &y, "--top-k", "5"]);
+    let (ok, so, se) = cli(&args, None);
+    assert!(ok, "{se}");
+    assert_eq!(so.lines().count(), 1, "{so}");
+    assert!(so.contains("270 samples (resumed from 0, computed 270)") && so.contains("overhead"), "{so}");
+    let full = std::fs::read(&out).unwrap();
+    let v = verify(Path::new(&out)).unwrap();
+    assert_eq!((v.records, v.header.classes, v.header.k, v.header.has_labels), (270, 10, 5, true));
+    assert_eq!(v.header.teachers, vec![alembic::data::sha256_file(Path::new(&teacher)).unwrap()]);
+    // The library entry point the CLI wraps writes the same bytes.
+    let spec = alembic::cache::FileBuild {
+        teachers: vec![teacher.clone().into()],
+        data: x.clone().into(),
+        data_options: DataOptions { labels: Some(y.clone().into()), ..Default::default() },
+        top_k: 5,
+        temperature: 4.0,
+        batch: 32,
+        ..Default::default()
+    };
+    let lib = dir.join("lib.kdc");
+    alembic::cache::build_from_files(&spec, &lib, &mut |_, _| {}).unwrap();
+    assert_eq!(std::fs::read(&lib).unwrap(), full);
+    // Again: complete, untouched.
+    let (ok, so, _) = cli(&args, None);
+    assert!(ok && so.contains("already complete"), "{so}");
+    assert_eq!(std::fs::read(&out).unwrap(), full);
+    // A torn file (the first chunk whole) resumes to the same bytes.
+    std::fs::write(&out, &full[..full.len() - 100]).unwrap();
+    let (ok, so, se) = cli(&args, None);
+    assert!(ok && so.contains("resumed from 256, computed 14"), "{so}{se}");
+    assert_eq!(std::fs::read(&out).unwrap(), full);
+    let (ok, so, se) = cli(&["--verify", &out], None);
+    assert!(ok, "{se}");
+    for want in ["records      270", "classes      10", "top-5 of 10", "temperature  4", "teacher 0", "OK"] {
+        assert!(so.contains(want), "'{want}' not in: {so}");
+    }
+    // A different teacher or data set is refused and the file left as it was.
+    let half = dir.join("half.kdc").display().to_string();
+    std::fs::write(&half, &full[..full.len() / 2]).unwrap();
+    let heldout = fixture("heldout_x.npy").display().to_string();
+    one_line_error(
+        &cache_args(&[&student], &x, &half, &["--labels", &y, "--top-k", "5"]),
+        None,
+        &[&half, "another teacher"],
+    );
+    one_line_error(&cache_args(&[&teacher], &heldout, &half, &["--top-k", "5"]), None, &[&half, "another data set"]);
+    assert_eq!(std::fs::read(&half).unwrap(), full[..full.len() / 2].to_vec());
+    // One flipped byte inside chunk 0: --verify names the file and the chunk.
+    let bad = dir.join("bad.kdc").display().to_string();
+    let mut b = full.clone();
+    b[v.header.header_len() + 10] ^= 0x40;
+    std::fs::write(&bad, &b).unwrap();
+    one_line_error(&["--verify", &bad], None, &[&bad, "corrupt chunk 0"]);
+    one_line_error(&["--verify", &teacher], None, &["bad magic"]);
+    // ONNX Runtime asked for but not loadable (or not built in): said so in one line.
+    let o = dir.join("o.kdc").display().to_string();
+    one_line_error(&cache_args(&[&teacher], &x, &o, &["--engine", "ort"]), Some("ORT_DYLIB_PATH"), &["ONNX Runtime"]);
+    // An ensemble records both members' digests.
+    let e = dir.join("e.kdc").display().to_string();
+    let (ok, _, se) = cli(&cache_args(&[&teacher, &student], &x, &e, &[]), None);
+    assert!(ok, "{se}");
+    let r = CacheReader::open(Path::new(&e)).unwrap();
+    assert_eq!(r.header().teachers.len(), 2);
+    let s: f32 = r.probs(0, 4.0).unwrap().iter().sum();
+    assert!((s - 1.0).abs() < 1e-4, "{s}");
+}
+
+#[test]
+fn cli_tract_and_ort_caches_agree() {
+    #[cfg(feature = "ort")]
+    let missing = alembic::teacher::ort::available().err().map(|e| e.to_string());
+    #[cfg(not(feature = "ort"))]
+    let missing = Some("alembic built without the `ort` feature".to_string());
+    if let Some(why) = missing {
+        println!("skipped: {why}");
+        return;
+    }
+    let dir = tmp("cli-ort");
+    let teacher = model("teacher.onnx");
+    let x = fixture("refine_x.npy").display().to_string();
+    for k in ["0", "3"] {
+        let mut files = Vec::new();
+        for engine in ["tract", "ort"] {
+            let out = dir.join(format!("{engine}-{k}.kdc")).display().to_string();
+            let (ok, _, se) = cli(&cache_args(&[&teacher], &x, &out, &["--engine", engine, "--top-k", k]), None);
+            assert!(ok, "{engine}: {se}");
+            files.push(CacheReader::open(Path::new(&out)).unwrap());
+        }
+        let (a, b) = (&files[0], &files[1]);
+        assert_eq!(a.header(), b.header(), "same teacher and data: same header");
+        let t = a.header().temperature as f64;
+        let mut worst = 0f64;
+        for i in 0..a.len() {
+            let (ra, rb) = (a.record(i).unwrap(), b.record(i).unwrap());
+            assert_eq!((ra.indices.clone(), ra.digest), (rb.indices.clone(), rb.digest), "k {k} sample {i}");
+            // Each stored value v = z - T*lse is f16 (error <= |v| 2^-11); the engines' f32
+            // logits differ far less, so the recovered logits agree to two f16 roundings.
+            let shift = t * ra.lse as f64;
+            for (&za, &zb) in ra.logits.iter().zip(&rb.logits) {
+                let v = (za as f64 - shift).abs().max((zb as f64 - shift).abs());
+                let d = (za - zb).abs() as f64;
+                assert!(d <= v * 2f64.powi(-10) + 1e-4, "k {k} sample {i}: {za} vs {zb}");
+                worst = worst.max(d / (v * 2f64.powi(-11) + 1e-6));
+            }
+            assert!((ra.lse - rb.lse).abs() <= 1e-4 * ra.lse.abs().max(1.0), "lse {} vs {}", ra.lse, rb.lse);
+        }
+        println!("k {k}: tract vs ort, largest logit difference {worst:.2} f16 ulps of the stored value");
+    }
+}

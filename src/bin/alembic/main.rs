@@ -1,6 +1,7 @@
 //! The `alembic` command-line tool.
 
 mod bench;
+mod cache;
 mod demo;
 mod distill;
 mod eval;
@@ -25,6 +26,8 @@ enum Command {
     Run(run::Args),
     /// Time a model across backends, precisions and batch sizes (table, JSON, Markdown, SVG).
     Bench(bench::Args),
+    /// Cache a teacher's soft labels over a data set (.kdc, resumable), or --verify a cache.
+    Cache(cache::Args),
     /// Run the whole pipeline on the bundled fixtures and report what it did.
     Demo(demo::Args),
     /// Refine a student against a teacher's cached soft labels and write it as ONNX.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Demo(a) => demo::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Cache(a) => cache::main(a),
         Command::Distill(a) => distill::main(a),
         Command::Eval(a) => eval::main(a),
     });
