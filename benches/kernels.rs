@@ -1,9 +1,10 @@
-//! Criterion micro-benchmarks: the CPU GEMM at a few shapes, and the fixtures end to end at
-//! batch 1. Run with `cargo bench --bench kernels` (release profile); for model-level numbers
+//! Criterion micro-benchmarks: the CPU GEMM at a few shapes, the bench's latency statistics,
+//! and the fixtures end to end at batch 1 with f32 and int8 weights. Run with `cargo bench --bench kernels` (release profile); for model-level numbers
 //! across backends use `alembic bench`.
 
 use alembic::backend::cpu::kernels::linalg::sgemm;
-use alembic::{Model, Tensor};
+use alembic::quant::Precision;
+use alembic::{Model, SessionOptions, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -37,12 +38,24 @@ fn gemm(c: &mut Criterion) {
     g.finish();
 }
 
+/// Summary statistics of 10 000 samples (what `alembic bench` computes per combination).
+fn stats(c: &mut Criterion) {
+    let x: Vec<f64> = (0..10_000u64).map(|i| ((i * 7919) % 10_007) as f64 * 1e-3).collect();
+    c.bench_function("bench_summary_10k", |b| b.iter(|| black_box(alembic::bench::Summary::of(black_box(&x)))));
+}
+
 fn models(c: &mut Criterion) {
     let mut g = c.benchmark_group("model_batch1");
-    for name in ["student", "teacher"] {
+    for (name, p) in [
+        ("student", Precision::F32),
+        ("teacher", Precision::F32),
+        ("student", Precision::Int8),
+        ("teacher", Precision::Int8),
+    ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.onnx"));
+        let name = format!("{name}_{p}");
         // A model whose ops the CPU engine lacks in this build is skipped, not a failure.
-        let Ok(session) = Model::load(&path).and_then(|m| m.session(Default::default())) else {
+        let Ok(session) = Model::load(&path).and_then(|m| m.session(SessionOptions::default().precision(p))) else {
             eprintln!("skipping {name}: not loadable on the cpu backend");
             continue;
         };
@@ -51,10 +64,10 @@ fn models(c: &mut Criterion) {
             eprintln!("skipping {name}: does not run on the cpu backend");
             continue;
         }
-        g.bench_function(name, |b| b.iter(|| black_box(session.run_refs(&[("input", &x)]).unwrap())));
+        g.bench_function(&name, |b| b.iter(|| black_box(session.run_refs(&[("input", &x)]).unwrap())));
     }
     g.finish();
 }
 
-criterion_group!(benches, gemm, models);
+criterion_group!(benches, gemm, stats, models);
 criterion_main!(benches);

@@ -53,6 +53,11 @@ impl Model {
         &self.graph
     }
 
+    /// The graph, shared (for preparing a backend directly, as `alembic bench` does).
+    pub fn shared_graph(&self) -> Arc<Graph> {
+        self.graph.clone()
+    }
+
     pub fn inputs(&self) -> Vec<TensorInfo> {
         self.graph.inputs.iter().map(|&v| self.info(v)).collect()
     }

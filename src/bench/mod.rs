@@ -15,10 +15,10 @@ pub mod stats;
 pub mod system;
 pub mod targets;
 
-pub use runner::run;
+pub use runner::{by_op, run};
 pub use stats::Summary;
-pub use system::DeviceInfo;
-pub use targets::{Opened, Precision, Target};
+pub use system::{DeviceInfo, GpuAdapter};
+pub use targets::{InitPhases, Opened, Precision, Target};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -48,6 +48,8 @@ pub struct Config {
     pub profile: bool,
     /// `BACKEND:PRECISION` the ratios are relative to (per batch); default: the first combination.
     pub baseline: Option<String>,
+    /// Open the wgpu adapter for the device report even when `wgpu` is not benched.
+    pub probe_gpu: bool,
 }
 
 impl Config {
@@ -64,6 +66,7 @@ impl Config {
             inputs: Default::default(),
             profile: false,
             baseline: None,
+            probe_gpu: false,
         }
     }
 }
@@ -153,8 +156,11 @@ pub struct ComboResult {
     pub status: Status,
     pub message: Option<String>,
     pub input_shapes: Vec<NamedShape>,
-    /// Loading and preparing the model (file read, import, optimisation, planning).
+    /// Loading and preparing the model (file read, import, optimisation, quantization, planning).
     pub init_ms: Option<f64>,
+    /// The parts of `init_ms` the engine separates.
+    #[serde(default)]
+    pub init_phases: Option<InitPhases>,
     pub first_inference_ms: Option<f64>,
     pub warmup: Option<Warmup>,
     /// Statistics of the measured runs, milliseconds.
@@ -162,12 +168,26 @@ pub struct ComboResult {
     /// Samples per second: batch / mean latency.
     pub throughput_per_s: Option<f64>,
     pub memory: Option<Memory>,
+    /// GPU buffers held after the warm-up (wgpu: weights, activation slots, staging).
+    #[serde(default)]
+    pub gpu_buffer_bytes: Option<u64>,
+    /// How the engine runs this combination (adapter and CPU fallbacks, quantized nodes, threads).
+    #[serde(default)]
+    pub engine_detail: Option<String>,
     /// This p50 over the baseline's p50 at the same batch (> 1: slower).
     pub ratio_to_baseline: Option<f64>,
     /// Every measured latency in run order, milliseconds.
     pub samples_ms: Vec<f64>,
     /// Per-node times, largest total first (with `--profile`, on backends that have it).
     pub profile: Option<Vec<NodeProfile>>,
+    /// The profile summed per op type, largest total first.
+    #[serde(default)]
+    pub profile_by_op: Option<Vec<OpProfile>>,
+    /// How the profile was timed: `cpu-wall` (a timer around each node), `gpu-timestamp-query`
+    /// (GPU timestamps around each dispatch), `cpu-submit-wait` (each dispatch submitted and
+    /// waited for alone).
+    #[serde(default)]
+    pub profile_clock: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -200,6 +220,19 @@ pub struct NodeProfile {
     pub op: String,
     pub runs: usize,
     pub total_ms: f64,
+    pub mean_ms: f64,
+    /// Fraction of the summed node time (0..1).
+    pub share: f64,
+}
+
+/// One op type's share of the profiled runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpProfile {
+    pub op: String,
+    pub nodes: usize,
+    /// Summed over its nodes and the profiled runs.
+    pub total_ms: f64,
+    /// Per run, summed over its nodes.
     pub mean_ms: f64,
     /// Fraction of the summed node time (0..1).
     pub share: f64,

@@ -35,14 +35,19 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn row(r: &ComboResult) -> Vec<String> {
+/// Whether any combination holds GPU buffers (then the table gets a column for them).
+fn has_gpu(r: &Report) -> bool {
+    r.results.iter().any(|c| c.gpu_buffer_bytes.is_some())
+}
+
+fn row(r: &ComboResult, gpu: bool) -> Vec<String> {
     let l = r.latency_ms.as_ref();
     let status = match r.status {
         Status::Ok => "ok",
         Status::Unsupported => "unsupported",
         Status::Error => "error",
     };
-    vec![
+    let mut v = vec![
         r.id.clone(),
         status.into(),
         f(r.init_ms),
@@ -62,12 +67,19 @@ fn row(r: &ComboResult) -> Vec<String> {
             .as_ref()
             .map(|m| format!("{:.1} (+{:.1})", mib(m.peak_rss_bytes), mib(m.peak_delta_bytes)))
             .unwrap_or_else(|| "-".into()),
-        r.ratio_to_baseline.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into()),
-    ]
+    ];
+    if gpu {
+        v.push(r.gpu_buffer_bytes.map(|b| format!("{:.2}", mib(b))).unwrap_or_else(|| "-".into()));
+    }
+    v.push(r.ratio_to_baseline.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into()));
+    v
 }
 
 fn headers(r: &Report) -> Vec<String> {
     let mut h: Vec<String> = HEADERS.iter().map(|s| s.to_string()).collect();
+    if has_gpu(r) {
+        h.push("GPU buffers MiB".into());
+    }
     h.push(format!("p50 vs {}", r.settings.baseline));
     h
 }
@@ -117,6 +129,13 @@ fn preamble(r: &Report) -> Vec<String> {
             s.seed
         ),
     ];
+    let software = r.device.gpu_adapter.as_ref().is_some_and(|g| g.device_type == "Cpu");
+    if software && r.results.iter().any(|c| c.backend == "wgpu" && c.status == super::Status::Ok) {
+        v.push(format!(
+            "note: the wgpu adapter is a software rasteriser ({}); its wgpu timings are correctness checks, not GPU speed",
+            r.device.gpu
+        ));
+    }
     if !r.peak_rss_reset {
         v.push(
             "note: the RSS high-water mark could not be reset between combinations; peaks include earlier ones".into(),
@@ -125,11 +144,12 @@ fn preamble(r: &Report) -> Vec<String> {
     v
 }
 
-/// Why combinations did not run, one line per backend:precision and message (batches grouped).
+/// Why combinations did not run, and how the others ran, one line per backend:precision and
+/// message (batches grouped).
 fn notes(r: &Report) -> Vec<String> {
     let mut groups: Vec<(String, &str, Vec<String>)> = Vec::new();
     for c in &r.results {
-        let Some(m) = c.message.as_deref() else { continue };
+        let Some(m) = c.message.as_deref().or(c.engine_detail.as_deref()) else { continue };
         let key = format!("{}:{}", c.backend, c.precision);
         match groups.iter_mut().find(|g| g.0 == key && g.1 == m) {
             Some(g) => g.2.push(format!("b{}", c.batch)),
@@ -200,21 +220,10 @@ fn profile_rows(c: &ComboResult, limit: usize) -> Option<(Vec<String>, Vec<Vec<S
 
 /// Per-op totals of a profile ("Conv 73.1% (3 nodes), ..."), largest first.
 pub fn by_op(c: &ComboResult) -> Option<String> {
-    let p = c.profile.as_ref()?;
-    let mut ops: Vec<(&str, f64, usize)> = Vec::new();
-    for n in p {
-        match ops.iter_mut().find(|o| o.0 == n.op) {
-            Some(o) => {
-                o.1 += n.share;
-                o.2 += 1;
-            }
-            None => ops.push((&n.op, n.share, 1)),
-        }
-    }
-    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let ops = c.profile_by_op.as_ref()?;
     let parts: Vec<String> = ops
         .iter()
-        .map(|(op, share, k)| format!("{op} {:.1}% ({k} node{})", share * 100.0, if *k == 1 { "" } else { "s" }))
+        .map(|o| format!("{} {:.1}% ({} node{})", o.op, o.share * 100.0, o.nodes, if o.nodes == 1 { "" } else { "s" }))
         .collect();
     Some(parts.join(", "))
 }
@@ -225,7 +234,7 @@ const PROFILE_ROWS: usize = 25;
 /// The terminal report: preamble, results table, notes, profiles.
 pub fn render_text(r: &Report) -> String {
     let mut s = preamble(r).join("\n") + "\n\n";
-    let rows: Vec<Vec<String>> = r.results.iter().map(row).collect();
+    let rows: Vec<Vec<String>> = r.results.iter().map(|c| row(c, has_gpu(r))).collect();
     s += &text_table(&headers(r), &rows);
     for n in notes(r) {
         s += &format!("  {n}\n");
@@ -233,9 +242,10 @@ pub fn render_text(r: &Report) -> String {
     for c in &r.results {
         if let Some((h, rows)) = profile_rows(c, PROFILE_ROWS) {
             s += &format!(
-                "\nper-node profile, {} ({} runs, wall time per node):\n",
+                "\nper-node profile, {} ({} runs, {}):\n",
                 c.id,
-                c.profile.as_ref().map_or(0, |p| p.first().map_or(0, |n| n.runs))
+                c.profile.as_ref().map_or(0, |p| p.first().map_or(0, |n| n.runs)),
+                c.profile_clock.as_deref().unwrap_or("wall time per node")
             );
             s += &text_table(&h, &rows);
             s += &format!("by op: {}\n", by_op(c).unwrap_or_default());
@@ -247,7 +257,7 @@ pub fn render_text(r: &Report) -> String {
 /// The Markdown report: the same content as [`render_text`].
 pub fn render_markdown(r: &Report) -> String {
     let mut s = preamble(r).iter().map(|l| format!("- {l}\n")).collect::<String>() + "\n";
-    let rows: Vec<Vec<String>> = r.results.iter().map(row).collect();
+    let rows: Vec<Vec<String>> = r.results.iter().map(|c| row(c, has_gpu(r))).collect();
     s += &markdown_table(&headers(r), &rows);
     let n = notes(r);
     if !n.is_empty() {
@@ -258,7 +268,11 @@ pub fn render_markdown(r: &Report) -> String {
     }
     for c in &r.results {
         if let Some((h, rows)) = profile_rows(c, PROFILE_ROWS) {
-            s += &format!("\nPer-node profile, `{}`:\n\n", c.id);
+            s += &format!(
+                "\nPer-node profile, `{}` ({}):\n\n",
+                c.id,
+                c.profile_clock.as_deref().unwrap_or("wall time per node")
+            );
             s += &markdown_table(&h, &rows);
             s += &format!("\nBy op: {}\n", by_op(c).unwrap_or_default());
         }

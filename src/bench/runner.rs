@@ -80,7 +80,10 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
         let before = rss();
         let t0 = Instant::now();
         let target = match open(&r.backend, r.precision.parse().expect("our own name"), &cfg.model, ins, cfg.threads) {
-            Ok(Opened::Ready(t)) => t,
+            Ok(Opened::Ready(t, phases)) => {
+                r.init_phases = Some(phases);
+                t
+            }
             Ok(Opened::Unsupported(why)) => {
                 r.status = Status::Unsupported;
                 r.message = Some(why);
@@ -94,6 +97,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
             }
         };
         r.init_ms = Some(ms(t0.elapsed()));
+        r.engine_detail = target.detail();
         let mut target = target;
         step += 1;
         let mut times = Vec::with_capacity(cfg.warmup + 1);
@@ -124,6 +128,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
             r.memory =
                 Some(Memory { rss_before_bytes: b.current, peak_rss_bytes: peak, peak_delta_bytes: peak - b.current });
         }
+        r.gpu_buffer_bytes = target.gpu_bytes();
         live.push(Live { idx, target });
     }
 
@@ -170,7 +175,10 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
     if cfg.profile {
         for l in &mut live {
             progress(Progress { fraction: 0.95, message: format!("{}: profile", results[l.idx].id) });
-            results[l.idx].profile = profile(l.target.as_mut(), runs.unwrap_or(PROFILE_RUNS).clamp(1, PROFILE_RUNS));
+            let r = &mut results[l.idx];
+            r.profile = profile(l.target.as_mut(), runs.unwrap_or(PROFILE_RUNS).clamp(1, PROFILE_RUNS));
+            r.profile_by_op = r.profile.as_deref().map(by_op);
+            r.profile_clock = r.profile.as_ref().and(l.target.profile_clock()).map(String::from);
         }
     }
     drop(live);
@@ -218,7 +226,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
             input_source: if cfg.inputs.files.is_empty() { "random" } else { "files" }.into(),
             interleaved: true,
         },
-        device: DeviceInfo::detect(),
+        device: DeviceInfo::detect(cfg.probe_gpu || cfg.backends.iter().any(|b| b == "wgpu")),
         peak_rss_reset: peak_reset_ok,
         results,
     })
@@ -238,14 +246,19 @@ fn empty_result(backend: &str, precision: &str, batch: usize, input_shapes: Vec<
         message: None,
         input_shapes,
         init_ms: None,
+        init_phases: None,
         first_inference_ms: None,
         warmup: None,
         latency_ms: None,
         throughput_per_s: None,
         memory: None,
+        gpu_buffer_bytes: None,
+        engine_detail: None,
         ratio_to_baseline: None,
         samples_ms: Vec::new(),
         profile: None,
+        profile_by_op: None,
+        profile_clock: None,
     }
 }
 
@@ -281,6 +294,30 @@ fn profile(t: &mut dyn Target, n: usize) -> Option<Vec<NodeProfile>> {
         .collect();
     out.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
     Some(out)
+}
+
+/// Sums a per-node profile per op type, largest total first.
+pub fn by_op(nodes: &[NodeProfile]) -> Vec<OpProfile> {
+    let mut ops: Vec<OpProfile> = Vec::new();
+    for n in nodes {
+        match ops.iter_mut().find(|o| o.op == n.op) {
+            Some(o) => {
+                o.nodes += 1;
+                o.total_ms += n.total_ms;
+                o.mean_ms += n.mean_ms;
+                o.share = (o.share + n.share).min(1.0);
+            }
+            None => ops.push(OpProfile {
+                op: n.op.clone(),
+                nodes: 1,
+                total_ms: n.total_ms,
+                mean_ms: n.mean_ms,
+                share: n.share,
+            }),
+        }
+    }
+    ops.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+    ops
 }
 
 fn set_ratios(results: &mut [ComboResult], baseline: &str) {

@@ -20,12 +20,35 @@ pub struct DeviceInfo {
     pub memory_total_bytes: Option<u64>,
     /// OS family and, where known, its release name and kernel version.
     pub os: String,
-    /// GPU adapter, or why there is none.
+    /// GPU adapter in one line, or why there is none (or that it was not probed).
     pub gpu: String,
+    /// The wgpu adapter in detail, when it was opened.
+    #[serde(default)]
+    pub gpu_adapter: Option<GpuAdapter>,
+}
+
+/// The wgpu adapter Alembic's GPU engine uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuAdapter {
+    pub name: String,
+    /// Graphics API: Vulkan, Metal, Dx12, Gl.
+    pub backend: String,
+    /// DiscreteGpu, IntegratedGpu, VirtualGpu, Cpu (a software rasteriser such as lavapipe), Other.
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    /// Features kernels care about: shader-f16, timestamp-query, subgroup, shader-int64, ... and
+    /// `wgsl:packed_4x8_integer_dot_product` (WGSL's int8 dot product).
+    pub features: Vec<String>,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    /// Selected limits of the device as opened, by wgpu's field name.
+    pub limits: std::collections::BTreeMap<String, u64>,
 }
 
 impl DeviceInfo {
-    pub fn detect() -> DeviceInfo {
+    /// Describes this machine; `probe_gpu` opens the wgpu adapter (slow on a software one).
+    pub fn detect(probe_gpu: bool) -> DeviceInfo {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let field = |line: &str, key: &str| -> Option<String> {
             let (k, v) = line.split_once(':')?;
@@ -59,8 +82,53 @@ impl DeviceInfo {
             cpu_features: cpu_features(),
             memory_total_bytes,
             os: os_name(),
-            gpu: "no wgpu backend in this build".to_string(),
+            gpu: String::new(),
+            gpu_adapter: None,
         }
+        .with_gpu(probe_gpu)
+    }
+
+    #[cfg(feature = "wgpu")]
+    fn with_gpu(mut self, probe: bool) -> DeviceInfo {
+        if !probe {
+            self.gpu = "not probed (pass --device-info or bench the wgpu backend)".into();
+            return self;
+        }
+        match crate::backend::wgpu::Ctx::shared() {
+            Ok(ctx) => {
+                let r = &ctx.report;
+                let l = &ctx.limits;
+                let limits = [
+                    ("max_buffer_size", l.max_buffer_size),
+                    ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
+                    ("max_storage_buffers_per_shader_stage", u64::from(l.max_storage_buffers_per_shader_stage)),
+                    ("max_compute_workgroup_storage_size", u64::from(l.max_compute_workgroup_storage_size)),
+                    ("max_compute_invocations_per_workgroup", u64::from(l.max_compute_invocations_per_workgroup)),
+                    ("max_compute_workgroup_size_x", u64::from(l.max_compute_workgroup_size_x)),
+                    ("max_compute_workgroups_per_dimension", u64::from(l.max_compute_workgroups_per_dimension)),
+                ];
+                self.gpu = r.to_string();
+                self.gpu_adapter = Some(GpuAdapter {
+                    name: r.name.clone(),
+                    backend: r.backend.clone(),
+                    device_type: r.device_type.clone(),
+                    driver: r.driver.clone(),
+                    driver_info: r.driver_info.clone(),
+                    features: r.features.clone(),
+                    subgroup_min_size: r.subgroup_sizes.0,
+                    subgroup_max_size: r.subgroup_sizes.1,
+                    limits: limits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                });
+            }
+            Err(e) => self.gpu = format!("no wgpu adapter: {e}"),
+        }
+        self
+    }
+
+    #[cfg(not(feature = "wgpu"))]
+    fn with_gpu(mut self, _probe: bool) -> DeviceInfo {
+        self.gpu = "no wgpu backend in this build (cargo feature 'wgpu')".into();
+        self
     }
 }
 
@@ -144,7 +212,7 @@ mod tests {
 
     #[test]
     fn detects_something() {
-        let d = DeviceInfo::detect();
+        let d = DeviceInfo::detect(false);
         assert!(d.logical_cores >= 1);
         if cfg!(target_os = "linux") {
             assert!(rss().is_some_and(|r| r.peak >= r.current && r.current > 0));

@@ -1,16 +1,24 @@
 //! What the bench times: one (backend, precision) prepared on a model with fixed inputs.
 //!
 //! Every engine plugs in through [`open`]: it loads and prepares the model (the bench times
-//! this as "init") and returns a [`Target`], or says why the combination is unsupported.
+//! this as "init", split into [`InitPhases`]) and returns a [`Target`], or says why the
+//! combination is unsupported.
 
 use crate::backend::cpu::NodeTime;
-use crate::error::Result;
+use crate::backend::{self, BackendKind, Executable};
+use crate::error::{Error, Result};
+use crate::ir::Graph;
+use crate::quant;
 use crate::tensor::Tensor;
-use crate::{BackendKind, Model, SessionOptions};
+use crate::Model;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
-/// Numeric precision a combination runs at. Only `F32` exists on any backend so far; the others
-/// are accepted so one command line keeps working as quantized kernels land.
+/// Numeric precision a combination runs at. `f16`, `int8` and `int4` are Alembic's weight-only
+/// quantization (f32 activations); `w8a8` (int8 activations too) is accepted so one command line
+/// keeps working when it lands, and reported as unsupported until then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Precision {
     F32,
@@ -30,6 +38,17 @@ impl Precision {
             Precision::Int8 => "int8",
             Precision::Int4 => "int4",
             Precision::W8A8 => "w8a8",
+        }
+    }
+
+    /// Alembic's weight precision for this, if it has one.
+    pub fn weights(self) -> Option<quant::Precision> {
+        match self {
+            Precision::F32 => Some(quant::Precision::F32),
+            Precision::F16 => Some(quant::Precision::F16),
+            Precision::Int8 => Some(quant::Precision::Int8),
+            Precision::Int4 => Some(quant::Precision::Int4),
+            Precision::W8A8 => None,
         }
     }
 }
@@ -53,6 +72,18 @@ impl std::fmt::Display for Precision {
 /// Backend names `--backends` accepts.
 pub const BACKENDS: [&str; 4] = ["cpu", "wgpu", "tract", "ort"];
 
+/// Where the init time went, milliseconds (phases an engine does not separate are absent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InitPhases {
+    /// Reading the file, import, shape inference and graph passes (Alembic), or the engine's load.
+    pub load_ms: Option<f64>,
+    /// Weight quantization (Alembic, precisions other than f32).
+    pub quantize_ms: Option<f64>,
+    /// Backend preparation: arena planning (cpu); kernel selection and constant upload (wgpu;
+    /// its pipelines compile and buffers bind at the first inference).
+    pub prepare_ms: Option<f64>,
+}
+
 /// A prepared combination holding its inputs.
 pub trait Target {
     /// One inference; outputs are dropped (inside the timed region, for every backend alike).
@@ -61,12 +92,28 @@ pub trait Target {
     fn profile(&mut self) -> Option<Result<Vec<NodeTime>>> {
         None
     }
+    /// How [`Target::profile`] measures (`cpu-wall`, `gpu-timestamp-query`, `cpu-submit-wait`).
+    fn profile_clock(&self) -> Option<&'static str> {
+        None
+    }
+    /// Bytes of GPU buffers held (wgpu), read after the warm-up.
+    fn gpu_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// One line about how the engine runs this combination (adapter, fallbacks, threads).
+    fn detail(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The result of preparing a combination.
 pub enum Opened {
-    Ready(Box<dyn Target>),
+    Ready(Box<dyn Target>, InitPhases),
     Unsupported(String),
+}
+
+fn ms_since(t: Instant) -> Option<f64> {
+    Some(t.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Loads and prepares `model` on `backend` at `precision`, for running on `inputs`.
@@ -79,53 +126,206 @@ pub fn open(
     threads: Option<usize>,
 ) -> Result<Opened> {
     let unsupported = |why: &str| Ok(Opened::Unsupported(why.to_string()));
-    let _ = threads;
-    match (backend, precision) {
-        ("cpu", Precision::F32) => {
+    match backend {
+        "cpu" | "wgpu" => {
+            let Some(wp) = precision.weights() else {
+                return unsupported("activation quantization (w8a8) is not implemented; int8 is weight-only");
+            };
+            if backend == "wgpu" {
+                // Opening the adapter is once per process, so it is not part of any init.
+                #[cfg(feature = "wgpu")]
+                if let Err(e) = backend::wgpu::Ctx::shared() {
+                    return unsupported(&e.to_string());
+                }
+                #[cfg(not(feature = "wgpu"))]
+                return unsupported("the wgpu backend is not built in (cargo feature 'wgpu')");
+            }
+            let mut ph = InitPhases::default();
+            let t = Instant::now();
             let m = Model::load(model)?;
-            let session = m.session(SessionOptions::default().backend(BackendKind::Cpu))?;
-            Ok(Opened::Ready(Box::new(CpuTarget { session, inputs })))
+            ph.load_ms = ms_since(t);
+            let t = Instant::now();
+            let graph = match wp {
+                quant::Precision::F32 => m.shared_graph(),
+                p => Arc::new(quant::quantize_graph(m.graph(), p)),
+            };
+            if wp != quant::Precision::F32 {
+                ph.quantize_ms = ms_since(t);
+            }
+            let quantized = graph.nodes.iter().filter(|n| matches!(n.op.name(), "QGemm" | "QConv")).count();
+            let inputs = ordered(&graph, inputs)?;
+            let t = Instant::now();
+            let target: Box<dyn Target> = if backend == "cpu" {
+                let exec = backend::backend(BackendKind::Cpu).prepare(graph.clone())?;
+                ph.prepare_ms = ms_since(t);
+                let detail = (wp != quant::Precision::F32).then(|| format!("{quantized} node(s) quantized to {wp}"));
+                Box::new(AlembicTarget { exec, inputs, detail })
+            } else {
+                wgpu_target(graph, inputs, wp, quantized)?
+            };
+            if ph.prepare_ms.is_none() {
+                ph.prepare_ms = ms_since(t);
+            }
+            Ok(Opened::Ready(target, ph))
         }
-        ("cpu", p) => unsupported(&format!("the cpu backend has no {p} kernels yet")),
-        ("wgpu", _) => unsupported("no wgpu backend in this build"),
-        // The reference engines of src/teacher plug in here (see docs/bench.md, "Engines").
-        ("tract", _) | ("ort", _) => unsupported(&format!("the {backend} engine is not wired into this build")),
-        (other, _) => unsupported(&format!("unknown backend '{other}' (known: {})", BACKENDS.join(", "))),
+        "tract" => {
+            if precision != Precision::F32 {
+                return unsupported("tract runs the model as written (f32); Alembic's quantization is its own");
+            }
+            let t = Instant::now();
+            let engine = crate::teacher::TractEngine::load(model)?;
+            let ph = InitPhases { load_ms: ms_since(t), ..Default::default() };
+            let detail = "tract 0.23, single-threaded; optimises per input shape at the first inference";
+            Ok(Opened::Ready(Box::new(EngineTarget::new(inputs, detail.into(), engine)), ph))
+        }
+        "ort" => open_ort(precision, model, inputs, threads),
+        other => unsupported(&format!("unknown backend '{other}' (known: {})", BACKENDS.join(", "))),
     }
 }
 
-struct CpuTarget {
-    session: crate::Session,
+#[cfg(feature = "ort")]
+fn open_ort(
+    precision: Precision,
+    model: &Path,
     inputs: Vec<(String, Tensor)>,
+    threads: Option<usize>,
+) -> Result<Opened> {
+    if precision != Precision::F32 {
+        return Ok(Opened::Unsupported("ONNX Runtime runs the model as written (f32)".into()));
+    }
+    if let Err(e) = crate::teacher::ort::available() {
+        return Ok(Opened::Unsupported(e.to_string()));
+    }
+    let n = threads.unwrap_or(1);
+    let t = Instant::now();
+    let engine = crate::teacher::OrtEngine::load_with_threads(model, n)?;
+    let ph = InitPhases { load_ms: ms_since(t), ..Default::default() };
+    let detail = format!("onnxruntime, {n} intra-op thread(s), graph optimisation level 1");
+    Ok(Opened::Ready(Box::new(EngineTarget::new(inputs, detail, engine)), ph))
 }
 
-impl Target for CpuTarget {
+#[cfg(not(feature = "ort"))]
+fn open_ort(_: Precision, _: &Path, _: Vec<(String, Tensor)>, _: Option<usize>) -> Result<Opened> {
+    Ok(Opened::Unsupported("ONNX Runtime is not built in (cargo feature 'ort')".into()))
+}
+
+/// Inputs in the graph's input order.
+fn ordered(graph: &Graph, mut inputs: Vec<(String, Tensor)>) -> Result<Vec<Tensor>> {
+    graph
+        .inputs
+        .iter()
+        .map(|&v| {
+            let name = &graph.value(v).name;
+            let k = inputs.iter().position(|(n, _)| n == name).ok_or_else(|| Error::input(name, "missing"))?;
+            Ok(inputs.swap_remove(k).1)
+        })
+        .collect()
+}
+
+/// Alembic's CPU engine on a prepared graph.
+struct AlembicTarget {
+    exec: Box<dyn Executable>,
+    inputs: Vec<Tensor>,
+    detail: Option<String>,
+}
+
+impl Target for AlembicTarget {
     fn run(&mut self) -> Result<()> {
-        let refs: Vec<(&str, &Tensor)> = self.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        self.session.run_refs(&refs).map(drop)
+        let refs: Vec<&Tensor> = self.inputs.iter().collect();
+        self.exec.run(&refs).map(drop)
     }
 
     fn profile(&mut self) -> Option<Result<Vec<NodeTime>>> {
-        let refs: Vec<(&str, &Tensor)> = self.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        Some(self.session.profile(&refs).map(|(_, times)| times))
+        let refs: Vec<&Tensor> = self.inputs.iter().collect();
+        Some(self.exec.profile(&refs).map(|(_, times)| times))
+    }
+
+    fn profile_clock(&self) -> Option<&'static str> {
+        Some("cpu-wall")
+    }
+
+    fn detail(&self) -> Option<String> {
+        self.detail.clone()
     }
 }
 
-/// Adapts any engine that runs named inputs (the reference engines' `run`) to a [`Target`].
-pub struct EngineTarget<F> {
+#[cfg(feature = "wgpu")]
+fn wgpu_target(
+    graph: Arc<Graph>,
+    inputs: Vec<Tensor>,
+    wp: quant::Precision,
+    quantized: usize,
+) -> Result<Box<dyn Target>> {
+    let ctx = backend::wgpu::Ctx::shared()?;
+    let plan = backend::wgpu::WgpuBackend::with_context(ctx.clone()).plan(graph)?;
+    let fallback = plan.fallback_nodes();
+    let mut detail = format!("{}", ctx.report);
+    if !fallback.is_empty() {
+        detail += &format!("; {} node(s) on the CPU: {}", fallback.len(), fallback.join(", "));
+    }
+    if wp != quant::Precision::F32 {
+        detail += &format!("; {quantized} node(s) quantized to {wp}");
+    }
+    Ok(Box::new(WgpuTarget { plan, inputs, detail }))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_target(_: Arc<Graph>, _: Vec<Tensor>, _: quant::Precision, _: usize) -> Result<Box<dyn Target>> {
+    Err(Error::Unavailable("the wgpu backend is not built in".into()))
+}
+
+#[cfg(feature = "wgpu")]
+struct WgpuTarget {
+    plan: backend::wgpu::WgpuPlan,
+    inputs: Vec<Tensor>,
+    detail: String,
+}
+
+#[cfg(feature = "wgpu")]
+impl Target for WgpuTarget {
+    fn run(&mut self) -> Result<()> {
+        let refs: Vec<&Tensor> = self.inputs.iter().collect();
+        self.plan.run(&refs).map(drop)
+    }
+
+    fn profile(&mut self) -> Option<Result<Vec<NodeTime>>> {
+        let refs: Vec<&Tensor> = self.inputs.iter().collect();
+        Some(self.plan.profile(&refs).map(|(_, times)| times))
+    }
+
+    fn profile_clock(&self) -> Option<&'static str> {
+        Some(self.plan.clock().name())
+    }
+
+    fn gpu_bytes(&self) -> Option<u64> {
+        Some(self.plan.gpu_bytes())
+    }
+
+    fn detail(&self) -> Option<String> {
+        Some(self.detail.clone())
+    }
+}
+
+/// Adapts a reference engine (`teacher::Engine`: tract, ONNX Runtime) to a [`Target`].
+pub struct EngineTarget<E> {
     inputs: Vec<(String, Tensor)>,
-    run: F,
+    detail: String,
+    engine: E,
 }
 
-impl<F: FnMut(&[(&str, &Tensor)]) -> Result<()>> EngineTarget<F> {
-    pub fn new(inputs: Vec<(String, Tensor)>, run: F) -> Self {
-        EngineTarget { inputs, run }
+impl<E: crate::teacher::Engine> EngineTarget<E> {
+    pub fn new(inputs: Vec<(String, Tensor)>, detail: String, engine: E) -> Self {
+        EngineTarget { inputs, detail, engine }
     }
 }
 
-impl<F: FnMut(&[(&str, &Tensor)]) -> Result<()>> Target for EngineTarget<F> {
+impl<E: crate::teacher::Engine> Target for EngineTarget<E> {
     fn run(&mut self) -> Result<()> {
         let refs: Vec<(&str, &Tensor)> = self.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        (self.run)(&refs)
+        self.engine.run(&refs).map(drop)
+    }
+
+    fn detail(&self) -> Option<String> {
+        Some(self.detail.clone())
     }
 }

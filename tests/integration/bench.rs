@@ -14,94 +14,26 @@ fn schema() -> Value {
     serde_json::from_str(&text).expect("schema is JSON")
 }
 
-/// Checks `v` against the JSON Schema subset docs/bench-schema.json uses: type, const, enum,
-/// required, properties, items, $ref to #/$defs, oneOf, minimum, maximum. Returns every violation.
-fn validate(schema: &Value, root_schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        let name = r.strip_prefix("#/$defs/").expect("local $ref");
-        validate(&root_schema["$defs"][name], root_schema, v, at, errs);
-    }
-    if let Some(t) = schema.get("type") {
-        let types: Vec<&str> = match t {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => panic!("bad type in schema"),
-        };
-        let ok = types.iter().any(|t| match *t {
-            "object" => v.is_object(),
-            "array" => v.is_array(),
-            "string" => v.is_string(),
-            "number" => v.is_number(),
-            "integer" => v.is_u64() || v.is_i64(),
-            "boolean" => v.is_boolean(),
-            "null" => v.is_null(),
-            other => panic!("type {other} not handled"),
-        });
-        if !ok {
-            errs.push(format!("{at}: {v} is not {types:?}"));
-            return;
-        }
-    }
-    if let Some(c) = schema.get("const") {
-        if c != v {
-            errs.push(format!("{at}: {v} != const {c}"));
-        }
-    }
-    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
-        if !e.contains(v) {
-            errs.push(format!("{at}: {v} not in {e:?}"));
-        }
-    }
-    if let (Some(min), Some(x)) = (schema.get("minimum").and_then(Value::as_f64), v.as_f64()) {
-        if x < min {
-            errs.push(format!("{at}: {x} < minimum {min}"));
-        }
-    }
-    if let (Some(max), Some(x)) = (schema.get("maximum").and_then(Value::as_f64), v.as_f64()) {
-        if x > max {
-            errs.push(format!("{at}: {x} > maximum {max}"));
-        }
-    }
-    if let Some(alts) = schema.get("oneOf").and_then(Value::as_array) {
-        let passing = alts
-            .iter()
-            .filter(|a| {
-                let mut e = Vec::new();
-                validate(a, root_schema, v, at, &mut e);
-                e.is_empty()
-            })
-            .count();
-        if passing != 1 {
-            errs.push(format!("{at}: matches {passing} of oneOf"));
-        }
-    }
-    if let Some(obj) = v.as_object() {
-        for k in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
-            let k = k.as_str().expect("required names");
-            if !obj.contains_key(k) {
-                errs.push(format!("{at}: missing required '{k}'"));
-            }
-        }
-        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-            for (k, s) in props {
-                if let Some(x) = obj.get(k) {
-                    validate(s, root_schema, x, &format!("{at}.{k}"), errs);
-                }
-            }
-        }
-    }
-    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
-        for (i, x) in arr.iter().enumerate() {
-            validate(items, root_schema, x, &format!("{at}[{i}]"), errs);
-        }
-    }
+/// Every violation of docs/bench-schema.json in `v`, found by the `jsonschema` crate (a full
+/// draft 2020-12 validator).
+fn violations(v: &Value) -> Vec<String> {
+    let s = schema();
+    let validator = jsonschema::draft202012::new(&s).expect("docs/bench-schema.json compiles");
+    validator.iter_errors(v).map(|e| format!("{}: {e}", e.instance_path())).collect()
 }
 
 fn assert_valid(json: &Value) {
-    let s = schema();
-    let mut errs = Vec::new();
-    validate(&s, &s, json, "$", &mut errs);
+    let errs = violations(json);
     assert!(errs.is_empty(), "report does not follow docs/bench-schema.json:\n{}", errs.join("\n"));
+}
+
+#[test]
+fn bench_schema_is_valid_draft_2020_12() {
+    let s = schema();
+    assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    if let Err(e) = jsonschema::meta::validate(&s) {
+        panic!("docs/bench-schema.json is not a valid JSON Schema: {e}");
+    }
 }
 
 /// A small MLP (Gemm, Relu, Gemm) with a symbolic batch, written as ONNX by hand-built protobuf.
@@ -207,46 +139,91 @@ fn bench_report_follows_schema() {
     let rep = bench::run(&cfg, &mut |_| calls += 1).unwrap();
     assert!(calls > 0);
     assert_eq!(rep.results.len(), 8);
-    let ok: Vec<_> = rep.results.iter().filter(|r| r.status == Status::Ok).collect();
-    assert_eq!(ok.len(), 2, "cpu:f32 at batch 1 and 3");
-    for r in &ok {
+    let cpu: Vec<_> = rep.results.iter().filter(|r| r.backend == "cpu").collect();
+    assert_eq!(cpu.len(), 4);
+    for r in &cpu {
+        assert_eq!(r.status, Status::Ok, "{r:?}");
         assert_eq!(r.samples_ms.len(), 5);
-        assert_eq!(r.ratio_to_baseline, Some(1.0));
         assert_eq!(r.input_shapes[0].shape, vec![r.batch, 16]);
         let p = r.profile.as_ref().expect("cpu profiles");
         assert_eq!(p.len(), 3);
         assert!((p.iter().map(|n| n.share).sum::<f64>() - 1.0).abs() < 1e-6);
+        assert_eq!(r.profile_clock.as_deref(), Some("cpu-wall"));
+        let ops = r.profile_by_op.as_ref().unwrap();
+        assert_eq!(ops[0].nodes + ops.get(1).map_or(0, |o| o.nodes), 3, "{ops:?}");
+        let phases = r.init_phases.as_ref().unwrap();
+        assert!(phases.load_ms.is_some() && phases.prepare_ms.is_some());
+        assert_eq!(phases.quantize_ms.is_some(), r.precision == "int8");
+        assert!(r.gpu_buffer_bytes.is_none());
     }
-    assert!(rep.results.iter().filter(|r| r.status == Status::Unsupported).all(|r| r.message.is_some()));
+    assert_eq!(cpu[0].ratio_to_baseline, Some(1.0));
+    let int8 = cpu.iter().find(|r| r.precision == "int8").unwrap();
+    assert_eq!(int8.engine_detail.as_deref(), Some("2 node(s) quantized to int8"));
+    // wgpu runs where an adapter exists (lavapipe in CI: correctness only), else says why not.
+    for r in rep.results.iter().filter(|r| r.backend == "wgpu") {
+        match r.status {
+            Status::Ok => {
+                assert!(r.gpu_buffer_bytes.is_some_and(|b| b > 0), "{r:?}");
+                assert!(r.profile.as_ref().is_some_and(|p| !p.is_empty()), "{r:?}");
+                let clock = r.profile_clock.as_deref().unwrap();
+                assert!(["gpu-timestamp-query", "cpu-submit-wait"].contains(&clock), "{clock}");
+                assert!(rep.device.gpu_adapter.is_some());
+            }
+            _ => assert!(r.message.is_some(), "{r:?}"),
+        }
+    }
     let json = serde_json::to_value(&rep).unwrap();
     assert_valid(&json);
     // The validator does catch a broken report.
     let mut broken = json.clone();
     broken["results"][0]["status"] = "fine".into();
     broken.as_object_mut().unwrap().remove("device");
-    let s = schema();
-    let mut errs = Vec::new();
-    validate(&s, &s, &broken, "$", &mut errs);
-    assert_eq!(errs.len(), 2, "{errs:?}");
+    broken["results"][0]["latency_ms"]["p50"] = "fast".into();
+    let errs = violations(&broken);
+    assert_eq!(errs.len(), 3, "{errs:?}");
     let md = bench::report::render_markdown(&rep);
     assert!(md.contains("| cpu:f32:b3 | ok |"), "{md}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
-fn student_fixture_bench_follows_schema() {
-    let model = root().join("models/student.onnx");
-    let mut cfg = Config::new(&model);
-    cfg.warmup = 1;
-    cfg.runs = Some(3);
-    cfg.batches = Some(vec![1, 4]);
-    cfg.profile = true;
-    let rep = bench::run(&cfg, &mut |_| {}).unwrap();
-    assert_valid(&serde_json::to_value(&rep).unwrap());
-    for r in &rep.results {
-        assert_eq!(r.status, Status::Ok, "{r:?}");
-        assert_eq!(r.input_shapes[0].shape, vec![r.batch, 1, 8, 8]);
-        assert!(r.profile.as_ref().is_some_and(|p| p.iter().any(|n| n.op == "Gemm")));
+fn fixture_benches_follow_schema() {
+    use bench::Precision::*;
+    for (name, op) in [("student", "Gemm"), ("teacher", "Conv")] {
+        let model = root().join(format!("models/{name}.onnx"));
+        let mut cfg = Config::new(&model);
+        cfg.backends = vec!["cpu".into(), "tract".into(), "ort".into()];
+        cfg.precisions = vec![F32, F16, Int8, Int4, W8A8];
+        cfg.warmup = 1;
+        cfg.runs = Some(3);
+        cfg.batches = Some(vec![1, 4]);
+        cfg.profile = true;
+        let rep = bench::run(&cfg, &mut |_| {}).unwrap();
+        assert_valid(&serde_json::to_value(&rep).unwrap());
+        assert_eq!(rep.results.len(), 30);
+        for r in &rep.results {
+            assert_eq!(r.input_shapes[0].shape, vec![r.batch, 1, 8, 8]);
+            let expect_ok = match (r.backend.as_str(), r.precision.as_str()) {
+                ("cpu", p) => p != "w8a8",
+                ("tract", p) => p == "f32",
+                // ONNX Runtime only where ORT_DYLIB_PATH is set (scripts/test.sh sets it).
+                ("ort", p) => p == "f32" && std::env::var_os("ORT_DYLIB_PATH").is_some(),
+                _ => unreachable!(),
+            };
+            if !expect_ok {
+                assert_ne!(r.status, Status::Error, "{r:?}");
+                assert!(r.message.is_some());
+                continue;
+            }
+            assert_eq!(r.status, Status::Ok, "{name} {}: {:?}", r.id, r.message);
+            assert_eq!(r.samples_ms.len(), 3);
+            assert!(r.ratio_to_baseline.is_some_and(|x| x > 0.0));
+            if r.backend == "cpu" {
+                let by_op = r.profile_by_op.as_ref().expect("cpu profiles");
+                let want = if r.precision == "f32" { op.to_string() } else { format!("Q{op}") };
+                assert!(by_op.iter().any(|o| o.op == want), "{}: {by_op:?}", r.id);
+            }
+        }
     }
 }
 

@@ -42,6 +42,14 @@ pub struct AdapterReport {
     pub driver: String,
     pub driver_info: String,
     pub shader_f16: bool,
+    /// Adapter features that matter to ML kernels, by WebGPU/wgpu name (`shader-f16`,
+    /// `timestamp-query`, `subgroup`, `shader-int64`, ...), and the WGSL language extension
+    /// `packed_4x8_integer_dot_product` when the implementation offers it.
+    pub features: Vec<String>,
+    /// Subgroup size range the adapter reports (0 when unknown).
+    pub subgroup_sizes: (u32, u32),
+    /// Whether this device was opened with `TIMESTAMP_QUERY` (GPU-side per-dispatch profiling).
+    pub timestamps: bool,
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -134,9 +142,12 @@ impl Ctx {
         let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
         // Everything the adapter offers (at least the downlevel defaults on any conformant one).
         let limits = adapter.limits();
+        // Timestamp queries cost nothing unless a profiling run writes them.
+        let optional = wgpu::Features::TIMESTAMP_QUERY;
+        let enabled = adapter.features() & optional;
         let dd = wgpu::DeviceDescriptor {
             label: Some("alembic"),
-            required_features: wgpu::Features::empty(),
+            required_features: enabled,
             required_limits: limits.clone(),
             ..Default::default()
         };
@@ -154,6 +165,9 @@ impl Ctx {
             driver: info.driver.clone(),
             driver_info: info.driver_info.clone(),
             shader_f16,
+            features: feature_names(adapter.features(), instance.wgsl_language_features()),
+            subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+            timestamps: enabled.contains(wgpu::Features::TIMESTAMP_QUERY),
         };
         Ok(Ctx {
             device,
@@ -225,6 +239,24 @@ impl Ctx {
         let mut v = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
         (!v.is_empty()).then(|| std::mem::take(&mut *v).join("; "))
     }
+}
+
+/// Names of the adapter features kernels care about, as wgpu spells them.
+fn feature_names(f: wgpu::Features, wgsl: wgpu::WgslLanguageFeatures) -> Vec<String> {
+    let known = [
+        (wgpu::Features::SHADER_F16, "shader-f16"),
+        (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+        (wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES, "timestamp-query-inside-passes"),
+        (wgpu::Features::SUBGROUP, "subgroup"),
+        (wgpu::Features::SUBGROUP_BARRIER, "subgroup-barrier"),
+        (wgpu::Features::SHADER_INT64, "shader-int64"),
+        (wgpu::Features::PIPELINE_STATISTICS_QUERY, "pipeline-statistics-query"),
+    ];
+    let mut v: Vec<String> = known.iter().filter(|(k, _)| f.contains(*k)).map(|(_, n)| n.to_string()).collect();
+    if wgsl.contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct) {
+        v.push("wgsl:packed_4x8_integer_dot_product".into());
+    }
+    v
 }
 
 pub fn one_line(s: &str) -> String {

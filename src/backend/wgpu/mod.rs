@@ -11,7 +11,7 @@ pub mod kernels;
 mod plan;
 
 pub use device::{validate_shaders, AdapterReport, Ctx};
-pub use plan::WgpuPlan;
+pub use plan::{ProfileClock, WgpuPlan};
 
 use super::{Backend, BackendKind, Executable, Support};
 use crate::error::Result;

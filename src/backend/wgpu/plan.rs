@@ -9,6 +9,10 @@
 //! submits once, then reads back the outputs; a CPU-fallback node splits the run at that node
 //! (its inputs are read back, its outputs uploaded).
 
+mod profile;
+
+pub use profile::ProfileClock;
+
 use super::device::Ctx;
 use super::kernels::{classify, geometry, out_shape, pack_qweight, Act, GpuOp};
 use crate::backend::cpu::kernels;
@@ -619,7 +623,8 @@ impl WgpuPlan {
         Ok(())
     }
 
-    fn exec(&self, b: &mut Bound, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+    /// One run; `prof` (profiling) times every step and gives each dispatch its own pass.
+    fn exec(&self, b: &mut Bound, inputs: &[&Tensor], mut prof: Option<&mut profile::Prof>) -> Result<Vec<Tensor>> {
         let g = &*self.graph;
         let dev = &self.ctx.device;
         for (k, t) in inputs.iter().enumerate() {
@@ -635,6 +640,7 @@ impl WgpuPlan {
         let mut si = 0;
         while si < self.steps.len() {
             if let Kind::Cpu = self.steps[si].kind {
+                let t0 = std::time::Instant::now();
                 let node = &g.nodes[self.steps[si].node];
                 let need: Vec<ValueId> = node
                     .inputs
@@ -679,7 +685,14 @@ impl WgpuPlan {
                     fresh[o] = true;
                     b.host[o] = Some(t);
                 }
+                if let Some(p) = prof.as_deref_mut() {
+                    p.cpu_step(si, t0.elapsed());
+                }
                 si += 1;
+                continue;
+            }
+            if let Some(p) = prof.as_deref_mut() {
+                enc = p.gpu_steps(self, b, enc, &mut si)?;
                 continue;
             }
             // A run of GPU steps: one compute pass.
@@ -760,6 +773,10 @@ impl Executable for WgpuPlan {
             *guard = Some(self.bind(inputs)?);
         }
         let b = guard.as_mut().expect("bound");
-        self.exec(b, inputs)
+        self.exec(b, inputs, None)
+    }
+
+    fn profile(&self, inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<crate::backend::cpu::NodeTime>)> {
+        self.profile_run(inputs)
     }
 }

@@ -110,6 +110,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         inputs: inputs::InputOptions { shapes: a.input_shape.clone(), files, seed: a.seed },
         profile: a.profile,
         baseline: a.baseline.clone(),
+        probe_gpu: a.device_info,
     };
 
     let bar = if a.quiet || !std::io::stderr().is_terminal() {
@@ -151,7 +152,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
 
 fn device_text(d: &bench::DeviceInfo) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
-    format!(
+    let mut s = format!(
         "device:\n  cpu:      {}\n  arch:     {}\n  cores:    {} physical, {} logical\n  features: {}\n  memory:   {}\n  os:       {}\n  gpu:      {}\n",
         opt(d.cpu_model.clone()),
         d.arch,
@@ -161,5 +162,15 @@ fn device_text(d: &bench::DeviceInfo) -> String {
         opt(d.memory_total_bytes.map(|m| format!("{:.1} GiB", m as f64 / (1u64 << 30) as f64))),
         d.os,
         d.gpu
-    )
+    );
+    if let Some(g) = &d.gpu_adapter {
+        let feats = if g.features.is_empty() { "none of interest".to_string() } else { g.features.join(" ") };
+        s += &format!("    type:     {} via {}\n", g.device_type, g.backend);
+        s += &format!("    driver:   {} {}\n", g.driver, g.driver_info);
+        s += &format!("    features: {feats}\n");
+        s += &format!("    subgroup: {}..{}\n", g.subgroup_min_size, g.subgroup_max_size);
+        let limits: Vec<String> = g.limits.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s += &format!("    limits:   {}\n", limits.join(", "));
+    }
+    s
 }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Reproduces the figures of docs/bench.md ("Fixture results") and docs/performance.md:
+#   scripts/bench-fixtures.sh [OUT_DIR]   (default target/bench-fixtures)
+# Needs a release build with every feature (ONNX Runtime through ORT_DYLIB_PATH, which
+# scripts/setup.sh records in .venv/ort_dylib_path). CPU engines only: wgpu is left out on
+# purpose (on a machine without a GPU it would be a software rasteriser, correctness only).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT=${1:-target/bench-fixtures}
+mkdir -p "$OUT"
+if [[ -z "${ORT_DYLIB_PATH:-}" && -f .venv/ort_dylib_path ]]; then
+    ORT_DYLIB_PATH=$(cat .venv/ort_dylib_path)
+    export ORT_DYLIB_PATH
+fi
+cargo build --release --all-features
+BIN=${CARGO_TARGET_DIR:-target}/release/alembic
+"$BIN" bench models/student.onnx --device-info --runs 1 --warmup 0 --quiet | sed -n '/^device:/,/^$/p' >"$OUT/device.txt"
+# README figures: every Alembic precision against tract and ONNX Runtime, one thread each.
+for m in teacher student; do
+    "$BIN" bench "models/$m.onnx" --backends cpu,tract,ort --precision f32,f16,int8,int4 \
+        --batch 1,8 --threads 1 --warmup 20 --runs 200 --baseline ort:f32 --quiet --markdown \
+        --json "$OUT/$m.json" --plot "$OUT/$m.svg" >"$OUT/$m.txt"
+done
+# docs/performance.md: f32 only, batch 1 and 8, 1 and 2 threads (tract is single-threaded
+# either way). With 2 threads every engine runs in its own process: ONNX Runtime's intra-op pool
+# spin-waits between runs and would take a core from its interleaved neighbours on 2 cores.
+for m in teacher student; do
+    "$BIN" bench "models/$m.onnx" --backends cpu,tract,ort --batch 1,8 --threads 1 \
+        --warmup 20 --runs 300 --baseline ort:f32 --quiet --markdown \
+        --json "$OUT/perf-$m-t1.json" >"$OUT/perf-$m-t1.txt"
+    for b in cpu tract ort; do
+        "$BIN" bench "models/$m.onnx" --backends "$b" --batch 1,8 --threads 2 \
+            --warmup 20 --runs 300 --quiet --markdown \
+            --json "$OUT/perf-$m-t2-$b.json" >"$OUT/perf-$m-t2-$b.txt"
+    done
+done
+echo "wrote $OUT"
