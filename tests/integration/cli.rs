@@ -182,3 +182,22 @@ fn inspect_reports_io_ops_and_parameters() {
     assert!(!out.contains("Dropout") && !out.contains("Identity"), "{out}");
     assert!(out.contains("params"), "{out}");
 }
+
+/// The README's main command: the whole pipeline runs, and refinement helps on the shifted data.
+#[test]
+fn demo_runs_the_whole_pipeline() {
+    let dir = scratch("demo");
+    let (ok, out, err) = alembic(&["demo", "--out", dir.to_str().unwrap(), "--steps", "400"]);
+    assert!(ok, "{err}\n{out}");
+    for needle in ["-- 2. cache", "-- 3. refine", "-- 4. quantize", "refined    cpu      int8"] {
+        assert!(out.contains(needle), "'{needle}' missing from:\n{out}");
+    }
+    assert!(dir.join("refine.kdc").exists() && dir.join("student-refined.onnx").exists());
+    let gain: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Refinement from the teacher's cached top-5 soft labels alone: "))
+        .and_then(|l| l.split(" points").next())
+        .and_then(|v| v.trim_start_matches('+').parse().ok())
+        .unwrap_or_else(|| panic!("no gain line in:\n{out}"));
+    assert!(gain > 5.0, "refinement gained only {gain} points:\n{out}");
+}
