@@ -201,7 +201,7 @@ pub fn train(
         last_loss = loss;
         progress(&StepInfo { step, steps: cfg.steps, loss, kd, ce, lr, grad_norm });
         if let Some(path) = &cfg.checkpoint {
-            if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps {
+            if step.is_multiple_of(cfg.checkpoint_every.max(1)) || step == cfg.steps {
                 Checkpoint::capture(student, &opt, step).write(path)?;
             }
         }

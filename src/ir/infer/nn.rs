@@ -215,11 +215,11 @@ mod tests {
         };
         let op = Op::Conv { window: window.clone(), group: 1 };
         let r = rule(&op, &[Some(fact(&x)), Some(fact(&w))], 1).unwrap().unwrap();
-        let want = vec![Dim::Sym("N".into()), Dim::Known(16), Dim::Known(112), Dim::Known(112)];
+        let want = [Dim::Sym("N".into()), Dim::Known(16), Dim::Known(112), Dim::Known(112)];
         assert_eq!(r[0].shape.as_deref(), Some(&want[..]));
         let op = Op::MaxPool { window: Window { kernel: vec![3, 3], ..window }, storage_order: 0 };
         let r = rule(&op, &[Some(fact(&x))], 2).unwrap().unwrap();
-        let want = vec![Dim::Sym("N".into()), Dim::Known(3), Dim::Known(112), Dim::Known(112)];
+        let want = [Dim::Sym("N".into()), Dim::Known(3), Dim::Known(112), Dim::Known(112)];
         assert_eq!(r[0].shape.as_deref(), Some(&want[..]));
         assert_eq!(r[1].dtype, Some(DType::I64));
     }
