@@ -13,11 +13,14 @@ use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"ALBCKPT1";
 
+/// A parameter's name, values and the optimizer's two moment buffers.
+pub type ParamState = (String, Vec<f32>, Vec<f32>, Vec<f32>);
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     pub step: u64,
     pub opt_t: u64,
-    pub params: Vec<(String, Vec<f32>, Vec<f32>, Vec<f32>)>,
+    pub params: Vec<ParamState>,
 }
 
 impl Checkpoint {

@@ -15,6 +15,7 @@ const MAX_FOLDED: usize = 1 << 20;
 
 pub fn fold_constants(g: &mut Graph) -> Result<()> {
     let mut dead = vec![false; g.nodes.len()];
+    #[allow(clippy::needless_range_loop)] // `g` is borrowed mutably inside
     for n in 0..g.nodes.len() {
         let node = &g.nodes[n];
         if let Some(t) = shape_constant(g, n) {

@@ -61,6 +61,7 @@ fn dgemm(m: usize, k: usize, n: usize, a: &[f64], sa: (isize, isize), b: &[f64],
 }
 
 /// ONNX Gemm: `alpha * A' B' + beta * C` with A' = A or A^T (M x K), B' (K x N), C broadcast.
+#[allow(clippy::too_many_arguments)] // ONNX Gemm's own attribute set
 pub fn gemm(
     a: &Tensor,
     b: &Tensor,
