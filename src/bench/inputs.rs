@@ -214,6 +214,11 @@ pub fn random_tensor(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
         DType::I32 => Tensor::from_vec(s, (0..n).map(|_| (r.next() % 4) as i32).collect::<Vec<_>>()),
         DType::I8 => Tensor::from_vec(s, (0..n).map(|_| r.next() as i8).collect::<Vec<_>>()),
         DType::U8 => Tensor::from_vec(s, (0..n).map(|_| r.next() as u8).collect::<Vec<_>>()),
+        DType::BF16 => Tensor::from_vec(s, (0..n).map(|_| half::bf16::from_f64(r.unit())).collect::<Vec<_>>()),
+        DType::I16 => Tensor::from_vec(s, (0..n).map(|_| (r.next() % 4) as i16).collect::<Vec<_>>()),
+        DType::U16 => Tensor::from_vec(s, (0..n).map(|_| (r.next() % 4) as u16).collect::<Vec<_>>()),
+        DType::U32 => Tensor::from_vec(s, (0..n).map(|_| (r.next() % 4) as u32).collect::<Vec<_>>()),
+        DType::U64 => Tensor::from_vec(s, (0..n).map(|_| r.next() % 4).collect::<Vec<_>>()),
         DType::Bool => Tensor::from_vec(s, (0..n).map(|_| r.next() & 1 == 1).collect::<Vec<_>>()),
     };
     t.expect("length matches shape")

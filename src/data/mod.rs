@@ -372,6 +372,11 @@ pub fn tensor_le_bytes(t: &Tensor, out: &mut Vec<u8>) {
         Data::I64(v) => put!(v),
         Data::I32(v) => put!(v),
         Data::I8(v) => put!(v),
+        Data::I16(v) => put!(v),
+        Data::U16(v) => put!(v),
+        Data::U32(v) => put!(v),
+        Data::U64(v) => put!(v),
+        Data::BF16(v) => put!(v),
         Data::U8(v) => out.extend_from_slice(v),
         Data::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
     }

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::{onnx_type_name, DType, Data, Tensor};
-use half::f16;
+use half::{bf16, f16};
 use std::path::Path;
 use tract_onnx::pb::TensorProto;
 
@@ -53,7 +53,10 @@ fn typed_len(t: &TensorProto, dtype: DType) -> usize {
         DType::F32 => t.float_data.len(),
         DType::F64 => t.double_data.len(),
         DType::I64 => t.int64_data.len(),
-        _ => t.int32_data.len(),
+        DType::U32 | DType::U64 => t.uint64_data.len(),
+        DType::F16 | DType::BF16 | DType::I32 | DType::I16 | DType::U16 | DType::I8 | DType::U8 | DType::Bool => {
+            t.int32_data.len()
+        }
     }
 }
 
@@ -65,8 +68,13 @@ fn from_typed_fields(t: &TensorProto, dtype: DType) -> Data {
         DType::I32 => Data::I32(t.int32_data.clone()),
         DType::I8 => Data::I8(t.int32_data.iter().map(|&v| v as i8).collect()),
         DType::U8 => Data::U8(t.int32_data.iter().map(|&v| v as u8).collect()),
+        DType::I16 => Data::I16(t.int32_data.iter().map(|&v| v as i16).collect()),
+        DType::U16 => Data::U16(t.int32_data.iter().map(|&v| v as u16).collect()),
+        DType::U32 => Data::U32(t.uint64_data.iter().map(|&v| v as u32).collect()),
+        DType::U64 => Data::U64(t.uint64_data.clone()),
         DType::Bool => Data::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
         DType::F16 => Data::F16(t.int32_data.iter().map(|&v| f16::from_bits(v as u16)).collect()),
+        DType::BF16 => Data::BF16(t.int32_data.iter().map(|&v| bf16::from_bits(v as u16)).collect()),
     }
 }
 
@@ -81,7 +89,12 @@ fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
         DType::F64 => Data::F64(chunks!(f64, 8)),
         DType::I64 => Data::I64(chunks!(i64, 8)),
         DType::I32 => Data::I32(chunks!(i32, 4)),
+        DType::I16 => Data::I16(chunks!(i16, 2)),
+        DType::U16 => Data::U16(chunks!(u16, 2)),
+        DType::U32 => Data::U32(chunks!(u32, 4)),
+        DType::U64 => Data::U64(chunks!(u64, 8)),
         DType::F16 => Data::F16(b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
+        DType::BF16 => Data::BF16(b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
         DType::I8 => Data::I8(b.iter().map(|&v| v as i8).collect()),
         DType::U8 => Data::U8(b.to_vec()),
         DType::Bool => Data::Bool(b.iter().map(|&v| v != 0).collect()),
@@ -139,6 +152,11 @@ fn to_le_bytes(d: &Data) -> Vec<u8> {
         Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         Data::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
         Data::U8(v) => v.clone(),
         Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),

@@ -146,6 +146,11 @@ pub fn from_ort(v: &DynValue) -> Result<Tensor> {
         Some(DType::I32) => copy::<i32>(v),
         Some(DType::I8) => copy::<i8>(v),
         Some(DType::U8) => copy::<u8>(v),
+        Some(DType::I16) => copy::<i16>(v),
+        Some(DType::U16) => copy::<u16>(v),
+        Some(DType::U32) => copy::<u32>(v),
+        Some(DType::U64) => copy::<u64>(v),
+        Some(DType::BF16) => copy::<half::bf16>(v),
         Some(DType::Bool) => copy::<bool>(v),
         None => Err(unavailable(&format!("output type {ty:?} has no Alembic equivalent"))),
     }
@@ -160,6 +165,11 @@ fn dtype_of(ty: TensorElementType) -> Option<DType> {
         TensorElementType::Int32 => DType::I32,
         TensorElementType::Int8 => DType::I8,
         TensorElementType::Uint8 => DType::U8,
+        TensorElementType::Int16 => DType::I16,
+        TensorElementType::Uint16 => DType::U16,
+        TensorElementType::Uint32 => DType::U32,
+        TensorElementType::Uint64 => DType::U64,
+        TensorElementType::Bfloat16 => DType::BF16,
         TensorElementType::Bool => DType::Bool,
         _ => return None,
     })

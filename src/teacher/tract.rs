@@ -9,7 +9,7 @@
 
 use super::{order_inputs, panic_message, Engine};
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Data, Tensor};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -126,7 +126,7 @@ impl TractEngine {
                     model.node_mut(outlets[i].node).op = Box::new(konst);
                     model.set_outlet_fact(outlets[i], InferenceFact::from((*value).clone())).map_err(err)?;
                 } else {
-                    let fact = InferenceFact::dt_shape(datum_type(t.dtype()), t.shape().iter().copied());
+                    let fact = InferenceFact::dt_shape(datum_type(t.dtype())?, t.shape().iter().copied());
                     model.set_input_fact(i, fact).map_err(err)?;
                     fed.push(i);
                 }
@@ -178,8 +178,9 @@ fn one_line(m: &str) -> String {
     m.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn datum_type(dt: DType) -> DatumType {
-    match dt {
+/// tract has no bfloat16; models fed one are not runnable on it.
+fn datum_type(dt: DType) -> std::result::Result<DatumType, String> {
+    Ok(match dt {
         DType::F32 => DatumType::F32,
         DType::F16 => DatumType::F16,
         DType::F64 => DatumType::F64,
@@ -187,14 +188,36 @@ fn datum_type(dt: DType) -> DatumType {
         DType::I32 => DatumType::I32,
         DType::I8 => DatumType::I8,
         DType::U8 => DatumType::U8,
+        DType::I16 => DatumType::I16,
+        DType::U16 => DatumType::U16,
+        DType::U32 => DatumType::U32,
+        DType::U64 => DatumType::U64,
         DType::Bool => DatumType::Bool,
-    }
+        DType::BF16 => return Err("tract has no bfloat16 tensors".into()),
+    })
 }
 
 /// Copies an Alembic tensor into a tract tensor.
 pub fn to_tract(t: &Tensor) -> Result<TractTensor> {
     let shape = t.shape();
-    let r = crate::dispatch_data!(t.data(), v => TractTensor::from_shape(shape, v));
+    if let Data::BF16(_) = t.data() {
+        return Err(unavailable("tract has no bfloat16 tensors"));
+    }
+    let r = match t.data() {
+        Data::F32(v) => TractTensor::from_shape(shape, v),
+        Data::F16(v) => TractTensor::from_shape(shape, v),
+        Data::F64(v) => TractTensor::from_shape(shape, v),
+        Data::I64(v) => TractTensor::from_shape(shape, v),
+        Data::I32(v) => TractTensor::from_shape(shape, v),
+        Data::I16(v) => TractTensor::from_shape(shape, v),
+        Data::I8(v) => TractTensor::from_shape(shape, v),
+        Data::U64(v) => TractTensor::from_shape(shape, v),
+        Data::U32(v) => TractTensor::from_shape(shape, v),
+        Data::U16(v) => TractTensor::from_shape(shape, v),
+        Data::U8(v) => TractTensor::from_shape(shape, v),
+        Data::Bool(v) => TractTensor::from_shape(shape, v),
+        Data::BF16(_) => unreachable!("rejected above"),
+    };
     r.map_err(|e| unavailable(&format!("cannot build a tensor of shape {shape:?}: {e}")))
 }
 
@@ -213,6 +236,10 @@ pub fn from_tract(t: &TractTensor) -> Result<Tensor> {
         DatumType::I32 => copy::<i32>(t),
         DatumType::I8 => copy::<i8>(t),
         DatumType::U8 => copy::<u8>(t),
+        DatumType::I16 => copy::<i16>(t),
+        DatumType::U16 => copy::<u16>(t),
+        DatumType::U32 => copy::<u32>(t),
+        DatumType::U64 => copy::<u64>(t),
         DatumType::Bool => copy::<bool>(t),
         DatumType::TDim => {
             let c = t.cast_to::<i64>().map_err(|e| unavailable(&format!("{e}")))?;

@@ -12,6 +12,11 @@ pub enum DType {
     I32,
     I8,
     U8,
+    I16,
+    U16,
+    U32,
+    U64,
+    BF16,
     Bool,
 }
 
@@ -22,11 +27,16 @@ impl DType {
             1 => DType::F32,
             2 => DType::U8,
             3 => DType::I8,
+            4 => DType::U16,
+            5 => DType::I16,
             6 => DType::I32,
             7 => DType::I64,
             9 => DType::Bool,
             10 => DType::F16,
             11 => DType::F64,
+            12 => DType::U32,
+            13 => DType::U64,
+            16 => DType::BF16,
             _ => return None,
         })
     }
@@ -37,26 +47,31 @@ impl DType {
             DType::F32 => 1,
             DType::U8 => 2,
             DType::I8 => 3,
+            DType::U16 => 4,
+            DType::I16 => 5,
             DType::I32 => 6,
             DType::I64 => 7,
             DType::Bool => 9,
             DType::F16 => 10,
             DType::F64 => 11,
+            DType::U32 => 12,
+            DType::U64 => 13,
+            DType::BF16 => 16,
         }
     }
 
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
-            DType::F64 | DType::I64 => 8,
-            DType::F32 | DType::I32 => 4,
-            DType::F16 => 2,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
         }
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::F64)
+        matches!(self, DType::F32 | DType::F16 | DType::F64 | DType::BF16)
     }
 }
 
@@ -70,6 +85,11 @@ impl fmt::Display for DType {
             DType::I32 => "i32",
             DType::I8 => "i8",
             DType::U8 => "u8",
+            DType::I16 => "i16",
+            DType::U16 => "u16",
+            DType::U32 => "u32",
+            DType::U64 => "u64",
+            DType::BF16 => "bf16",
             DType::Bool => "bool",
         };
         f.write_str(s)

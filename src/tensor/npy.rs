@@ -27,6 +27,9 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     attempt!(i32);
     attempt!(i8);
     attempt!(u8);
+    attempt!(i16);
+    attempt!(u32);
+    attempt!(u64);
     attempt!(bool);
     match ArrayD::<u16>::read_npy(bytes.as_slice()) {
         // numpy float16 and uint16 share a width; ndarray-npy knows only uint16, so a float16
@@ -34,7 +37,7 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
         Err(ReadNpyError::WrongDescriptor(d)) if format!("{d:?}").contains("f2") => {
             read_f16(&bytes).ok_or_else(|| err("malformed float16 .npy".into()))
         }
-        Ok(_) => Err(err("uint16 arrays are not supported".into())),
+        Ok(a) => Ok(Tensor::from_array(a)),
         Err(e) => Err(err(format!("unsupported element type ({e})"))),
     }
 }
@@ -76,8 +79,17 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
         Data::I32(v) => put!(v),
         Data::I8(v) => put!(v),
         Data::U8(v) => put!(v),
+        Data::I16(v) => put!(v),
+        Data::U16(v) => put!(v),
+        Data::U32(v) => put!(v),
+        Data::U64(v) => put!(v),
         Data::Bool(v) => put!(v),
         Data::F16(v) => {
+            let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+            put!(f)
+        }
+        // numpy has no bfloat16: written widened to float32, as float16 is.
+        Data::BF16(v) => {
             let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
             put!(f)
         }

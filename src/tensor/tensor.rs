@@ -5,7 +5,7 @@
 
 use super::dtype::DType;
 use super::shape::numel;
-use half::f16;
+use half::{bf16, f16};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 /// Typed storage of a tensor.
@@ -18,6 +18,11 @@ pub enum Data {
     I32(Vec<i32>),
     I8(Vec<i8>),
     U8(Vec<u8>),
+    I16(Vec<i16>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    BF16(Vec<bf16>),
     Bool(Vec<bool>),
 }
 
@@ -65,6 +70,11 @@ element!(i64, I64);
 element!(i32, I32);
 element!(i8, I8);
 element!(u8, U8);
+element!(i16, I16);
+element!(u16, U16);
+element!(u32, U32);
+element!(u64, U64);
+element!(bf16, BF16);
 element!(bool, Bool);
 
 /// Applies `$body` with `$v` bound to the typed Vec of whatever variant `$data` is.
@@ -79,6 +89,11 @@ macro_rules! dispatch_data {
             $crate::tensor::Data::I32($v) => $body,
             $crate::tensor::Data::I8($v) => $body,
             $crate::tensor::Data::U8($v) => $body,
+            $crate::tensor::Data::I16($v) => $body,
+            $crate::tensor::Data::U16($v) => $body,
+            $crate::tensor::Data::U32($v) => $body,
+            $crate::tensor::Data::U64($v) => $body,
+            $crate::tensor::Data::BF16($v) => $body,
             $crate::tensor::Data::Bool($v) => $body,
         }
     };
@@ -94,6 +109,11 @@ impl Data {
             Data::I32(_) => DType::I32,
             Data::I8(_) => DType::I8,
             Data::U8(_) => DType::U8,
+            Data::I16(_) => DType::I16,
+            Data::U16(_) => DType::U16,
+            Data::U32(_) => DType::U32,
+            Data::U64(_) => DType::U64,
+            Data::BF16(_) => DType::BF16,
             Data::Bool(_) => DType::Bool,
         }
     }
@@ -116,6 +136,11 @@ impl Data {
             DType::I32 => Data::I32(Vec::new()),
             DType::I8 => Data::I8(Vec::new()),
             DType::U8 => Data::U8(Vec::new()),
+            DType::I16 => Data::I16(Vec::new()),
+            DType::U16 => Data::U16(Vec::new()),
+            DType::U32 => Data::U32(Vec::new()),
+            DType::U64 => Data::U64(Vec::new()),
+            DType::BF16 => Data::BF16(Vec::new()),
             DType::Bool => Data::Bool(Vec::new()),
         }
     }
@@ -152,6 +177,11 @@ impl Tensor {
             DType::I32 => Data::I32(vec![0; n]),
             DType::I8 => Data::I8(vec![0; n]),
             DType::U8 => Data::U8(vec![0; n]),
+            DType::I16 => Data::I16(vec![0; n]),
+            DType::U16 => Data::U16(vec![0; n]),
+            DType::U32 => Data::U32(vec![0; n]),
+            DType::U64 => Data::U64(vec![0; n]),
+            DType::BF16 => Data::BF16(vec![bf16::ZERO; n]),
             DType::Bool => Data::Bool(vec![false; n]),
         };
         Tensor { shape: shape.to_vec(), data }
@@ -265,6 +295,11 @@ impl Tensor {
             Data::I32(s) => copy!(i32, s),
             Data::I8(s) => copy!(i8, s),
             Data::U8(s) => copy!(u8, s),
+            Data::I16(s) => copy!(i16, s),
+            Data::U16(s) => copy!(u16, s),
+            Data::U32(s) => copy!(u32, s),
+            Data::U64(s) => copy!(u64, s),
+            Data::BF16(s) => copy!(bf16, s),
             Data::Bool(s) => copy!(bool, s),
         }
     }
@@ -276,7 +311,11 @@ impl Tensor {
             Data::I32(v) => v.iter().map(|&x| x as i64).collect(),
             Data::I8(v) => v.iter().map(|&x| x as i64).collect(),
             Data::U8(v) => v.iter().map(|&x| x as i64).collect(),
-            _ => return None,
+            Data::I16(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::U16(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::U32(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::U64(v) => v.iter().map(|&x| i64::try_from(x).ok()).collect::<Option<_>>()?,
+            Data::F32(_) | Data::F16(_) | Data::F64(_) | Data::BF16(_) | Data::Bool(_) => return None,
         })
     }
 
@@ -290,6 +329,11 @@ impl Tensor {
             Data::I32(v) => v.iter().map(|&x| x as f64).collect(),
             Data::I8(v) => v.iter().map(|&x| x as f64).collect(),
             Data::U8(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I16(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U16(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U32(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U64(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::BF16(v) => v.iter().map(|&x| x.to_f64()).collect(),
             Data::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
         }
     }

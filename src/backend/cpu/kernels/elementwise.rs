@@ -4,7 +4,7 @@ use super::broadcast::{binary as bcast, broadcast_all, broadcast_strides, for_ea
 use super::KResult;
 use crate::ir::{Binary, Unary};
 use crate::tensor::{DType, Data, Tensor};
-use half::f16;
+use half::{bf16, f16};
 
 /// Scalar form of each unary function, shared with the fused epilogues of GEMM/conv.
 #[inline]
@@ -121,6 +121,12 @@ pub fn unary(u: &Unary, x: &Tensor, out: &mut Tensor) -> KResult {
                 *o = f16::from_f32(unary_f32(u, x.to_f32()));
             }
         }
+        (_, Data::BF16(v)) => {
+            let o = out.reuse::<bf16>(x.shape());
+            for (o, &x) in o.iter_mut().zip(v) {
+                *o = bf16::from_f32(unary_f32(u, x.to_f32()));
+            }
+        }
         (Unary::Not, Data::Bool(v)) => {
             let o = out.reuse::<bool>(x.shape());
             for (o, &x) in o.iter_mut().zip(v) {
@@ -169,19 +175,27 @@ fn int_unary(u: &Unary, x: &Tensor, out: &mut Tensor) -> KResult {
             }
         }};
     }
+    // Unsigned: Neg and Abs of an unsigned value are not ONNX ops on these types; Relu is identity.
+    macro_rules! go_unsigned {
+        ($t:ty, $v:expr) => {{
+            let o = out.reuse::<$t>(x.shape());
+            for (o, &x) in o.iter_mut().zip($v) {
+                *o = match *u {
+                    Unary::Clip { min, max } => (x as f64).clamp(min as f64, max as f64) as $t,
+                    _ => x,
+                };
+            }
+        }};
+    }
     match x.data() {
         Data::I64(v) => go!(i64, v),
         Data::I32(v) => go!(i32, v),
         Data::I8(v) => go!(i8, v),
-        Data::U8(v) => {
-            let o = out.reuse::<u8>(x.shape());
-            for (o, &x) in o.iter_mut().zip(v) {
-                *o = match *u {
-                    Unary::Clip { min, max } => (x as f32).clamp(min, max) as u8,
-                    _ => x,
-                };
-            }
-        }
+        Data::I16(v) => go!(i16, v),
+        Data::U8(v) => go_unsigned!(u8, v),
+        Data::U16(v) => go_unsigned!(u16, v),
+        Data::U32(v) => go_unsigned!(u32, v),
+        Data::U64(v) => go_unsigned!(u64, v),
         _ => return Err(format!("{u:?} does not take {} input", x.dtype())),
     }
     Ok(())
@@ -263,6 +277,16 @@ pub fn binary(op: Binary, a: &Tensor, b: &Tensor, out: &mut Tensor) -> KResult {
         (Data::I32(x), Data::I32(y)) => go!(i32, x, y, int),
         (Data::I8(x), Data::I8(y)) => go!(i8, x, y, int),
         (Data::U8(x), Data::U8(y)) => go!(u8, x, y, int),
+        (Data::I16(x), Data::I16(y)) => go!(i16, x, y, int),
+        (Data::U16(x), Data::U16(y)) => go!(u16, x, y, int),
+        (Data::U32(x), Data::U32(y)) => go!(u32, x, y, int),
+        (Data::U64(x), Data::U64(y)) => go!(u64, x, y, int),
+        (Data::BF16(x), Data::BF16(y)) => {
+            let o = out.reuse::<bf16>(&osh);
+            bcast(x, a.shape(), y, b.shape(), o, &osh, |x: bf16, y: bf16| {
+                bf16::from_f32(arith!(op, x.to_f32(), y.to_f32(), float))
+            });
+        }
         (Data::F16(x), Data::F16(y)) => {
             let o = out.reuse::<f16>(&osh);
             bcast(x, a.shape(), y, b.shape(), o, &osh, |x: f16, y: f16| {
@@ -301,6 +325,11 @@ fn predicate(op: Binary, a: &Tensor, b: &Tensor, osh: &[usize], out: &mut Tensor
         (_, Data::I32(x), Data::I32(y)) => cmp!(x, y),
         (_, Data::I8(x), Data::I8(y)) => cmp!(x, y),
         (_, Data::U8(x), Data::U8(y)) => cmp!(x, y),
+        (_, Data::I16(x), Data::I16(y)) => cmp!(x, y),
+        (_, Data::U16(x), Data::U16(y)) => cmp!(x, y),
+        (_, Data::U32(x), Data::U32(y)) => cmp!(x, y),
+        (_, Data::U64(x), Data::U64(y)) => cmp!(x, y),
+        (_, Data::BF16(x), Data::BF16(y)) => cmp!(x, y),
         (_, Data::Bool(x), Data::Bool(y)) => cmp!(x, y),
         _ => unreachable!("types checked equal"),
     }
@@ -359,6 +388,11 @@ pub fn where_(cond: &Tensor, x: &Tensor, y: &Tensor, out: &mut Tensor) -> KResul
         (Data::I32(a), Data::I32(b)) => go!(i32, a, b),
         (Data::I8(a), Data::I8(b)) => go!(i8, a, b),
         (Data::U8(a), Data::U8(b)) => go!(u8, a, b),
+        (Data::I16(a), Data::I16(b)) => go!(i16, a, b),
+        (Data::U16(a), Data::U16(b)) => go!(u16, a, b),
+        (Data::U32(a), Data::U32(b)) => go!(u32, a, b),
+        (Data::U64(a), Data::U64(b)) => go!(u64, a, b),
+        (Data::BF16(a), Data::BF16(b)) => go!(bf16, a, b),
         (Data::Bool(a), Data::Bool(b)) => go!(bool, a, b),
         _ => unreachable!("types checked equal"),
     }
@@ -388,37 +422,77 @@ pub fn clip_dynamic(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>, out:
     }
 }
 
-/// ONNX Cast between supported types (float->int truncates toward zero, as C does).
+/// ONNX Cast between supported types (float->int truncates toward zero, as C does; int->int
+/// wraps, as C does; integers go through i128 so 64-bit values stay exact).
 pub fn cast(x: &Tensor, to: DType, out: &mut Tensor) -> KResult {
-    macro_rules! from_f64 {
-        ($vals:expr) => {{
-            let v = $vals;
-            match to {
-                DType::F32 => out.reuse::<f32>(x.shape()).iter_mut().zip(v).for_each(|(o, x)| *o = x as f32),
-                DType::F64 => out.reuse::<f64>(x.shape()).iter_mut().zip(v).for_each(|(o, x)| *o = x),
-                DType::F16 => out.reuse::<f16>(x.shape()).iter_mut().zip(v).for_each(|(o, x)| *o = f16::from_f64(x)),
-                DType::I64 => out.reuse::<i64>(x.shape()).iter_mut().zip(v).for_each(|(o, x)| *o = x as i64),
-                DType::I32 => out.reuse::<i32>(x.shape()).iter_mut().zip(v).for_each(|(o, x)| *o = x as i32),
-                DType::I8 => out.reuse::<i8>(x.shape()).iter_mut().zip(v).for_each(|(o, x)| *o = x as i64 as i8),
-                DType::U8 => out.reuse::<u8>(x.shape()).iter_mut().zip(v).for_each(|(o, x)| *o = x as i64 as u8),
-                DType::Bool => out.reuse::<bool>(x.shape()).iter_mut().zip(v).for_each(|(o, x)| *o = x != 0.0),
-            }
-        }};
-    }
     if x.dtype() == to {
         out.assign(x);
         return Ok(());
     }
+    let sh = x.shape();
     match x.data() {
-        // i64 -> f32/f64 and i64 -> narrower ints go direct, so large values keep exactness.
-        Data::I64(v) if !to.is_float() && to != DType::Bool => match to {
-            DType::I32 => out.reuse::<i32>(x.shape()).iter_mut().zip(v).for_each(|(o, &x)| *o = x as i32),
-            DType::I8 => out.reuse::<i8>(x.shape()).iter_mut().zip(v).for_each(|(o, &x)| *o = x as i8),
-            DType::U8 => out.reuse::<u8>(x.shape()).iter_mut().zip(v).for_each(|(o, &x)| *o = x as u8),
-            _ => unreachable!(),
-        },
-        Data::F32(v) => from_f64!(v.iter().map(|&x| x as f64)),
-        _ => from_f64!(x.to_f64_vec().into_iter()),
+        Data::F32(v) => store_f64(v.iter().map(|&x| x as f64), to, sh, out),
+        Data::F64(v) => store_f64(v.iter().copied(), to, sh, out),
+        Data::F16(v) => store_f64(v.iter().map(|x| x.to_f64()), to, sh, out),
+        Data::BF16(v) => store_f64(v.iter().map(|x| x.to_f64()), to, sh, out),
+        Data::I64(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
+        Data::I32(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
+        Data::I16(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
+        Data::I8(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
+        Data::U64(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
+        Data::U32(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
+        Data::U16(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
+        Data::U8(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
+        Data::Bool(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
     }
     Ok(())
+}
+
+/// Writes float values as `to`: integers truncate toward zero (saturating at i128, NaN -> 0)
+/// and then wrap.
+fn store_f64(v: impl Iterator<Item = f64>, to: DType, sh: &[usize], out: &mut Tensor) {
+    macro_rules! put {
+        ($t:ty, $f:expr) => {
+            out.reuse::<$t>(sh).iter_mut().zip(v).for_each(|(o, x)| *o = $f(x))
+        };
+    }
+    match to {
+        DType::F32 => put!(f32, |x: f64| x as f32),
+        DType::F64 => put!(f64, |x: f64| x),
+        DType::F16 => put!(f16, f16::from_f64),
+        DType::BF16 => put!(bf16, bf16::from_f64),
+        DType::I64 => put!(i64, |x: f64| x as i128 as i64),
+        DType::I32 => put!(i32, |x: f64| x as i128 as i32),
+        DType::I16 => put!(i16, |x: f64| x as i128 as i16),
+        DType::I8 => put!(i8, |x: f64| x as i128 as i8),
+        DType::U64 => put!(u64, |x: f64| x as i128 as u64),
+        DType::U32 => put!(u32, |x: f64| x as i128 as u32),
+        DType::U16 => put!(u16, |x: f64| x as i128 as u16),
+        DType::U8 => put!(u8, |x: f64| x as i128 as u8),
+        DType::Bool => put!(bool, |x: f64| x != 0.0),
+    }
+}
+
+/// Writes integer values as `to`, wrapping into narrower integers.
+fn store_int(v: impl Iterator<Item = i128>, to: DType, sh: &[usize], out: &mut Tensor) {
+    macro_rules! put {
+        ($t:ty, $f:expr) => {
+            out.reuse::<$t>(sh).iter_mut().zip(v).for_each(|(o, x)| *o = $f(x))
+        };
+    }
+    match to {
+        DType::F32 => put!(f32, |x: i128| x as f32),
+        DType::F64 => put!(f64, |x: i128| x as f64),
+        DType::F16 => put!(f16, |x: i128| f16::from_f64(x as f64)),
+        DType::BF16 => put!(bf16, |x: i128| bf16::from_f64(x as f64)),
+        DType::I64 => put!(i64, |x: i128| x as i64),
+        DType::I32 => put!(i32, |x: i128| x as i32),
+        DType::I16 => put!(i16, |x: i128| x as i16),
+        DType::I8 => put!(i8, |x: i128| x as i8),
+        DType::U64 => put!(u64, |x: i128| x as u64),
+        DType::U32 => put!(u32, |x: i128| x as u32),
+        DType::U16 => put!(u16, |x: i128| x as u16),
+        DType::U8 => put!(u8, |x: i128| x as u8),
+        DType::Bool => put!(bool, |x: i128| x != 0),
+    }
 }

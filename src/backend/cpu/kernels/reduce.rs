@@ -8,7 +8,7 @@ use super::shape_ops::{axis, ints};
 use super::{opt, req, KResult};
 use crate::ir::{Op, ReduceKind};
 use crate::tensor::{numel, strides, Data, Element, Tensor};
-use half::f16;
+use half::{bf16, f16};
 
 /// Element types as f64 and back (saturating `as` casts for the integers).
 trait Num: Element {
@@ -28,7 +28,16 @@ macro_rules! num {
         }
     )*};
 }
-num!(f32, f64, i64, i32, i8, u8);
+num!(f32, f64, i64, i32, i16, i8, u64, u32, u16, u8);
+
+impl Num for bf16 {
+    fn to_f64(self) -> f64 {
+        bf16::to_f64(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        bf16::from_f64(v)
+    }
+}
 
 impl Num for f16 {
     fn to_f64(self) -> f64 {
@@ -59,6 +68,11 @@ macro_rules! with_num {
             Data::I32($v) => $body,
             Data::I8($v) => $body,
             Data::U8($v) => $body,
+            Data::I16($v) => $body,
+            Data::U16($v) => $body,
+            Data::U32($v) => $body,
+            Data::U64($v) => $body,
+            Data::BF16($v) => $body,
             Data::Bool($v) => $body,
         }
     };

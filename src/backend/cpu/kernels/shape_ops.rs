@@ -49,6 +49,31 @@ macro_rules! typed {
                 type $T = u8;
                 $body
             }
+            $crate::tensor::Data::I16($v) => {
+                #[allow(dead_code)]
+                type $T = i16;
+                $body
+            }
+            $crate::tensor::Data::U16($v) => {
+                #[allow(dead_code)]
+                type $T = u16;
+                $body
+            }
+            $crate::tensor::Data::U32($v) => {
+                #[allow(dead_code)]
+                type $T = u32;
+                $body
+            }
+            $crate::tensor::Data::U64($v) => {
+                #[allow(dead_code)]
+                type $T = u64;
+                $body
+            }
+            $crate::tensor::Data::BF16($v) => {
+                #[allow(dead_code)]
+                type $T = half::bf16;
+                $body
+            }
             $crate::tensor::Data::Bool($v) => {
                 #[allow(dead_code)]
                 type $T = bool;
@@ -464,6 +489,10 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor, out: &mut Tensor) -> KR
         DType::I32 => int_range!(i32),
         DType::I8 => int_range!(i8),
         DType::U8 => int_range!(u8),
+        DType::I16 => int_range!(i16),
+        DType::U16 => int_range!(u16),
+        DType::U32 => int_range!(u32),
+        DType::U64 => int_range!(u64),
         DType::Bool => return Err("Range does not take bool".into()),
         dt => {
             let (s, l, d) = (start.to_f64_vec()[0], limit.to_f64_vec()[0], delta.to_f64_vec()[0]);
@@ -486,6 +515,11 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor, out: &mut Tensor) -> KR
                 DType::F16 => {
                     for (i, o) in out.reuse::<f16>(&[n]).iter_mut().enumerate() {
                         *o = f16::from_f64(s + i as f64 * d);
+                    }
+                }
+                DType::BF16 => {
+                    for (i, o) in out.reuse::<half::bf16>(&[n]).iter_mut().enumerate() {
+                        *o = half::bf16::from_f64(s + i as f64 * d);
                     }
                 }
                 _ => {
