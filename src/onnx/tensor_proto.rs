@@ -175,3 +175,40 @@ pub fn read_pb_file(path: &Path) -> Result<(String, Tensor)> {
         .map_err(|e| Error::TensorFile { path: path.to_path_buf(), message: e.to_string() })?;
     Ok((t.name.clone(), tensor))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_integer_and_bf16_types_round_trip_and_read_typed_fields() {
+        let ts = [
+            Tensor::from_vec(vec![2], vec![-3i16, i16::MAX]).unwrap(),
+            Tensor::from_vec(vec![2], vec![7u16, u16::MAX]).unwrap(),
+            Tensor::from_vec(vec![2], vec![7u32, u32::MAX]).unwrap(),
+            Tensor::from_vec(vec![2], vec![7u64, u64::MAX]).unwrap(),
+            Tensor::from_vec(vec![2], vec![bf16::from_f32(-1.5), bf16::MAX]).unwrap(),
+        ];
+        for t in ts {
+            assert_eq!(decode(&encode(&t, "x"), None, "x").unwrap(), t);
+        }
+        // Typed fields: 16-bit values and bf16 bits in int32_data, uint32/uint64 in uint64_data.
+        let typed = |data_type: i32, int32_data: Vec<i32>, uint64_data: Vec<u64>| TensorProto {
+            dims: vec![2],
+            data_type,
+            int32_data,
+            uint64_data,
+            ..Default::default()
+        };
+        let u64s = decode(&typed(13, vec![], vec![1, u64::MAX]), None, "x").unwrap();
+        assert_eq!(u64s.as_slice::<u64>().unwrap(), &[1, u64::MAX]);
+        let u32s = decode(&typed(12, vec![], vec![1, 4_000_000_000]), None, "x").unwrap();
+        assert_eq!(u32s.as_slice::<u32>().unwrap(), &[1, 4_000_000_000]);
+        let i16s = decode(&typed(5, vec![-2, 300], vec![]), None, "x").unwrap();
+        assert_eq!(i16s.as_slice::<i16>().unwrap(), &[-2, 300]);
+        let u16s = decode(&typed(4, vec![65535, 1], vec![]), None, "x").unwrap();
+        assert_eq!(u16s.as_slice::<u16>().unwrap(), &[65535, 1]);
+        let bf = decode(&typed(16, vec![0x3f80, 0xc000], vec![]), None, "x").unwrap();
+        assert_eq!(bf.as_slice::<bf16>().unwrap(), &[bf16::ONE, bf16::from_f32(-2.0)]);
+    }
+}

@@ -496,3 +496,45 @@ fn store_int(v: impl Iterator<Item = i128>, to: DType, sh: &[usize], out: &mut T
         DType::Bool => put!(bool, |x: i128| x != 0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v<T: crate::tensor::Element>(x: Vec<T>) -> Tensor {
+        Tensor::from_vec(vec![x.len()], x).unwrap()
+    }
+
+    #[test]
+    fn unsigned_arithmetic_wraps_and_divides_truncating() {
+        let mut out = Tensor::placeholder();
+        binary(Binary::Add, &v(vec![u16::MAX, 3]), &v(vec![1u16, 4]), &mut out).unwrap();
+        assert_eq!(out.as_slice::<u16>().unwrap(), &[0, 7]);
+        binary(Binary::Sub, &v(vec![0u32, 9]), &v(vec![1u32, 4]), &mut out).unwrap();
+        assert_eq!(out.as_slice::<u32>().unwrap(), &[u32::MAX, 5]);
+        binary(Binary::Div, &v(vec![7u64, u64::MAX]), &v(vec![2u64, 1]), &mut out).unwrap();
+        assert_eq!(out.as_slice::<u64>().unwrap(), &[3, u64::MAX]);
+        binary(Binary::Div, &v(vec![-7i16, 7]), &v(vec![2i16, -2]), &mut out).unwrap();
+        assert_eq!(out.as_slice::<i16>().unwrap(), &[-3, -3]);
+        binary(Binary::Less, &v(vec![1u64 << 63, 2]), &v(vec![(1u64 << 63) + 1, 1]), &mut out).unwrap();
+        assert_eq!(out.as_slice::<bool>().unwrap(), &[true, false]);
+    }
+
+    #[test]
+    fn cast_keeps_64_bit_integers_exact_and_wraps_narrowing() {
+        let mut out = Tensor::placeholder();
+        cast(&v(vec![u64::MAX, 1 << 60]), DType::I64, &mut out).unwrap();
+        assert_eq!(out.as_slice::<i64>().unwrap(), &[-1, 1 << 60]);
+        cast(&v(vec![-1i64, i64::MAX]), DType::U64, &mut out).unwrap();
+        assert_eq!(out.as_slice::<u64>().unwrap(), &[u64::MAX, i64::MAX as u64]);
+        cast(&v(vec![70000i32, -1]), DType::U16, &mut out).unwrap();
+        assert_eq!(out.as_slice::<u16>().unwrap(), &[70000u32 as u16, u16::MAX]);
+        cast(&v(vec![-2.7f32, 3.9]), DType::I16, &mut out).unwrap();
+        assert_eq!(out.as_slice::<i16>().unwrap(), &[-2, 3]);
+        cast(&v(vec![1.0f32, 3.140625]), DType::BF16, &mut out).unwrap();
+        assert_eq!(out.as_slice::<bf16>().unwrap(), &[bf16::ONE, bf16::from_f32(3.140625)]);
+        let b = out.clone();
+        cast(&b, DType::U32, &mut out).unwrap();
+        assert_eq!(out.as_slice::<u32>().unwrap(), &[1, 3]);
+    }
+}
