@@ -39,7 +39,7 @@ fn targets(cache: Option<&str>, logits: &[f32], n: usize) -> FfiResult<(Vec<Opti
             Ok((tg, t))
         }
         (None, false) => {
-            if logits.len() % n != 0 {
+            if !logits.len().is_multiple_of(n) {
                 return Err(invalid(format!("{} teacher logits do not split into {n} samples", logits.len())));
             }
             let classes = logits.len() / n;
