@@ -205,3 +205,31 @@ pub extern "C" fn alembic_last_error() -> *const c_char {
 pub extern "C" fn alembic_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> String {
+        unsafe { CStr::from_ptr(alembic_last_error()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn panics_become_a_status_and_success_clears_the_message() {
+        let code = guard(|| panic!("boom"));
+        assert_eq!(code, AlembicStatus::Panic as i32);
+        assert!(message().contains("boom"), "{}", message());
+        assert_eq!(guard(|| Ok(())), 0);
+        assert_eq!(message(), "");
+    }
+
+    #[test]
+    fn shapes_must_match_lengths() {
+        assert_eq!(shape_for(&[2, 3], 6, "x").unwrap(), vec![2, 3]);
+        assert!(shape_for(&[2, -3], 6, "x").is_err());
+        assert!(shape_for(&[2, 3], 5, "x").is_err());
+        assert!(shape_for(&[i64::MAX, i64::MAX], 0, "x").is_err());
+        assert!(unsafe { slice::<f32>(std::ptr::null(), 3, "data") }.is_err());
+        assert!(unsafe { slice::<f32>(std::ptr::null(), 0, "data") }.unwrap().is_empty());
+    }
+}
