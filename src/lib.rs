@@ -24,6 +24,8 @@ pub mod data;
 pub mod distill;
 pub mod error;
 pub mod eval;
+#[cfg(feature = "ffi")]
+pub mod ffi;
 pub mod ir;
 pub mod onnx;
 pub mod quant;

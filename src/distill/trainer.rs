@@ -9,6 +9,8 @@ use super::student::Student;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -28,6 +30,9 @@ pub struct TrainConfig {
     pub max_memory: Option<usize>,
     pub checkpoint: Option<PathBuf>,
     pub checkpoint_every: u64,
+    /// Checked before every step: once set, training stops (checkpointing like a time limit)
+    /// and the report says `cancelled`. Embedders set it from a progress callback or a UI thread.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for TrainConfig {
@@ -47,6 +52,7 @@ impl Default for TrainConfig {
             max_memory: None,
             checkpoint: None,
             checkpoint_every: 50,
+            cancel: None,
         }
     }
 }
@@ -77,6 +83,8 @@ pub struct TrainReport {
     /// tape (activations kept for backward) any micro-batch of this run actually held.
     pub peak_bytes: usize,
     pub stopped_by_time: bool,
+    /// Stopped early because `TrainConfig::cancel` was set.
+    pub cancelled: bool,
 }
 
 /// The training data: inputs `[N, ...]`, per-sample soft targets and optional hard labels.
@@ -157,10 +165,15 @@ pub fn train(
     let t0 = Instant::now();
     let mut last_loss = f32::NAN;
     let mut stopped_by_time = false;
+    let mut cancelled = false;
     let mut order_cache: Option<(u64, Vec<usize>)> = None;
     while step < cfg.steps {
         if cfg.max_time.is_some_and(|m| t0.elapsed() >= m) {
             stopped_by_time = true;
+            break;
+        }
+        if cfg.cancel.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
+            cancelled = true;
             break;
         }
         let epoch = step / steps_per_epoch;
@@ -206,7 +219,7 @@ pub fn train(
             }
         }
     }
-    if let (Some(path), true) = (&cfg.checkpoint, stopped_by_time) {
+    if let (Some(path), true) = (&cfg.checkpoint, stopped_by_time || cancelled) {
         Checkpoint::capture(student, &opt, step).write(path)?;
     }
     Ok(TrainReport {
@@ -219,6 +232,7 @@ pub fn train(
         state_bytes,
         peak_bytes: fixed_bytes + peak_tape,
         stopped_by_time,
+        cancelled,
     })
 }
 

@@ -6,6 +6,8 @@ mod cli;
 mod common;
 mod conformance;
 mod distill;
+#[cfg(feature = "ffi")]
+mod ffi;
 mod fixtures;
 #[cfg(feature = "wgpu")]
 mod gpu;

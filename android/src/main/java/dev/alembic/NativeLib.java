@@ -1,0 +1,39 @@
+package dev.alembic;
+
+/**
+ * The JNI surface of libalembic_ffi (src/ffi/jni.rs), one method per C ABI entry point. Every
+ * method returns an AlembicStatus code (0 = ok); the message of a failure is {@link #lastError()}
+ * on the same thread. Kept in Java so the host JVM test (tests/jvm) compiles the very same
+ * declarations without a Kotlin compiler. Apps use the Kotlin API in Alembic.kt instead.
+ */
+public final class NativeLib {
+    private NativeLib() {}
+
+    static {
+        System.loadLibrary("alembic_ffi");
+    }
+
+    public static native String version();
+
+    public static native String lastError();
+
+    /** out[0] receives the model handle. */
+    public static native int modelLoad(String path, long[] out);
+
+    public static native void modelFree(long model);
+
+    /** backend: "cpu", "wgpu" or null; out[0] receives the session handle. */
+    public static native int sessionNew(long model, String backend, long[] out);
+
+    public static native void sessionFree(long session);
+
+    /** result[0] receives the output float[], result[1] its long[] shape. */
+    public static native int sessionRun(long session, String inputName, float[] data, long[] shape, Object[] result);
+
+    /**
+     * Refines the student; exactly one of cachePath and teacherLogits is non-null. listener may
+     * be null; stepsDone[0] receives the steps completed.
+     */
+    public static native int distill(String studentPath, float[] inputs, long[] inputShape, String cachePath,
+            float[] teacherLogits, String outPath, long steps, ProgressListener listener, long[] stepsDone);
+}

@@ -1,0 +1,161 @@
+//! Models and sessions over the C ABI: load, prepare on a backend, run with f32 buffers.
+
+use super::{c_str, guard, non_null, opt_c_str, shape_for, slice, AlembicStatus, FfiError, FfiResult};
+use crate::{BackendKind, Model, Session, SessionOptions, Tensor};
+use std::ffi::c_char;
+
+/// An imported model (opaque to C).
+pub struct AlembicModel {
+    pub(crate) model: Model,
+}
+
+/// A model prepared on a backend (opaque to C). `Send + Sync`: one session may be run from many
+/// threads at once.
+pub struct AlembicSession {
+    pub(crate) session: Session,
+}
+
+/// Writes a new handle to `out` (checked non-null first, so nothing leaks).
+///
+/// # Safety
+/// `out` is null or valid for a pointer write.
+unsafe fn put<T>(out: *mut *mut T, make: impl FnOnce() -> FfiResult<T>) -> FfiResult<()> {
+    non_null(out, "out")?;
+    // SAFETY: checked non-null; writable per the caller's contract. Cleared first so a failed
+    // call never leaves a stale handle behind.
+    unsafe { *out = std::ptr::null_mut() };
+    let v = make()?;
+    unsafe { *out = Box::into_raw(Box::new(v)) };
+    Ok(())
+}
+
+/// Loads an ONNX model from `path` into `*out` (free with `alembic_model_free`).
+///
+/// # Safety
+/// `path` is a NUL-terminated string; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn alembic_model_load(path: *const c_char, out: *mut *mut AlembicModel) -> i32 {
+    guard(|| unsafe {
+        put(out, || {
+            let path = c_str(path, "path")?;
+            Ok(AlembicModel { model: Model::load(path)? })
+        })
+    })
+}
+
+/// Frees a model; null is ignored. Sessions made from it stay valid.
+///
+/// # Safety
+/// `model` is null or a live handle from `alembic_model_load`, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn alembic_model_free(model: *mut AlembicModel) {
+    if !model.is_null() {
+        // SAFETY: came from Box::into_raw in alembic_model_load.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(unsafe { Box::from_raw(model) })));
+    }
+}
+
+/// Prepares `model` on `backend` ("cpu", "wgpu"; null means "cpu") into `*out`.
+///
+/// # Safety
+/// `model` is null or a live model handle; `backend` is null or a NUL-terminated string; `out` is
+/// valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn alembic_session_new(
+    model: *const AlembicModel,
+    backend: *const c_char,
+    out: *mut *mut AlembicSession,
+) -> i32 {
+    guard(|| unsafe {
+        put(out, || {
+            let model = &*non_null(model, "model")?;
+            let kind = match opt_c_str(backend, "backend")? {
+                None => BackendKind::Cpu,
+                Some(b) => b.parse().map_err(|m: String| FfiError::new(AlembicStatus::Unavailable, m))?,
+            };
+            Ok(AlembicSession { session: model.model.session(SessionOptions::default().backend(kind))? })
+        })
+    })
+}
+
+/// Frees a session; null is ignored. No run may be in flight on it.
+///
+/// # Safety
+/// `session` is null or a live handle from `alembic_session_new`, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn alembic_session_free(session: *mut AlembicSession) {
+    if !session.is_null() {
+        // SAFETY: came from Box::into_raw in alembic_session_new.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(unsafe { Box::from_raw(session) })));
+    }
+}
+
+/// Runs a single-input model on `data` (`len` floats, shape `shape[0..rank]`) and writes its
+/// first output: the floats into `out[0..out_cap]`, the count to `*out_len`, the dimensions to
+/// `out_shape[0..out_rank_cap]` and the rank to `*out_rank`. `*out_len` and `*out_rank` are
+/// written even on `ALEMBIC_ERR_BUFFER_TOO_SMALL`, so a caller can size its buffers and retry.
+/// Thread-safe: many threads may run one session at once.
+///
+/// # Safety
+/// Every non-null pointer is valid for the length given with it; `input_name` is a
+/// NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn alembic_session_run_f32(
+    session: *const AlembicSession,
+    input_name: *const c_char,
+    data: *const f32,
+    len: usize,
+    shape: *const i64,
+    rank: usize,
+    out: *mut f32,
+    out_cap: usize,
+    out_len: *mut usize,
+    out_shape: *mut i64,
+    out_rank_cap: usize,
+    out_rank: *mut usize,
+) -> i32 {
+    guard(|| unsafe {
+        let session = &(*non_null(session, "session")?).session;
+        let name = c_str(input_name, "input_name")?;
+        let data = slice(data, len, "data")?;
+        let dims = shape_for(slice(shape, rank, "shape")?, len, "input shape")?;
+        non_null(out_len, "out_len")?;
+        non_null(out_rank, "out_rank")?;
+        if out_cap > 0 {
+            non_null(out, "out")?;
+        }
+        if out_rank_cap > 0 {
+            non_null(out_shape, "out_shape")?;
+        }
+        let x = Tensor::from_vec(dims, data.to_vec()).expect("shape checked against len");
+        let outputs = session.run_refs(&[(name, &x)])?;
+        let (oname, y) =
+            outputs.0.first().ok_or_else(|| FfiError::new(AlembicStatus::Model, "the model has no outputs"))?;
+        let ys = y.as_slice::<f32>().ok_or_else(|| {
+            FfiError::new(
+                AlembicStatus::InvalidArgument,
+                format!("output '{oname}' is {}; alembic_session_run_f32 returns f32 outputs only", y.dtype()),
+            )
+        })?;
+        *out_len = ys.len();
+        *out_rank = y.rank();
+        if ys.len() > out_cap || y.rank() > out_rank_cap {
+            return Err(FfiError::new(
+                AlembicStatus::BufferTooSmall,
+                format!(
+                    "output '{oname}' {:?} needs {} floats and rank {}; buffers hold {out_cap} floats, rank {out_rank_cap}",
+                    y.shape(),
+                    ys.len(),
+                    y.rank()
+                ),
+            ));
+        }
+        if !ys.is_empty() {
+            std::ptr::copy_nonoverlapping(ys.as_ptr(), out, ys.len());
+        }
+        for (i, &d) in y.shape().iter().enumerate() {
+            *out_shape.add(i) = d as i64;
+        }
+        Ok(())
+    })
+}
