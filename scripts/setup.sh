@@ -3,7 +3,8 @@
 # everything is already in place.
 #
 #   1. Debian packages the tests need (Vulkan loader + Mesa lavapipe for the
-#      wgpu engine tests), installed only when missing. Needs root or
+#      wgpu engine tests; gcc and a JDK for the C ABI and JNI tests),
+#      installed only when missing. Needs root or
 #      password-less sudo; otherwise a warning is printed and setup goes on.
 #   2. A Python virtual environment at .venv (repo root) with
 #      scripts/requirements-test.txt installed. Re-installed only when the
@@ -30,7 +31,7 @@ warn() { printf 'setup: WARNING: %s\n' "$*" >&2; }
 # ---------------------------------------------------------------------------
 # 1. Debian packages
 # ---------------------------------------------------------------------------
-APT_PACKAGES=(mesa-vulkan-drivers libvulkan1)
+APT_PACKAGES=(mesa-vulkan-drivers libvulkan1 gcc default-jdk-headless)
 
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
