@@ -316,12 +316,14 @@ fn lora(rank: usize) -> Trainable {
     Trainable::Lora { rank, alpha: 2.0 * rank as f32, targets: vec![] }
 }
 
-/// x [3, 5] -> Gemm(alpha 0.7, W, C [4]) -> y [3, 4], W stored [4, 5] with transB or [5, 4].
-fn small_gemm(dir: &std::path::Path, trans_b: bool) -> PathBuf {
+/// One adaptable layer: `gemm` (x [3, 5], alpha 0.7, W [5, 4], C [4]), `gemm_t` (the same with
+/// transB, W [4, 5]), `matmul` (x [3, 5] W [5, 4]) or `conv` (x [2, 3, 5, 5], W [4, 3, 3, 3],
+/// bias [4]); returns the model and the shapes of x and y.
+fn small_layer(dir: &std::path::Path, kind: &str) -> (PathBuf, Vec<usize>, Vec<usize>) {
     use alembic::onnx::tensor_proto::encode;
     use prost::Message;
     use tract_onnx::pb;
-    let vi = |name: &str, dims: &[i64]| pb::ValueInfoProto {
+    let vi = |name: &str, dims: &[usize]| pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
@@ -330,7 +332,7 @@ fn small_gemm(dir: &std::path::Path, trans_b: bool) -> PathBuf {
                     dim: dims
                         .iter()
                         .map(|&d| pb::tensor_shape_proto::Dimension {
-                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d as i64)),
                             ..Default::default()
                         })
                         .collect(),
@@ -347,47 +349,63 @@ fn small_gemm(dir: &std::path::Path, trans_b: bool) -> PathBuf {
         i: i.unwrap_or(0),
         ..Default::default()
     };
-    let wshape = if trans_b { vec![4, 5] } else { vec![5, 4] };
-    let w: Vec<f32> = (0..20).map(|k| ((k * 7 % 11) as f32 - 5.0) * 0.1).collect();
-    let c: Vec<f32> = vec![0.1, -0.2, 0.3, 0.05];
+    let values =
+        |n: usize, m: usize| -> Vec<f32> { (0..n).map(|k| ((k * 7 % m) as f32 - m as f32 / 2.0) * 0.1).collect() };
+    let (op, wshape, bias, attrs, xs, ys) = match kind {
+        "gemm" => ("Gemm", vec![5, 4], true, vec![attr("alpha", Some(0.7), None)], vec![3, 5], vec![3, 4]),
+        "gemm_t" => (
+            "Gemm",
+            vec![4, 5],
+            true,
+            vec![attr("alpha", Some(0.7), None), attr("transB", None, Some(1))],
+            vec![3, 5],
+            vec![3, 4],
+        ),
+        "matmul" => ("MatMul", vec![5, 4], false, vec![], vec![3, 5], vec![3, 4]),
+        "conv" => ("Conv", vec![4, 3, 3, 3], true, vec![], vec![2, 3, 5, 5], vec![2, 4, 3, 3]),
+        _ => unreachable!(),
+    };
+    let wn: usize = wshape.iter().product();
+    let mut inputs = vec!["x".to_string(), "W".to_string()];
+    let mut initializer = vec![encode(&Tensor::from_vec(wshape, values(wn, 11)).unwrap(), "W")];
+    if bias {
+        inputs.push("C".into());
+        initializer.push(encode(&Tensor::from_vec(vec![4], vec![0.1f32, -0.2, 0.3, 0.05]).unwrap(), "C"));
+    }
     let model = pb::ModelProto {
         ir_version: 8,
         opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
         graph: Some(pb::GraphProto {
             node: vec![pb::NodeProto {
-                input: vec!["x".into(), "W".into(), "C".into()],
+                input: inputs,
                 output: vec!["y".into()],
-                name: "gemm".into(),
-                op_type: "Gemm".into(),
-                attribute: vec![attr("alpha", Some(0.7), None), attr("transB", None, Some(trans_b as i64))],
+                name: "layer".into(),
+                op_type: op.into(),
+                attribute: attrs,
                 ..Default::default()
             }],
-            initializer: vec![
-                encode(&Tensor::from_vec(wshape, w).unwrap(), "W"),
-                encode(&Tensor::from_vec(vec![4], c).unwrap(), "C"),
-            ],
-            input: vec![vi("x", &[3, 5])],
-            output: vec![vi("y", &[3, 4])],
+            initializer,
+            input: vec![vi("x", &xs)],
+            output: vec![vi("y", &ys)],
             ..Default::default()
         }),
         ..Default::default()
     };
-    let path = dir.join(format!("gemm_transb{}.onnx", trans_b as u8));
+    let path = dir.join(format!("{kind}.onnx"));
     std::fs::write(&path, model.encode_to_vec()).unwrap();
-    path
+    (path, xs, ys)
 }
 
 #[test]
 fn lora_gradients_match_finite_differences() {
     let dir = crate::cli::scratch("lora-fd");
-    let x = Tensor::from_vec(vec![3, 5], (0..15).map(|k| ((k * 5 % 13) as f32 - 6.0) * 0.2).collect()).unwrap();
-    let r: Vec<f32> = (0..12).map(|k| ((k * 3 % 7) as f32 - 3.0) * 0.3).collect();
-    for trans_b in [false, true] {
-        let mut s = Student::load(
-            &small_gemm(&dir, trans_b),
-            &Trainable::Lora { rank: 2, alpha: 3.0, targets: vec!["gemm".into()] },
-        )
-        .unwrap();
+    for kind in ["gemm", "gemm_t", "matmul", "conv"] {
+        let (path, xs, ys) = small_layer(&dir, kind);
+        let (nx, ny) = (xs.iter().product::<usize>(), ys.iter().product::<usize>());
+        let x = Tensor::from_vec(xs, (0..nx).map(|k| ((k * 5 % 13) as f32 - 6.0) * 0.2).collect()).unwrap();
+        let r: Vec<f32> = (0..ny).map(|k| ((k * 3 % 7) as f32 - 3.0) * 0.3).collect();
+        let spec = Trainable::Lora { rank: 2, alpha: 3.0, targets: vec!["layer".into()] };
+        let mut s = Student::load(&path, &spec).unwrap();
         assert_eq!(s.params.len(), 2, "A and B only");
         // B is zero when fresh (then dA = 0): give it values so both gradients are exercised.
         let b = s.params[1].tensor.as_mut_slice::<f32>().unwrap();
@@ -399,7 +417,7 @@ fn lora_gradients_match_finite_differences() {
             y.iter().zip(&r).map(|(&a, &b)| a as f64 * b as f64).sum()
         };
         let tape = s.forward(&x).unwrap();
-        let grads = s.backward(&tape, Tensor::from_vec(vec![3, 4], r.clone()).unwrap()).unwrap();
+        let grads = s.backward(&tape, Tensor::from_vec(ys, r.clone()).unwrap()).unwrap();
         for (k, name) in [(0, "dA"), (1, "dB")] {
             let mut fd = Vec::new();
             for i in 0..s.params[k].tensor.len() {
@@ -412,8 +430,8 @@ fn lora_gradients_match_finite_differences() {
                 s.params[k].tensor.as_mut_slice::<f32>().unwrap()[i] = orig;
                 fd.push(((up - down) / (2.0 * eps as f64)) as f32);
             }
-            assert!(fd.iter().any(|v| v.abs() > 1e-2), "{name} should not vanish");
-            assert_close(&format!("{name} (transB={trans_b})"), &grads[k], &fd, 2e-3);
+            assert!(fd.iter().any(|v| v.abs() > 1e-2), "{kind} {name} should not vanish");
+            assert_close(&format!("{kind} {name}"), &grads[k], &fd, 2e-3);
         }
     }
 }
