@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod export;
 pub mod grad;
+pub mod lora;
 pub mod loss;
 pub mod optim;
 pub mod student;

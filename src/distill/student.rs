@@ -6,6 +6,7 @@
 //! pass; nothing in the inference path knows about gradients.
 
 use super::grad::{has_vjp, vjp};
+use super::lora::{self, Adapter};
 use crate::backend::cpu::kernels;
 use crate::error::{Error, Result};
 use crate::ir::passes::{optimize_with, PassOptions};
@@ -24,15 +25,35 @@ pub enum Trainable {
     LastLayers(usize),
     /// Initializers named here, or all parameters of nodes named here.
     Named(Vec<String>),
+    /// Low-rank adapters `W + (alpha/rank)·B·A` on the weights of the Gemm / MatMul / Conv
+    /// layers named in `targets` (all of them when empty); the base weights stay frozen.
+    Lora { rank: usize, alpha: f32, targets: Vec<String> },
 }
 
 impl std::str::FromStr for Trainable {
     type Err = String;
-    /// `all`, `last:N`, or comma-separated layer / initializer names.
+    /// `all`, `last:N`, `lora:R`, `lora:R:layer1,layer2`, or comma-separated layer /
+    /// initializer names. LoRA's alpha is 2R (scale 2).
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("all") {
             return Ok(Trainable::All);
+        }
+        if let Some(rest) = s.strip_prefix("lora:") {
+            let (r, names) = rest.split_once(':').unwrap_or((rest, ""));
+            let rank = match r.trim().parse::<usize>() {
+                Ok(k) if k > 0 => k,
+                _ => return Err(format!("'{s}': lora:R[:layers] needs a positive rank")),
+            };
+            let targets: Vec<String> = if names.trim().is_empty() {
+                Vec::new()
+            } else {
+                names.split(',').map(|n| n.trim().to_string()).collect()
+            };
+            if targets.iter().any(String::is_empty) {
+                return Err(format!("'{s}': expected lora:R or lora:R:layer1,layer2"));
+            }
+            return Ok(Trainable::Lora { rank, alpha: 2.0 * rank as f32, targets });
         }
         if let Some(n) = s.strip_prefix("last:") {
             return match n.trim().parse::<usize>() {
@@ -59,7 +80,11 @@ pub struct Param {
 pub struct Student {
     pub proto: ModelProto,
     pub graph: Graph,
+    /// The trained parameters: initializers, or with LoRA each adapter's `A` and `B` (named
+    /// `<weight>.lora_A` / `.lora_B`, their `value` the adapted weight's).
     pub params: Vec<Param>,
+    /// LoRA adapters (empty unless [`Trainable::Lora`]).
+    pub adapters: Vec<Adapter>,
     /// Per value: does the loss gradient flow into a parameter through it.
     requires_grad: Vec<bool>,
 }
@@ -82,6 +107,9 @@ impl Student {
         let proto = onnx::read_model_proto(path)?;
         let mut graph = onnx::import_model(&proto, path.parent(), &path.display().to_string())?;
         infer_graph(&mut graph)?;
+        if let Trainable::Lora { rank, alpha, targets } = trainable {
+            return Self::load_lora(proto, graph, *rank, *alpha, targets);
+        }
         // Candidate parameters: f32 initializers of layer nodes (of any node for Named
         // selections), in graph order.
         let mut layers: Vec<(String, Vec<ValueId>)> = Vec::new();
@@ -122,6 +150,7 @@ impl Student {
                 }
                 v
             }
+            Trainable::Lora { .. } => unreachable!("handled by load_lora"),
         };
         let mut params: Vec<Param> = Vec::new();
         for v in chosen {
@@ -141,9 +170,56 @@ impl Student {
             p.value =
                 graph.find_value(&p.name).ok_or_else(|| Error::input(&p.name, "parameter not used by the graph"))?;
         }
-        let mut s = Student { proto, graph, params, requires_grad: Vec::new() };
+        let mut s = Student { proto, graph, params, adapters: Vec::new(), requires_grad: Vec::new() };
         s.check_differentiable()?;
         Ok(s)
+    }
+
+    /// LoRA: lifts the chosen weights out of the constants (frozen, kept in their adapters) and
+    /// makes each adapter's `A` and `B` the parameters.
+    fn load_lora(proto: ModelProto, mut graph: Graph, rank: usize, alpha: f32, targets: &[String]) -> Result<Student> {
+        if rank == 0 {
+            return Err(Error::input("lora", "rank must be positive"));
+        }
+        let mut params = Vec::new();
+        let mut adapters = Vec::new();
+        for (layer, w, out, inp, out_in) in lora::select(&graph, targets)? {
+            let val = &mut graph.values[w];
+            let base = (*val.constant.take().expect("selected among constants")).clone();
+            let weight = val.name.clone();
+            let (a, b) = (params.len(), params.len() + 1);
+            let at = Tensor::from_vec(vec![rank, inp], lora::init_a(&weight, rank, inp)).expect("rank x in");
+            let bt = Tensor::zeros(DType::F32, &[out, rank]);
+            params.push(Param { name: format!("{weight}.lora_A"), value: w, tensor: at });
+            params.push(Param { name: format!("{weight}.lora_B"), value: w, tensor: bt });
+            let scale = alpha / rank as f32;
+            adapters.push(Adapter { layer, weight, value: w, base, rank, scale, out, inp, out_in, a, b });
+        }
+        optimize_with(&mut graph, PassOptions { fold_batchnorm: false })?;
+        for ad in &mut adapters {
+            ad.value = graph
+                .find_value(&ad.weight)
+                .ok_or_else(|| Error::input(&ad.weight, "adapted weight not used by the graph"))?;
+            params[ad.a].value = ad.value;
+            params[ad.b].value = ad.value;
+        }
+        let mut s = Student { proto, graph, params, adapters, requires_grad: Vec::new() };
+        s.check_differentiable()?;
+        Ok(s)
+    }
+
+    /// Parameters of the model as it now computes: each adapted weight merged (`W + s·B·A`),
+    /// or the trained initializers themselves. (name, tensor) pairs for export.
+    pub fn merged_weights(&self) -> Vec<(String, Tensor)> {
+        if self.adapters.is_empty() {
+            return self.params.iter().map(|p| (p.name.clone(), p.tensor.clone())).collect();
+        }
+        self.adapters.iter().map(|ad| (ad.weight.clone(), self.effective(ad))).collect()
+    }
+
+    fn effective(&self, ad: &Adapter) -> Tensor {
+        let f = |k: usize| self.params[k].tensor.as_slice::<f32>().expect("f32 adapter");
+        ad.effective(f(ad.a), f(ad.b))
     }
 
     /// Marks values downstream of parameters and fails on a node there without a gradient.
@@ -181,8 +257,13 @@ impl Student {
         let input = *g.inputs.first().ok_or_else(|| Error::input("student", "has no input"))?;
         let mut tape: Vec<Option<Tensor>> = vec![None; g.values.len()];
         tape[input] = Some(x.clone());
-        for p in &self.params {
-            tape[p.value] = Some(p.tensor.clone());
+        if self.adapters.is_empty() {
+            for p in &self.params {
+                tape[p.value] = Some(p.tensor.clone());
+            }
+        }
+        for ad in &self.adapters {
+            tape[ad.value] = Some(self.effective(ad));
         }
         let mut scratch = Vec::new();
         for node in &g.nodes {
@@ -248,17 +329,31 @@ impl Student {
                 }
             }
         }
+        let grad_of = |v: ValueId| grads[v].as_ref().and_then(|t| t.as_slice::<f32>());
+        if !self.adapters.is_empty() {
+            let mut out: Vec<Vec<f32>> = self.params.iter().map(|p| vec![0.0; p.tensor.len()]).collect();
+            for ad in &self.adapters {
+                if let Some(g) = grad_of(ad.value) {
+                    let f = |k: usize| self.params[k].tensor.as_slice::<f32>().expect("f32 adapter");
+                    let (da, db) = ad.grads(g, f(ad.a), f(ad.b));
+                    out[ad.a] = da;
+                    out[ad.b] = db;
+                }
+            }
+            return Ok(out);
+        }
         Ok(self
             .params
             .iter()
-            .map(|p| {
-                grads[p.value]
-                    .as_ref()
-                    .and_then(|t| t.as_slice::<f32>())
-                    .map(<[f32]>::to_vec)
-                    .unwrap_or_else(|| vec![0.0; p.tensor.len()])
-            })
+            .map(|p| grad_of(p.value).map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; p.tensor.len()]))
             .collect())
+    }
+
+    /// Bytes the trained parameters' frozen companions take during training: with LoRA, the
+    /// base weights and the `dL/dW_eff` buffers backward fills for them (0 otherwise: the
+    /// trained weights are counted as parameters).
+    pub fn frozen_bytes(&self) -> usize {
+        self.adapters.iter().map(|ad| 2 * ad.base.byte_size()).sum()
     }
 
     /// Bytes the tape holds for one forward pass of `x` (activations kept for backward).
@@ -276,7 +371,12 @@ mod tests {
         assert_eq!("all".parse(), Ok(Trainable::All));
         assert_eq!("last:2".parse(), Ok(Trainable::LastLayers(2)));
         assert_eq!("fc1, fc2.W".parse(), Ok(Trainable::Named(vec!["fc1".into(), "fc2.W".into()])));
-        for bad in ["last:0", "last:x", "fc1,,fc2", ""] {
+        assert_eq!("lora:4".parse(), Ok(Trainable::Lora { rank: 4, alpha: 8.0, targets: vec![] }));
+        assert_eq!(
+            "lora:2:fc1, fc2".parse(),
+            Ok(Trainable::Lora { rank: 2, alpha: 4.0, targets: vec!["fc1".into(), "fc2".into()] })
+        );
+        for bad in ["last:0", "last:x", "fc1,,fc2", "", "lora:0", "lora:x", "lora:2:fc1,,fc2"] {
             assert!(bad.parse::<Trainable>().is_err(), "{bad:?} should not parse");
         }
     }

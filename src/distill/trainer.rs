@@ -247,7 +247,8 @@ fn plan_memory(student: &Student, x: &Tensor, batch: usize, cfg: &TrainConfig) -
         OptimizerKind::Sgd { .. } => params,
         OptimizerKind::AdamW { .. } => 2 * params,
     };
-    let fixed = params * 2 + optimizer; // weights + gradients + optimizer moments
+    // weights + gradients + optimizer moments (+ LoRA's frozen base weights and their dW buffers)
+    let fixed = params * 2 + optimizer + student.frozen_bytes();
     let micro = match cfg.max_memory {
         None => batch,
         Some(budget) => {

@@ -309,3 +309,241 @@ fn cli_distill_bad_inputs_give_one_line_errors() {
         "cache holds 270 records",
     );
 }
+
+// ---- LoRA: low-rank adapters on the Gemm weights, merged on export ----
+
+fn lora(rank: usize) -> Trainable {
+    Trainable::Lora { rank, alpha: 2.0 * rank as f32, targets: vec![] }
+}
+
+/// One adaptable layer: `gemm` (x [3, 5], alpha 0.7, W [5, 4], C [4]), `gemm_t` (the same with
+/// transB, W [4, 5]), `matmul` (x [3, 5] W [5, 4]) or `conv` (x [2, 3, 5, 5], W [4, 3, 3, 3],
+/// bias [4]); returns the model and the shapes of x and y.
+fn small_layer(dir: &std::path::Path, kind: &str) -> (PathBuf, Vec<usize>, Vec<usize>) {
+    use alembic::onnx::tensor_proto::encode;
+    use prost::Message;
+    use tract_onnx::pb;
+    let vi = |name: &str, dims: &[usize]| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d as i64)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let attr = |name: &str, f: Option<f32>, i: Option<i64>| pb::AttributeProto {
+        name: name.into(),
+        r#type: if f.is_some() { 1 } else { 2 },
+        f: f.unwrap_or(0.0),
+        i: i.unwrap_or(0),
+        ..Default::default()
+    };
+    let values =
+        |n: usize, m: usize| -> Vec<f32> { (0..n).map(|k| ((k * 7 % m) as f32 - m as f32 / 2.0) * 0.1).collect() };
+    let (op, wshape, bias, attrs, xs, ys) = match kind {
+        "gemm" => ("Gemm", vec![5, 4], true, vec![attr("alpha", Some(0.7), None)], vec![3, 5], vec![3, 4]),
+        "gemm_t" => (
+            "Gemm",
+            vec![4, 5],
+            true,
+            vec![attr("alpha", Some(0.7), None), attr("transB", None, Some(1))],
+            vec![3, 5],
+            vec![3, 4],
+        ),
+        "matmul" => ("MatMul", vec![5, 4], false, vec![], vec![3, 5], vec![3, 4]),
+        "conv" => ("Conv", vec![4, 3, 3, 3], true, vec![], vec![2, 3, 5, 5], vec![2, 4, 3, 3]),
+        _ => unreachable!(),
+    };
+    let wn: usize = wshape.iter().product();
+    let mut inputs = vec!["x".to_string(), "W".to_string()];
+    let mut initializer = vec![encode(&Tensor::from_vec(wshape, values(wn, 11)).unwrap(), "W")];
+    if bias {
+        inputs.push("C".into());
+        initializer.push(encode(&Tensor::from_vec(vec![4], vec![0.1f32, -0.2, 0.3, 0.05]).unwrap(), "C"));
+    }
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+        graph: Some(pb::GraphProto {
+            node: vec![pb::NodeProto {
+                input: inputs,
+                output: vec!["y".into()],
+                name: "layer".into(),
+                op_type: op.into(),
+                attribute: attrs,
+                ..Default::default()
+            }],
+            initializer,
+            input: vec![vi("x", &xs)],
+            output: vec![vi("y", &ys)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = dir.join(format!("{kind}.onnx"));
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    (path, xs, ys)
+}
+
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let dir = crate::cli::scratch("lora-fd");
+    for kind in ["gemm", "gemm_t", "matmul", "conv"] {
+        let (path, xs, ys) = small_layer(&dir, kind);
+        let (nx, ny) = (xs.iter().product::<usize>(), ys.iter().product::<usize>());
+        let x = Tensor::from_vec(xs, (0..nx).map(|k| ((k * 5 % 13) as f32 - 6.0) * 0.2).collect()).unwrap();
+        let r: Vec<f32> = (0..ny).map(|k| ((k * 3 % 7) as f32 - 3.0) * 0.3).collect();
+        let spec = Trainable::Lora { rank: 2, alpha: 3.0, targets: vec!["layer".into()] };
+        let mut s = Student::load(&path, &spec).unwrap();
+        assert_eq!(s.params.len(), 2, "A and B only");
+        // B is zero when fresh (then dA = 0): give it values so both gradients are exercised.
+        let b = s.params[1].tensor.as_mut_slice::<f32>().unwrap();
+        b.iter_mut().enumerate().for_each(|(k, v)| *v = ((k * 5 % 9) as f32 - 4.0) * 0.15);
+        // L = sum(y * r): dL/dy = r.
+        let loss = |s: &Student| -> f64 {
+            let tape = s.forward(&x).unwrap();
+            let y = s.logits(&tape).unwrap().as_slice::<f32>().unwrap();
+            y.iter().zip(&r).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        let tape = s.forward(&x).unwrap();
+        let grads = s.backward(&tape, Tensor::from_vec(ys, r.clone()).unwrap()).unwrap();
+        for (k, name) in [(0, "dA"), (1, "dB")] {
+            let mut fd = Vec::new();
+            for i in 0..s.params[k].tensor.len() {
+                let eps = 1e-2f32;
+                let orig = s.params[k].tensor.as_slice::<f32>().unwrap()[i];
+                s.params[k].tensor.as_mut_slice::<f32>().unwrap()[i] = orig + eps;
+                let up = loss(&s);
+                s.params[k].tensor.as_mut_slice::<f32>().unwrap()[i] = orig - eps;
+                let down = loss(&s);
+                s.params[k].tensor.as_mut_slice::<f32>().unwrap()[i] = orig;
+                fd.push(((up - down) / (2.0 * eps as f64)) as f32);
+            }
+            assert!(fd.iter().any(|v| v.abs() > 1e-2), "{kind} {name} should not vanish");
+            assert_close(&format!("{kind} {name}"), &grads[k], &fd, 2e-3);
+        }
+    }
+}
+
+#[test]
+fn lora_fresh_adapters_leave_the_student_unchanged() {
+    let x = load("refine_test_x");
+    let base = Student::load(&models().join("student.onnx"), &Trainable::All).unwrap();
+    let adapted = Student::load(&models().join("student.onnx"), &lora(4)).unwrap();
+    assert_eq!(adapted.adapters.len(), 2, "fc1 and fc2");
+    let (tb, ta) = (base.forward(&x).unwrap(), adapted.forward(&x).unwrap());
+    assert_eq!(base.logits(&tb).unwrap(), adapted.logits(&ta).unwrap(), "B = 0: the base model exactly");
+    // and the engine agrees with both
+    let engine = logits("student.onnx", &x);
+    for (a, b) in engine.iter().zip(adapted.logits(&ta).unwrap().as_slice::<f32>().unwrap()) {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn lora_refinement_improves_the_student_and_exports_merged() {
+    let s = setup(config(1.0).kd.temperature);
+    let no_labels = vec![None; s.labels.len()];
+    let data = TrainData { x: &s.x, targets: &s.dense, labels: &no_labels };
+    let before =
+        accuracy(&Student::load(&models().join("student.onnx"), &Trainable::All).unwrap(), &s.test_x, &s.test_y);
+    let cfg = config(1.0);
+    let mut full = Student::load(&models().join("student.onnx"), &Trainable::All).unwrap();
+    let full_rep = train(&mut full, &data, &cfg, |_| {}).unwrap();
+    let full_acc = accuracy(&full, &s.test_x, &s.test_y);
+    let mut st = Student::load(&models().join("student.onnx"), &lora(4)).unwrap();
+    let rep = train(&mut st, &data, &cfg, |_| {}).unwrap();
+    let acc = accuracy(&st, &s.test_x, &s.test_y);
+    println!(
+        "refine_test accuracy (n={}): before {before:.1}%  LoRA r=4 {acc:.1}% ({} trainable params, peak training memory {} B)  full {full_acc:.1}% ({} params, peak {} B)",
+        s.test_y.len(),
+        st.param_count(),
+        rep.peak_bytes,
+        full.param_count(),
+        full_rep.peak_bytes
+    );
+    assert!(acc > before + 5.0, "LoRA should improve the student: {before:.1}% -> {acc:.1}%");
+    assert!(st.param_count() < full.param_count() / 4, "{} vs {}", st.param_count(), full.param_count());
+    assert!(rep.peak_bytes < full_rep.peak_bytes, "{} vs {}", rep.peak_bytes, full_rep.peak_bytes);
+
+    let dir = crate::cli::scratch("lora-export");
+    let out = dir.join("lora.onnx");
+    export_onnx(&st, &out).unwrap();
+    let reloaded = logits(out.to_str().unwrap(), &s.test_x);
+    let tape = st.forward(&s.test_x).unwrap();
+    let direct = st.logits(&tape).unwrap().as_slice::<f32>().unwrap().to_vec();
+    for (a, b) in reloaded.iter().zip(&direct) {
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    // The same graph: same nodes and initializer names, no adapter tensors.
+    let proto = alembic::onnx::read_model_proto(&out).unwrap();
+    let orig = alembic::onnx::read_model_proto(&models().join("student.onnx")).unwrap();
+    let names = |p: &tract_onnx::pb::ModelProto| -> Vec<String> {
+        let g = p.graph.as_ref().unwrap();
+        g.node.iter().map(|n| n.op_type.clone()).chain(g.initializer.iter().map(|i| i.name.clone())).collect()
+    };
+    assert_eq!(names(&proto), names(&orig));
+}
+
+#[test]
+fn lora_killed_run_resumes_to_identical_adapters() {
+    let s = setup(config(1.0).kd.temperature);
+    let labels = vec![None; s.labels.len()];
+    let data = TrainData { x: &s.x, targets: &s.dense, labels: &labels };
+    let dir = crate::cli::scratch("lora-resume");
+    let ck = dir.join("ckpt.bin");
+    let _ = std::fs::remove_file(&ck);
+    let cfg = TrainConfig { steps: 40, checkpoint: Some(ck.clone()), checkpoint_every: 10, ..config(1.0) };
+    let mut straight = Student::load(&models().join("student.onnx"), &lora(4)).unwrap();
+    train(&mut straight, &data, &TrainConfig { checkpoint: None, ..cfg.clone() }, |_| {}).unwrap();
+    let mut victim = Student::load(&models().join("student.onnx"), &lora(4)).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train(&mut victim, &data, &cfg, |i| assert!(i.step < 25, "simulated kill")).unwrap();
+    }));
+    assert!(r.is_err());
+    // a full-parameter student cannot take the adapters' checkpoint
+    let mut other = Student::load(&models().join("student.onnx"), &Trainable::All).unwrap();
+    assert!(train(&mut other, &data, &cfg, |_| {}).is_err());
+    let mut resumed = Student::load(&models().join("student.onnx"), &lora(4)).unwrap();
+    let report = train(&mut resumed, &data, &cfg, |_| {}).unwrap();
+    assert_eq!(report.resumed_from, Some(20));
+    for (a, b) in straight.params.iter().zip(&resumed.params) {
+        assert!(a.name.contains(".lora_"), "{}", a.name);
+        assert_eq!(a.tensor, b.tensor, "{} differs after resume", a.name);
+    }
+}
+
+#[test]
+fn cli_distill_trains_lora_adapters() {
+    let dir = crate::cli::scratch("distill-lora");
+    let cache = dir.join("refine.kdc");
+    build_refine_cache(&cache);
+    let m = |p: &str| models().join(p).to_str().unwrap().to_string();
+    let (student, refine_x) = (m("student.onnx"), m("data/refine_x.npy"));
+    let out = dir.join("lora.onnx");
+    let (c, o) = (cache.to_str().unwrap(), out.to_str().unwrap());
+    let args = ["distill", "--student", &student, "--cache", c, "--data", &refine_x, "--out", o];
+    let (ok, stdout, err) = alembic_cli(&[&args[..], &["--steps", "30", "--train", "lora:4", "--quiet"]].concat());
+    assert!(ok, "{err}");
+    // fc1: A 4x64 + B 32x4; fc2: A 4x32 + B 10x4
+    assert!(stdout.contains("30/30 steps") && stdout.contains("552 params trained"), "{stdout}");
+    assert!(stdout.contains("LoRA rank 4"), "{stdout}");
+    let (ok, table, err) = alembic_cli(&["eval", o, "--data", &m("data/refine_test_x.npy")]);
+    assert!(ok, "{err}{table}");
+    let run = |extra: &[&str], needle: &str| {
+        assert_cli_one_line_error(&[&args[..], &["--steps", "2"], extra].concat(), needle);
+    };
+    run(&["--train", "lora:0"], "--train");
+    run(&["--train", "lora:4:no_such_layer"], "no_such_layer");
+}

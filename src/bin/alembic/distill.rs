@@ -57,7 +57,8 @@ pub struct Args {
     /// Seed of the sample order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Parameters to train: all, last:N (last N layers) or comma-separated layer/initializer names.
+    /// Parameters to train: all, last:N (last N layers), comma-separated layer/initializer names,
+    /// or lora:R[:layers] (rank-R adapters on Gemm/MatMul/Conv weights, merged on export).
     #[arg(long, default_value = "all")]
     train: String,
     /// Training-state budget, e.g. 64MB or 512KiB (smaller micro-batches with gradient accumulation).
@@ -151,13 +152,17 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let labelled = labels.iter().filter(|l| l.is_some()).count();
     let resumed = rep.resumed_from.map(|s| format!(", resumed from step {s}")).unwrap_or_default();
     let stopped = if rep.stopped_by_time { " (stopped by --max-time)" } else { "" };
+    let adapters = match student.adapters.first() {
+        Some(ad) => format!(" (LoRA rank {} on {} layers)", ad.rank, student.adapters.len()),
+        None => String::new(),
+    };
     let micro = if rep.accumulation > 1 {
         format!(", micro-batch {} x {}", rep.micro_batch, rep.accumulation)
     } else {
         String::new()
     };
     println!(
-        "distilled {} -> {}: {}/{steps} steps{stopped}, final loss {:.4}, {:.1}s, peak training memory {}{micro}{resumed}; {} params trained, T={t}, {labelled}/{} labelled",
+        "distilled {} -> {}: {}/{steps} steps{stopped}, final loss {:.4}, {:.1}s, peak training memory {}{micro}{resumed}; {} params trained{adapters}, T={t}, {labelled}/{} labelled",
         a.student.display(),
         a.out.display(),
         rep.steps_done,
