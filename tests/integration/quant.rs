@@ -208,3 +208,65 @@ fn quantize_cli_writes_qdq_and_rejects_bad_precision() {
         assert!(err.starts_with("error: "), "{err}");
     }
 }
+
+/// `DequantizeLinear(int8 W, scale[, zp]) -> MatMul`: zero point 0 folds into QGemm; a non-zero
+/// zero point stays on the generic kernel; both compute `X . ((W - zp) * scale)`.
+#[test]
+fn qdq_fold_only_symmetric_weights() {
+    use alembic::onnx::tensor_proto::encode;
+    use prost::Message;
+    use tract_onnx::pb;
+    let vi = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor { elem_type: 1, shape: None })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let wq: Vec<i8> = (0..12).map(|i| (i * 37 % 255 - 127) as i8).collect();
+    let x: Vec<f32> = (0..6).map(|i| i as f32 * 0.25 - 0.5).collect();
+    for zp in [0i8, 3] {
+        let model = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(pb::GraphProto {
+                node: vec![
+                    pb::NodeProto {
+                        input: vec!["wq".into(), "s".into(), "zp".into()],
+                        output: vec!["w".into()],
+                        op_type: "DequantizeLinear".into(),
+                        ..Default::default()
+                    },
+                    pb::NodeProto {
+                        input: vec!["x".into(), "w".into()],
+                        output: vec!["y".into()],
+                        op_type: "MatMul".into(),
+                        ..Default::default()
+                    },
+                ],
+                initializer: vec![
+                    encode(&Tensor::from_vec(vec![3, 4], wq.clone()).unwrap(), "wq"),
+                    encode(&Tensor::scalar(0.05f32), "s"),
+                    encode(&Tensor::scalar(zp), "zp"),
+                ],
+                input: vec![vi("x")],
+                output: vec![vi("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = Model::from_bytes(&model.encode_to_vec()).unwrap();
+        let (nq, _) = alembic::quant::quantized_stats(m.graph());
+        assert_eq!(nq, usize::from(zp == 0), "zp {zp}");
+        let s = m.session(SessionOptions::default()).unwrap();
+        let y = s.run(vec![("x", Tensor::from_vec(vec![2, 3], x.clone()).unwrap())]).unwrap().0[0].1.clone();
+        let y = y.as_slice::<f32>().unwrap();
+        for i in 0..2 {
+            for j in 0..4 {
+                let e: f32 = (0..3).map(|k| x[i * 3 + k] * (wq[k * 4 + j] as f32 - zp as f32) * 0.05).sum();
+                assert!((y[i * 4 + j] - e).abs() < 1e-5, "zp {zp} [{i},{j}]: {} vs {e}", y[i * 4 + j]);
+            }
+        }
+    }
+}
