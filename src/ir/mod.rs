@@ -7,6 +7,6 @@ pub mod passes;
 
 pub use graph::{Graph, Node, Value, ValueId};
 pub use op::{
-    AspectPolicy, AutoPad, Binary, ConvTransposeAttrs, CoordMode, NearestMode, Op, PadMode, ReduceKind, ResizeAttrs,
-    ResizeMode, Unary, Window,
+    AspectPolicy, AutoPad, Binary, ConvTransposeAttrs, CoordMode, NearestMode, Op, PadMode, QLinear, ReduceKind,
+    ResizeAttrs, ResizeMode, Unary, Window,
 };

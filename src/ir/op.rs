@@ -168,6 +168,27 @@ pub enum PadMode {
     Wrap,
 }
 
+/// ONNX quantization operators (imported from models quantized by other tools); inputs follow
+/// ONNX. Kernels: backend/cpu/kernels/qlinear.rs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QLinear {
+    /// Inputs x, y_scale, optional y_zero_point; `out` is the zero point's type (u8 default).
+    /// `block_size` 0 = per tensor / per axis.
+    Quantize { axis: i64, block_size: usize, out: DType },
+    /// Inputs x, x_scale, optional x_zero_point; output has the scale's type.
+    Dequantize { axis: i64, block_size: usize },
+    /// Input x (f32); outputs y (u8), y_scale, y_zero_point.
+    DynamicQuantize,
+    /// Inputs A, B, optional a_zero_point, b_zero_point; i32 output.
+    MatMulInteger,
+    /// Inputs a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp.
+    QLinearMatMul,
+    /// Inputs x, w, optional x_zero_point, w_zero_point; i32 output.
+    ConvInteger { window: Window, group: usize },
+    /// Inputs x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, optional B (i32).
+    QLinearConv { window: Window, group: usize },
+}
+
 /// One IR operator. Inputs follow the ONNX order of the newest opset the importer maps.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -322,6 +343,7 @@ pub enum Op {
     /// is not constant. Inputs data, optional ratio, optional training_mode; output 0 copies
     /// the data, output 1 (mask) is all true. Training mode with a nonzero ratio is a run error.
     Dropout,
+    QLinear(QLinear),
 }
 
 impl Op {
@@ -418,6 +440,15 @@ impl Op {
             Op::Range => "Range",
             Op::Identity => "Identity",
             Op::Dropout => "Dropout",
+            Op::QLinear(q) => match q {
+                QLinear::Quantize { .. } => "QuantizeLinear",
+                QLinear::Dequantize { .. } => "DequantizeLinear",
+                QLinear::DynamicQuantize => "DynamicQuantizeLinear",
+                QLinear::MatMulInteger => "MatMulInteger",
+                QLinear::QLinearMatMul => "QLinearMatMul",
+                QLinear::ConvInteger { .. } => "ConvInteger",
+                QLinear::QLinearConv { .. } => "QLinearConv",
+            },
         }
     }
 }

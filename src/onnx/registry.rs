@@ -25,6 +25,8 @@ impl Registry {
         ops::nn::register(&mut r);
         r.family = "array";
         ops::array::register(&mut r);
+        r.family = "quant";
+        ops::quant::register(&mut r);
         r
     }
 

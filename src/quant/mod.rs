@@ -3,7 +3,10 @@
 //!
 //! Layouts and tolerances: docs/quantized-format.md.
 
+pub mod qdq;
 pub mod scheme;
+
+pub use qdq::{export_qdq, QdqReport};
 
 pub use scheme::{Precision, QData, QWeight, INT4_GROUP};
 

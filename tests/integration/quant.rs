@@ -102,3 +102,171 @@ fn quantize_graph_leaves_f32_and_unsupported_alone() {
     assert_eq!(s.precision(), Precision::Int4);
     assert_eq!(s.graph().inputs.len(), model.graph().inputs.len());
 }
+
+// ---------------------------------------------------------------------------------------------
+// QDQ ONNX export (`alembic quantize`) and import (DequantizeLinear folded into QGemm/QConv).
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn qdq_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("alembic-qdq-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Int8 QDQ export of each fixture: ~4x smaller weights, folded back into QGemm/QConv on load,
+/// equal to the in-memory int8 session, top-1 within 1 point of f32, and ONNX Runtime agrees.
+#[test]
+fn qdq_int8_export_matches_in_memory_int8() {
+    let dir = qdq_dir("int8");
+    let x = heldout();
+    for name in ["student", "teacher"] {
+        let src = models().join(format!("{name}.onnx"));
+        let out = dir.join(format!("{name}.int8.onnx"));
+        let r = alembic::quant::export_qdq(&src, Precision::Int8, &out).unwrap();
+        let ratio = r.f32_bytes as f64 / r.quantized_bytes as f64;
+        let (fs, qs) = (std::fs::metadata(&src).unwrap().len(), std::fs::metadata(&out).unwrap().len());
+        println!(
+            "{name} int8 QDQ: {} weights, {} -> {} weight bytes ({ratio:.2}x); file {fs} -> {qs} bytes",
+            r.weights, r.f32_bytes, r.quantized_bytes
+        );
+        assert!(ratio > 3.5, "{name}: weights only {ratio:.2}x smaller");
+
+        let f32_model = Model::load(&src).unwrap();
+        let qdq = Model::load(&out).unwrap();
+        let (nq, _) = alembic::quant::quantized_stats(qdq.graph());
+        assert_eq!(nq, r.weights, "{name}: every QDQ weight folds into QGemm/QConv");
+        assert!(!qdq.graph().nodes.iter().any(|n| n.op.name() == "DequantizeLinear"), "{name}: DQ left");
+
+        let got = logits(&qdq, SessionOptions::default(), &x).unwrap();
+        let mem = logits(&f32_model, SessionOptions::default().precision(Precision::Int8), &x).unwrap();
+        let d = max_abs_diff(&got, &mem);
+        println!("{name} int8 QDQ vs in-memory int8: max |diff| {d:e}");
+        assert!(d <= 1e-5, "{name}: QDQ vs in-memory int8 differ by {d}");
+
+        let reference = argmax_rows(&logits(&f32_model, SessionOptions::default(), &x).unwrap());
+        let agree = agreement(&reference, &argmax_rows(&got));
+        println!("{name} int8 QDQ top-1 agreement with f32: {:.2}%", agree * 100.0);
+        assert!(agree >= 0.99, "{name}: agreement {agree}");
+
+        #[cfg(feature = "ort")]
+        match alembic::teacher::ort::available() {
+            Ok(()) => {
+                use alembic::teacher::Engine;
+                let ort = alembic::teacher::OrtEngine::load(&out).expect("onnxruntime loads the QDQ file");
+                let o = ort.run(&[("input", &x)]).unwrap();
+                let d = max_abs_diff(&o[0].1, &got);
+                println!("{name} int8 QDQ: onnxruntime vs alembic max |diff| {d:e}");
+                assert!(d <= 1e-3, "{name}: onnxruntime differs by {d}");
+            }
+            Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => panic!("{e}"),
+            Err(e) => println!("SKIPPED onnxruntime QDQ check: {e}"),
+        }
+    }
+}
+
+#[test]
+fn qdq_f16_export_folds_to_f16_weights() {
+    let dir = qdq_dir("f16");
+    let src = models().join("student.onnx");
+    let out = dir.join("student.f16.onnx");
+    let r = alembic::quant::export_qdq(&src, Precision::F16, &out).unwrap();
+    assert_eq!(r.quantized_bytes * 2, r.f32_bytes);
+    let qdq = Model::load(&out).unwrap();
+    assert_eq!(alembic::quant::quantized_stats(qdq.graph()).0, 2);
+    let x = heldout();
+    let got = logits(&qdq, SessionOptions::default(), &x).unwrap();
+    let mem = logits(&Model::load(&src).unwrap(), SessionOptions::default().precision(Precision::F16), &x).unwrap();
+    assert!(max_abs_diff(&got, &mem) <= 1e-5);
+}
+
+#[test]
+fn quantize_cli_writes_qdq_and_rejects_bad_precision() {
+    let dir = qdq_dir("cli");
+    let out = dir.join("s.onnx");
+    let run = |p: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_alembic"))
+            .args(["quantize", models().join("student.onnx").to_str().unwrap(), "--precision", p, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let ok = run("int8");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("quantized 2 weight tensors to int8"));
+    assert!(out.exists());
+    for bad in ["int3", "int4"] {
+        let o = run(bad);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+}
+
+/// `DequantizeLinear(int8 W, scale[, zp]) -> MatMul`: zero point 0 folds into QGemm; a non-zero
+/// zero point stays on the generic kernel; both compute `X . ((W - zp) * scale)`.
+#[test]
+fn qdq_fold_only_symmetric_weights() {
+    use alembic::onnx::tensor_proto::encode;
+    use prost::Message;
+    use tract_onnx::pb;
+    let vi = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor { elem_type: 1, shape: None })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let wq: Vec<i8> = (0..12).map(|i| (i * 37 % 255 - 127) as i8).collect();
+    let x: Vec<f32> = (0..6).map(|i| i as f32 * 0.25 - 0.5).collect();
+    for zp in [0i8, 3] {
+        let model = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(pb::GraphProto {
+                node: vec![
+                    pb::NodeProto {
+                        input: vec!["wq".into(), "s".into(), "zp".into()],
+                        output: vec!["w".into()],
+                        op_type: "DequantizeLinear".into(),
+                        ..Default::default()
+                    },
+                    pb::NodeProto {
+                        input: vec!["x".into(), "w".into()],
+                        output: vec!["y".into()],
+                        op_type: "MatMul".into(),
+                        ..Default::default()
+                    },
+                ],
+                initializer: vec![
+                    encode(&Tensor::from_vec(vec![3, 4], wq.clone()).unwrap(), "wq"),
+                    encode(&Tensor::scalar(0.05f32), "s"),
+                    encode(&Tensor::scalar(zp), "zp"),
+                ],
+                input: vec![vi("x")],
+                output: vec![vi("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = Model::from_bytes(&model.encode_to_vec()).unwrap();
+        let (nq, _) = alembic::quant::quantized_stats(m.graph());
+        assert_eq!(nq, usize::from(zp == 0), "zp {zp}");
+        let s = m.session(SessionOptions::default()).unwrap();
+        let y = s.run(vec![("x", Tensor::from_vec(vec![2, 3], x.clone()).unwrap())]).unwrap().0[0].1.clone();
+        let y = y.as_slice::<f32>().unwrap();
+        for i in 0..2 {
+            for j in 0..4 {
+                let e: f32 = (0..3).map(|k| x[i * 3 + k] * (wq[k * 4 + j] as f32 - zp as f32) * 0.05).sum();
+                assert!((y[i * 4 + j] - e).abs() < 1e-5, "zp {zp} [{i},{j}]: {} vs {e}", y[i * 4 + j]);
+            }
+        }
+    }
+}

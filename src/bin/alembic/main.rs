@@ -6,6 +6,7 @@ mod demo;
 mod distill;
 mod eval;
 mod inspect;
+mod quantize;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Distill(distill::Args),
     /// Accuracy, teacher agreement, KL to the teacher and calibration of a classifier.
     Eval(eval::Args),
+    /// Write a model with f16 or int8 weights as standard QDQ ONNX (loads in ONNX Runtime too).
+    Quantize(quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Cache(a) => cache::main(a),
         Command::Distill(a) => distill::main(a),
         Command::Eval(a) => eval::main(a),
+        Command::Quantize(a) => quantize::main(a),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

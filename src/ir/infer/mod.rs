@@ -8,6 +8,7 @@
 mod array;
 mod math;
 mod nn;
+mod quant;
 
 use super::graph::{Graph, Node};
 use super::op::Op;
@@ -61,6 +62,9 @@ fn rule(op: &Op, inputs: &[Option<InFact>], n_out: usize) -> RuleResult {
         return Ok(Some(r));
     }
     if let Some(r) = nn::rule(op, inputs, n_out)? {
+        return Ok(Some(r));
+    }
+    if let Some(r) = quant::rule(op, inputs, n_out)? {
         return Ok(Some(r));
     }
     array::rule(op, inputs, n_out)

@@ -1,12 +1,15 @@
 //! Graph passes run after import: constant folding (incl. the shape subgraphs exporters emit),
-//! removal of no-op nodes, BatchNormalization folded into the Conv/Gemm before it.
+//! removal of no-op nodes, BatchNormalization folded into the Conv/Gemm before it, QDQ int8 /
+//! f16 weights folded into QGemm/QConv.
 
 mod bn_fold;
 mod fold;
+mod qdq_fold;
 mod simplify;
 
 pub use bn_fold::fold_batchnorm;
 pub use fold::fold_constants;
+pub use qdq_fold::fold_qdq;
 pub use simplify::remove_identities;
 
 use super::graph::Graph;
@@ -35,6 +38,8 @@ pub fn optimize(g: &mut Graph) -> Result<()> {
 pub fn optimize_with(g: &mut Graph, opts: PassOptions) -> Result<()> {
     for _ in 0..8 {
         let before = g.nodes.len();
+        // Before constant folding, which would expand QDQ weights to f32.
+        fold_qdq(g);
         fold_constants(g)?;
         remove_identities(g);
         if opts.fold_batchnorm {

@@ -3,3 +3,4 @@
 pub mod array;
 pub mod math;
 pub mod nn;
+pub mod quant;

@@ -41,7 +41,7 @@ fn auto_pad(c: &NodeCtx) -> Result<AutoPad> {
 }
 
 /// Window attributes; absent strides/pads/dilations stay empty (= defaults for the rank).
-fn window(c: &NodeCtx, kernel_required: bool) -> Result<Window> {
+pub(crate) fn window(c: &NodeCtx, kernel_required: bool) -> Result<Window> {
     let kernel = c.usizes("kernel_shape")?.unwrap_or_default();
     if kernel_required && kernel.is_empty() {
         return Err(c.err("missing attribute kernel_shape"));
@@ -68,7 +68,7 @@ fn window(c: &NodeCtx, kernel_required: bool) -> Result<Window> {
     Ok(w)
 }
 
-fn group(c: &NodeCtx) -> Result<usize> {
+pub(crate) fn group(c: &NodeCtx) -> Result<usize> {
     match c.int("group", 1) {
         g if g >= 1 => Ok(g as usize),
         g => Err(c.err(format!("group {g} must be positive"))),

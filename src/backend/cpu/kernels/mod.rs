@@ -12,6 +12,7 @@ pub mod gather;
 pub mod linalg;
 pub mod norm;
 pub mod pool;
+pub mod qlinear;
 pub mod quant;
 pub mod reduce;
 pub mod resize;
@@ -59,6 +60,7 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch
         ),
         Op::MatMul => linalg::matmul(req(inputs, 0)?, req(inputs, 1)?, &mut outputs[0]),
         Op::QConv { .. } => quant::qconv(op, inputs, outputs, scratch),
+        Op::QLinear(q) => qlinear::eval(q, inputs, outputs, scratch),
         Op::QGemm { w, alpha, beta } => {
             quant::qgemm(w, req(inputs, 0)?, opt(inputs, 1), *alpha, *beta, &mut outputs[0], scratch)
         }

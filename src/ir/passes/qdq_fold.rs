@@ -1,0 +1,110 @@
+//! Folds weights stored the QDQ way into Alembic's quantized ops, so they stay packed in memory:
+//! `DequantizeLinear(constant int8 W, scale, zero point 0)` feeding MatMul's or Gemm's B, or
+//! Conv's W, becomes [`Op::QGemm`] / [`Op::QConv`] with the int8 per-output-channel scheme when
+//! the layout fits (symmetric, per tensor or per output channel); `Cast(constant f16 W -> f32)`
+//! becomes the f16 scheme. Anything else is left to the generic kernels (and constant folding).
+//! Runs before constant folding, which would otherwise expand the weight to f32.
+
+use crate::ir::graph::Graph;
+use crate::ir::op::{Op, QLinear};
+use crate::quant::{QData, QWeight};
+use crate::tensor::{norm_axis, DType};
+use std::sync::Arc;
+
+/// Where the output channels sit in the weight tensor.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// MatMul B / Gemm B without transB: `[k, n]`.
+    KN,
+    /// Gemm B under transB, Conv W: `[n, k..]`.
+    NK,
+}
+
+pub fn fold_qdq(g: &mut Graph) {
+    let producers = g.producers();
+    let mut changed = false;
+    for n in 0..g.nodes.len() {
+        let node = &g.nodes[n];
+        let (layout, conv) = match &node.op {
+            Op::MatMul => (Layout::KN, false),
+            Op::Gemm { trans_a: false, trans_b, .. } => (if *trans_b { Layout::NK } else { Layout::KN }, false),
+            Op::Conv { .. } => (Layout::NK, true),
+            _ => continue,
+        };
+        let (Some(a), Some(w)) = (node.input(0), node.input(1)) else { continue };
+        if g.values[a].dtype.is_some_and(|d| d != DType::F32) {
+            continue;
+        }
+        let Some(p) = producers[w] else { continue };
+        let Some(q) = packed_weight(g, p, layout, conv) else { continue };
+        let bias = node.input(2);
+        let node = &mut g.nodes[n];
+        node.op = match &node.op {
+            Op::Conv { window, group } => {
+                Op::QConv { window: window.clone(), group: *group, w: Arc::new(q.0), wshape: q.1 }
+            }
+            Op::Gemm { alpha, beta, .. } => Op::QGemm { w: Arc::new(q.0), alpha: *alpha, beta: *beta },
+            _ => Op::QGemm { w: Arc::new(q.0), alpha: 1.0, beta: 0.0 },
+        };
+        node.inputs = vec![Some(a), bias];
+        changed = true;
+    }
+    if changed {
+        g.prune_dead_nodes();
+    }
+}
+
+/// The packed `[n, k]` weight (and the original weight shape) produced by node `p`, if it is a
+/// foldable DequantizeLinear or f16 Cast of a constant.
+fn packed_weight(g: &Graph, p: usize, layout: Layout, conv: bool) -> Option<(QWeight, Vec<usize>)> {
+    let node = &g.nodes[p];
+    let c = |i: usize| node.input(i).and_then(|v| g.constant(v));
+    let x = c(0)?;
+    let shape = x.shape().to_vec();
+    if if conv { shape.len() < 3 } else { shape.len() != 2 } || x.is_empty() {
+        return None;
+    }
+    let (n, k) = match layout {
+        Layout::KN => (shape[1], shape[0]),
+        Layout::NK => (shape[0], x.len() / shape[0]),
+    };
+    let data = match &node.op {
+        Op::QLinear(QLinear::Dequantize { axis, block_size: 0 }) => {
+            let q = x.as_slice::<i8>()?;
+            let s = c(1)?.as_slice::<f32>()?;
+            if node.input(2).is_some() && c(2)?.to_i64_vec()?.iter().any(|&z| z != 0) {
+                return None;
+            }
+            let scales = if s.len() == 1 {
+                vec![s[0]; n]
+            } else {
+                let out_axis = if layout == Layout::KN { 1 } else { 0 };
+                if norm_axis(*axis, shape.len())? != out_axis || s.len() != n {
+                    return None;
+                }
+                s.to_vec()
+            };
+            QData::Int8 { q: nk(q, &shape, layout), scales }
+        }
+        Op::Cast { to: DType::F32 } => QData::F16(nk(x.as_slice::<half::f16>()?, &shape, layout)),
+        _ => return None,
+    };
+    Some((QWeight { n, k, data }, shape))
+}
+
+/// Row-major `[n, k]` copy of the weight (a transpose for the `[k, n]` layout).
+fn nk<T: Copy + Default>(v: &[T], shape: &[usize], layout: Layout) -> Vec<T> {
+    match layout {
+        Layout::NK => v.to_vec(),
+        Layout::KN => {
+            let (r, c) = (shape[0], shape[1]);
+            let mut w = vec![T::default(); r * c];
+            for i in 0..r {
+                for j in 0..c {
+                    w[j * r + i] = v[i * c + j];
+                }
+            }
+            w
+        }
+    }
+}
