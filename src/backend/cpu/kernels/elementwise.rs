@@ -175,9 +175,12 @@ fn int_unary(u: &Unary, x: &Tensor, out: &mut Tensor) -> KResult {
             }
         }};
     }
-    // Unsigned: Neg and Abs of an unsigned value are not ONNX ops on these types; Relu is identity.
+    // Unsigned: Abs and Relu are the identity; ONNX defines no Neg on unsigned types.
     macro_rules! go_unsigned {
         ($t:ty, $v:expr) => {{
+            if matches!(u, Unary::Neg) {
+                return Err(format!("Neg does not take {} input", x.dtype()));
+            }
             let o = out.reuse::<$t>(x.shape());
             for (o, &x) in o.iter_mut().zip($v) {
                 *o = match *u {
