@@ -215,6 +215,18 @@ pub fn random_tensor(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
         DType::I8 => Tensor::from_vec(s, (0..n).map(|_| r.next() as i8).collect::<Vec<_>>()),
         DType::U8 => Tensor::from_vec(s, (0..n).map(|_| r.next() as u8).collect::<Vec<_>>()),
         DType::BF16 => Tensor::from_vec(s, (0..n).map(|_| half::bf16::from_f64(r.unit())).collect::<Vec<_>>()),
+        DType::F8E4M3FN => {
+            Tensor::from_vec(s, (0..n).map(|_| crate::tensor::F8E4M3FN::from_f64(r.unit(), true)).collect::<Vec<_>>())
+        }
+        DType::F8E4M3FNUZ => {
+            Tensor::from_vec(s, (0..n).map(|_| crate::tensor::F8E4M3FNUZ::from_f64(r.unit(), true)).collect::<Vec<_>>())
+        }
+        DType::F8E5M2 => {
+            Tensor::from_vec(s, (0..n).map(|_| crate::tensor::F8E5M2::from_f64(r.unit(), true)).collect::<Vec<_>>())
+        }
+        DType::F8E5M2FNUZ => {
+            Tensor::from_vec(s, (0..n).map(|_| crate::tensor::F8E5M2FNUZ::from_f64(r.unit(), true)).collect::<Vec<_>>())
+        }
         DType::I16 => Tensor::from_vec(s, (0..n).map(|_| (r.next() % 4) as i16).collect::<Vec<_>>()),
         DType::U16 => Tensor::from_vec(s, (0..n).map(|_| (r.next() % 4) as u16).collect::<Vec<_>>()),
         DType::U32 => Tensor::from_vec(s, (0..n).map(|_| (r.next() % 4) as u32).collect::<Vec<_>>()),

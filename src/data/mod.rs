@@ -378,6 +378,10 @@ pub fn tensor_le_bytes(t: &Tensor, out: &mut Vec<u8>) {
         Data::U64(v) => put!(v),
         Data::BF16(v) => put!(v),
         Data::U8(v) => out.extend_from_slice(v),
+        Data::F8E4M3FN(v) => out.extend(v.iter().map(|x| x.0)),
+        Data::F8E4M3FNUZ(v) => out.extend(v.iter().map(|x| x.0)),
+        Data::F8E5M2(v) => out.extend(v.iter().map(|x| x.0)),
+        Data::F8E5M2FNUZ(v) => out.extend(v.iter().map(|x| x.0)),
         Data::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
     }
 }

@@ -203,6 +203,9 @@ pub enum Op {
     Clip,
     Cast {
         to: DType,
+        /// Float8 targets only: out of range values clamp to the largest finite (true, the
+        /// default) or become infinity/NaN.
+        saturate: bool,
     },
     /// `alpha * A' B' + beta * C`; inputs A, B, optional C.
     Gemm {

@@ -1,7 +1,7 @@
 //! ONNX `TensorProto` <-> [`Tensor`], including external data (weights beside the model file).
 
 use crate::error::{Error, Result};
-use crate::tensor::{onnx_type_name, DType, Data, Tensor};
+use crate::tensor::{onnx_type_name, DType, Data, Tensor, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use half::{bf16, f16};
 use std::path::Path;
 use tract_onnx::pb::TensorProto;
@@ -54,9 +54,18 @@ fn typed_len(t: &TensorProto, dtype: DType) -> usize {
         DType::F64 => t.double_data.len(),
         DType::I64 => t.int64_data.len(),
         DType::U32 | DType::U64 => t.uint64_data.len(),
-        DType::F16 | DType::BF16 | DType::I32 | DType::I16 | DType::U16 | DType::I8 | DType::U8 | DType::Bool => {
-            t.int32_data.len()
-        }
+        DType::F16
+        | DType::BF16
+        | DType::I32
+        | DType::I16
+        | DType::U16
+        | DType::I8
+        | DType::U8
+        | DType::Bool
+        | DType::F8E4M3FN
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2
+        | DType::F8E5M2FNUZ => t.int32_data.len(),
     }
 }
 
@@ -75,6 +84,10 @@ fn from_typed_fields(t: &TensorProto, dtype: DType) -> Data {
         DType::Bool => Data::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
         DType::F16 => Data::F16(t.int32_data.iter().map(|&v| f16::from_bits(v as u16)).collect()),
         DType::BF16 => Data::BF16(t.int32_data.iter().map(|&v| bf16::from_bits(v as u16)).collect()),
+        DType::F8E4M3FN => Data::F8E4M3FN(t.int32_data.iter().map(|&v| F8E4M3FN(v as u8)).collect()),
+        DType::F8E4M3FNUZ => Data::F8E4M3FNUZ(t.int32_data.iter().map(|&v| F8E4M3FNUZ(v as u8)).collect()),
+        DType::F8E5M2 => Data::F8E5M2(t.int32_data.iter().map(|&v| F8E5M2(v as u8)).collect()),
+        DType::F8E5M2FNUZ => Data::F8E5M2FNUZ(t.int32_data.iter().map(|&v| F8E5M2FNUZ(v as u8)).collect()),
     }
 }
 
@@ -97,6 +110,10 @@ fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
         DType::BF16 => Data::BF16(b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
         DType::I8 => Data::I8(b.iter().map(|&v| v as i8).collect()),
         DType::U8 => Data::U8(b.to_vec()),
+        DType::F8E4M3FN => Data::F8E4M3FN(b.iter().map(|&v| F8E4M3FN(v)).collect()),
+        DType::F8E4M3FNUZ => Data::F8E4M3FNUZ(b.iter().map(|&v| F8E4M3FNUZ(v)).collect()),
+        DType::F8E5M2 => Data::F8E5M2(b.iter().map(|&v| F8E5M2(v)).collect()),
+        DType::F8E5M2FNUZ => Data::F8E5M2FNUZ(b.iter().map(|&v| F8E5M2FNUZ(v)).collect()),
         DType::Bool => Data::Bool(b.iter().map(|&v| v != 0).collect()),
     }
 }
@@ -159,6 +176,10 @@ fn to_le_bytes(d: &Data) -> Vec<u8> {
         Data::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
         Data::U8(v) => v.clone(),
+        Data::F8E4M3FN(v) => v.iter().map(|x| x.0).collect(),
+        Data::F8E4M3FNUZ(v) => v.iter().map(|x| x.0).collect(),
+        Data::F8E5M2(v) => v.iter().map(|x| x.0).collect(),
+        Data::F8E5M2FNUZ(v) => v.iter().map(|x| x.0).collect(),
         Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),
     }
 }

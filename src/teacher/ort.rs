@@ -7,7 +7,7 @@
 
 use super::{order_inputs, panic_message, Engine};
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Data, Tensor};
 use ::ort::session::builder::GraphOptimizationLevel;
 use ::ort::session::Session;
 use ::ort::value::{DynValue, PrimitiveTensorElementType, TensorElementType, ValueType};
@@ -123,7 +123,29 @@ fn one_line(m: &str) -> String {
 /// Copies an Alembic tensor into an ONNX Runtime value.
 pub fn to_ort(t: &Tensor) -> Result<DynValue> {
     let shape = t.shape().to_vec();
-    let v = crate::dispatch_data!(t.data(), v => ::ort::value::Tensor::from_array((shape.clone(), v.clone())).map(|x| x.into_dyn()));
+    macro_rules! build {
+        ($v:expr) => {
+            ::ort::value::Tensor::from_array((shape.clone(), $v.clone())).map(|x| x.into_dyn())
+        };
+    }
+    let v = match t.data() {
+        Data::F32(v) => build!(v),
+        Data::F16(v) => build!(v),
+        Data::F64(v) => build!(v),
+        Data::BF16(v) => build!(v),
+        Data::I64(v) => build!(v),
+        Data::I32(v) => build!(v),
+        Data::I16(v) => build!(v),
+        Data::I8(v) => build!(v),
+        Data::U64(v) => build!(v),
+        Data::U32(v) => build!(v),
+        Data::U16(v) => build!(v),
+        Data::U8(v) => build!(v),
+        Data::Bool(v) => build!(v),
+        Data::F8E4M3FN(_) | Data::F8E4M3FNUZ(_) | Data::F8E5M2(_) | Data::F8E5M2FNUZ(_) => {
+            return Err(unavailable(&format!("{} tensors are not passed to onnxruntime", t.dtype())))
+        }
+    };
     v.map_err(|e| unavailable(&format!("cannot build a tensor of shape {shape:?}: {e}")))
 }
 
@@ -152,7 +174,9 @@ pub fn from_ort(v: &DynValue) -> Result<Tensor> {
         Some(DType::U64) => copy::<u64>(v),
         Some(DType::BF16) => copy::<half::bf16>(v),
         Some(DType::Bool) => copy::<bool>(v),
-        None => Err(unavailable(&format!("output type {ty:?} has no Alembic equivalent"))),
+        Some(DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ) | None => {
+            Err(unavailable(&format!("output type {ty:?} has no Alembic equivalent")))
+        }
     }
 }
 

@@ -194,14 +194,17 @@ fn datum_type(dt: DType) -> std::result::Result<DatumType, String> {
         DType::U64 => DatumType::U64,
         DType::Bool => DatumType::Bool,
         DType::BF16 => return Err("tract has no bfloat16 tensors".into()),
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => {
+            return Err("tract has no float8 tensors".into())
+        }
     })
 }
 
 /// Copies an Alembic tensor into a tract tensor.
 pub fn to_tract(t: &Tensor) -> Result<TractTensor> {
     let shape = t.shape();
-    if let Data::BF16(_) = t.data() {
-        return Err(unavailable("tract has no bfloat16 tensors"));
+    if t.dtype() == DType::BF16 || t.dtype().is_float8() {
+        return Err(unavailable(&format!("tract has no {} tensors", t.dtype())));
     }
     let r = match t.data() {
         Data::F32(v) => TractTensor::from_shape(shape, v),
@@ -216,7 +219,9 @@ pub fn to_tract(t: &Tensor) -> Result<TractTensor> {
         Data::U16(v) => TractTensor::from_shape(shape, v),
         Data::U8(v) => TractTensor::from_shape(shape, v),
         Data::Bool(v) => TractTensor::from_shape(shape, v),
-        Data::BF16(_) => unreachable!("rejected above"),
+        Data::BF16(_) | Data::F8E4M3FN(_) | Data::F8E4M3FNUZ(_) | Data::F8E5M2(_) | Data::F8E5M2FNUZ(_) => {
+            unreachable!("rejected above")
+        }
     };
     r.map_err(|e| unavailable(&format!("cannot build a tensor of shape {shape:?}: {e}")))
 }

@@ -17,6 +17,10 @@ pub enum DType {
     U32,
     U64,
     BF16,
+    F8E4M3FN,
+    F8E4M3FNUZ,
+    F8E5M2,
+    F8E5M2FNUZ,
     Bool,
 }
 
@@ -37,6 +41,10 @@ impl DType {
             12 => DType::U32,
             13 => DType::U64,
             16 => DType::BF16,
+            17 => DType::F8E4M3FN,
+            18 => DType::F8E4M3FNUZ,
+            19 => DType::F8E5M2,
+            20 => DType::F8E5M2FNUZ,
             _ => return None,
         })
     }
@@ -57,6 +65,10 @@ impl DType {
             DType::U32 => 12,
             DType::U64 => 13,
             DType::BF16 => 16,
+            DType::F8E4M3FN => 17,
+            DType::F8E4M3FNUZ => 18,
+            DType::F8E5M2 => 19,
+            DType::F8E5M2FNUZ => 20,
         }
     }
 
@@ -66,12 +78,23 @@ impl DType {
             DType::F64 | DType::I64 | DType::U64 => 8,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
-            DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::I8
+            | DType::U8
+            | DType::Bool
+            | DType::F8E4M3FN
+            | DType::F8E4M3FNUZ
+            | DType::F8E5M2
+            | DType::F8E5M2FNUZ => 1,
         }
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::F64 | DType::BF16)
+        matches!(self, DType::F32 | DType::F16 | DType::F64 | DType::BF16) || self.is_float8()
+    }
+
+    /// The 8-bit float formats: storage for Cast only, no arithmetic.
+    pub fn is_float8(self) -> bool {
+        matches!(self, DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ)
     }
 }
 
@@ -90,6 +113,10 @@ impl fmt::Display for DType {
             DType::U32 => "u32",
             DType::U64 => "u64",
             DType::BF16 => "bf16",
+            DType::F8E4M3FN => "f8e4m3fn",
+            DType::F8E4M3FNUZ => "f8e4m3fnuz",
+            DType::F8E5M2 => "f8e5m2",
+            DType::F8E5M2FNUZ => "f8e5m2fnuz",
             DType::Bool => "bool",
         };
         f.write_str(s)
@@ -116,6 +143,16 @@ pub fn onnx_type_name(code: i32) -> &'static str {
         14 => "COMPLEX64",
         15 => "COMPLEX128",
         16 => "BFLOAT16",
-        _ => "FLOAT8/INT4/other",
+        17 => "FLOAT8E4M3FN",
+        18 => "FLOAT8E4M3FNUZ",
+        19 => "FLOAT8E5M2",
+        20 => "FLOAT8E5M2FNUZ",
+        21 => "UINT4",
+        22 => "INT4",
+        23 => "FLOAT4E2M1",
+        24 => "FLOAT8E8M0",
+        25 => "UINT2",
+        26 => "INT2",
+        _ => "UNKNOWN",
     }
 }

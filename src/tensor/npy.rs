@@ -88,8 +88,24 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
             let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
             put!(f)
         }
-        // numpy has no bfloat16: written widened to float32, as float16 is.
+        // numpy has no bfloat16 or float8: written widened to float32, as float16 is.
         Data::BF16(v) => {
+            let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+            put!(f)
+        }
+        Data::F8E4M3FN(v) => {
+            let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+            put!(f)
+        }
+        Data::F8E4M3FNUZ(v) => {
+            let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+            put!(f)
+        }
+        Data::F8E5M2(v) => {
+            let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+            put!(f)
+        }
+        Data::F8E5M2FNUZ(v) => {
             let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
             put!(f)
         }

@@ -4,6 +4,7 @@
 //! ([`Tensor::reuse_f32`]); ndarray views are available for ops that like them.
 
 use super::dtype::DType;
+use super::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use super::shape::numel;
 use half::{bf16, f16};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -23,6 +24,10 @@ pub enum Data {
     U32(Vec<u32>),
     U64(Vec<u64>),
     BF16(Vec<bf16>),
+    F8E4M3FN(Vec<F8E4M3FN>),
+    F8E4M3FNUZ(Vec<F8E4M3FNUZ>),
+    F8E5M2(Vec<F8E5M2>),
+    F8E5M2FNUZ(Vec<F8E5M2FNUZ>),
     Bool(Vec<bool>),
 }
 
@@ -75,6 +80,10 @@ element!(u16, U16);
 element!(u32, U32);
 element!(u64, U64);
 element!(bf16, BF16);
+element!(F8E4M3FN, F8E4M3FN);
+element!(F8E4M3FNUZ, F8E4M3FNUZ);
+element!(F8E5M2, F8E5M2);
+element!(F8E5M2FNUZ, F8E5M2FNUZ);
 element!(bool, Bool);
 
 /// Applies `$body` with `$v` bound to the typed Vec of whatever variant `$data` is.
@@ -94,6 +103,10 @@ macro_rules! dispatch_data {
             $crate::tensor::Data::U32($v) => $body,
             $crate::tensor::Data::U64($v) => $body,
             $crate::tensor::Data::BF16($v) => $body,
+            $crate::tensor::Data::F8E4M3FN($v) => $body,
+            $crate::tensor::Data::F8E4M3FNUZ($v) => $body,
+            $crate::tensor::Data::F8E5M2($v) => $body,
+            $crate::tensor::Data::F8E5M2FNUZ($v) => $body,
             $crate::tensor::Data::Bool($v) => $body,
         }
     };
@@ -114,6 +127,10 @@ impl Data {
             Data::U32(_) => DType::U32,
             Data::U64(_) => DType::U64,
             Data::BF16(_) => DType::BF16,
+            Data::F8E4M3FN(_) => DType::F8E4M3FN,
+            Data::F8E4M3FNUZ(_) => DType::F8E4M3FNUZ,
+            Data::F8E5M2(_) => DType::F8E5M2,
+            Data::F8E5M2FNUZ(_) => DType::F8E5M2FNUZ,
             Data::Bool(_) => DType::Bool,
         }
     }
@@ -141,6 +158,10 @@ impl Data {
             DType::U32 => Data::U32(Vec::new()),
             DType::U64 => Data::U64(Vec::new()),
             DType::BF16 => Data::BF16(Vec::new()),
+            DType::F8E4M3FN => Data::F8E4M3FN(Vec::new()),
+            DType::F8E4M3FNUZ => Data::F8E4M3FNUZ(Vec::new()),
+            DType::F8E5M2 => Data::F8E5M2(Vec::new()),
+            DType::F8E5M2FNUZ => Data::F8E5M2FNUZ(Vec::new()),
             DType::Bool => Data::Bool(Vec::new()),
         }
     }
@@ -182,6 +203,10 @@ impl Tensor {
             DType::U32 => Data::U32(vec![0; n]),
             DType::U64 => Data::U64(vec![0; n]),
             DType::BF16 => Data::BF16(vec![bf16::ZERO; n]),
+            DType::F8E4M3FN => Data::F8E4M3FN(vec![F8E4M3FN(0); n]),
+            DType::F8E4M3FNUZ => Data::F8E4M3FNUZ(vec![F8E4M3FNUZ(0); n]),
+            DType::F8E5M2 => Data::F8E5M2(vec![F8E5M2(0); n]),
+            DType::F8E5M2FNUZ => Data::F8E5M2FNUZ(vec![F8E5M2FNUZ(0); n]),
             DType::Bool => Data::Bool(vec![false; n]),
         };
         Tensor { shape: shape.to_vec(), data }
@@ -300,6 +325,10 @@ impl Tensor {
             Data::U32(s) => copy!(u32, s),
             Data::U64(s) => copy!(u64, s),
             Data::BF16(s) => copy!(bf16, s),
+            Data::F8E4M3FN(s) => copy!(F8E4M3FN, s),
+            Data::F8E4M3FNUZ(s) => copy!(F8E4M3FNUZ, s),
+            Data::F8E5M2(s) => copy!(F8E5M2, s),
+            Data::F8E5M2FNUZ(s) => copy!(F8E5M2FNUZ, s),
             Data::Bool(s) => copy!(bool, s),
         }
     }
@@ -315,7 +344,15 @@ impl Tensor {
             Data::U16(v) => v.iter().map(|&x| x as i64).collect(),
             Data::U32(v) => v.iter().map(|&x| x as i64).collect(),
             Data::U64(v) => v.iter().map(|&x| i64::try_from(x).ok()).collect::<Option<_>>()?,
-            Data::F32(_) | Data::F16(_) | Data::F64(_) | Data::BF16(_) | Data::Bool(_) => return None,
+            Data::F32(_)
+            | Data::F16(_)
+            | Data::F64(_)
+            | Data::BF16(_)
+            | Data::F8E4M3FN(_)
+            | Data::F8E4M3FNUZ(_)
+            | Data::F8E5M2(_)
+            | Data::F8E5M2FNUZ(_)
+            | Data::Bool(_) => return None,
         })
     }
 
@@ -334,6 +371,10 @@ impl Tensor {
             Data::U32(v) => v.iter().map(|&x| x as f64).collect(),
             Data::U64(v) => v.iter().map(|&x| x as f64).collect(),
             Data::BF16(v) => v.iter().map(|&x| x.to_f64()).collect(),
+            Data::F8E4M3FN(v) => v.iter().map(|&x| x.to_f64()).collect(),
+            Data::F8E4M3FNUZ(v) => v.iter().map(|&x| x.to_f64()).collect(),
+            Data::F8E5M2(v) => v.iter().map(|&x| x.to_f64()).collect(),
+            Data::F8E5M2FNUZ(v) => v.iter().map(|&x| x.to_f64()).collect(),
             Data::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
         }
     }

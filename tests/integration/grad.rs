@@ -374,8 +374,8 @@ fn grad_reshapes() {
     check(&Op::Unsqueeze, vec![x(), i1(&[0, 3])], &[0], 73);
     check(&Op::Squeeze, vec![Some(rand_t(&mut r, &[2, 1, 3, 1], -1.0, 1.0)), i1(&[1])], &[0], 74);
     check(&Op::Squeeze, vec![Some(rand_t(&mut r, &[2, 1, 3, 1], -1.0, 1.0)), None], &[0], 75);
-    check(&Op::Cast { to: DType::F32 }, vec![x()], &[0], 76);
-    check(&Op::Cast { to: DType::F64 }, vec![x()], &[0], 77);
+    check(&Op::Cast { to: DType::F32, saturate: true }, vec![x()], &[0], 76);
+    check(&Op::Cast { to: DType::F64, saturate: true }, vec![x()], &[0], 77);
 }
 
 #[test]

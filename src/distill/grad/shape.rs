@@ -9,7 +9,7 @@ use crate::tensor::{norm_axis, strides, Tensor};
 
 pub fn supports(op: &Op) -> bool {
     match op {
-        Op::Cast { to } => to.is_float(),
+        Op::Cast { to, .. } => to.is_float() && !to.is_float8(),
         Op::Flatten { .. }
         | Op::Reshape { .. }
         | Op::Transpose { .. }
@@ -76,7 +76,7 @@ pub fn vjp(
             Tensor::from_vec(x.shape().to_vec(), gv.to_vec()).ok_or("gradient does not fit the input")?
         }
         Op::Cast { .. } => {
-            if !x.dtype().is_float() {
+            if !x.dtype().is_float() || x.dtype().is_float8() {
                 return Err(format!("Cast from {} has no gradient", x.dtype()));
             }
             Tensor::from_vec(x.shape().to_vec(), gv.to_vec()).ok_or("gradient does not fit the input")?

@@ -28,7 +28,7 @@ pub fn rule(op: &Op, inputs: &[Option<InFact>], _n_out: usize) -> RuleResult {
             let s = broadcast(shape(0), shape(1));
             vec![OutFact::new(dtype(1), broadcast(s.as_deref(), shape(2)))]
         }
-        Op::Cast { to } => {
+        Op::Cast { to, .. } => {
             let mut f = OutFact::new(Some(*to), shape(0).map(<[Dim]>::to_vec));
             if !to.is_float() {
                 f.shape_value = inp(0).and_then(|i| i.shape_value).map(<[Dim]>::to_vec);

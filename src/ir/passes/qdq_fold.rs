@@ -86,7 +86,7 @@ fn packed_weight(g: &Graph, p: usize, layout: Layout, conv: bool) -> Option<(QWe
             };
             QData::Int8 { q: nk(q, &shape, layout), scales }
         }
-        Op::Cast { to: DType::F32 } => QData::F16(nk(x.as_slice::<half::f16>()?, &shape, layout)),
+        Op::Cast { to: DType::F32, .. } => QData::F16(nk(x.as_slice::<half::f16>()?, &shape, layout)),
         _ => return None,
     };
     Some((QWeight { n, k, data }, shape))

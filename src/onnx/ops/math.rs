@@ -126,7 +126,8 @@ fn cast(c: &mut NodeCtx) -> Result<Op> {
     let code = c.int_opt("to").ok_or_else(|| c.err("missing attribute 'to'"))?;
     let to = DType::from_onnx(code as i32)
         .ok_or_else(|| c.err(format!("cast to {} is not supported", crate::tensor::onnx_type_name(code as i32))))?;
-    Ok(Op::Cast { to })
+    let saturate = c.int_opt("saturate").unwrap_or(1) != 0;
+    Ok(Op::Cast { to, saturate })
 }
 
 fn gemm(c: &mut NodeCtx) -> Result<Op> {

@@ -3,7 +3,7 @@
 use super::broadcast::{binary as bcast, broadcast_all, broadcast_strides, for_each_offsets};
 use super::KResult;
 use crate::ir::{Binary, Unary};
-use crate::tensor::{DType, Data, Tensor};
+use crate::tensor::{DType, Data, Tensor, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use half::{bf16, f16};
 
 /// Scalar form of each unary function, shared with the fused epilogues of GEMM/conv.
@@ -175,9 +175,12 @@ fn int_unary(u: &Unary, x: &Tensor, out: &mut Tensor) -> KResult {
             }
         }};
     }
-    // Unsigned: Neg and Abs of an unsigned value are not ONNX ops on these types; Relu is identity.
+    // Unsigned: Abs and Relu are the identity; ONNX defines no Neg on unsigned types.
     macro_rules! go_unsigned {
         ($t:ty, $v:expr) => {{
+            if matches!(u, Unary::Neg) {
+                return Err(format!("Neg does not take {} input", x.dtype()));
+            }
             let o = out.reuse::<$t>(x.shape());
             for (o, &x) in o.iter_mut().zip($v) {
                 *o = match *u {
@@ -331,6 +334,12 @@ fn predicate(op: Binary, a: &Tensor, b: &Tensor, osh: &[usize], out: &mut Tensor
         (_, Data::U64(x), Data::U64(y)) => cmp!(x, y),
         (_, Data::BF16(x), Data::BF16(y)) => cmp!(x, y),
         (_, Data::Bool(x), Data::Bool(y)) => cmp!(x, y),
+        (_, Data::F8E4M3FN(_), _)
+        | (_, Data::F8E4M3FNUZ(_), _)
+        | (_, Data::F8E5M2(_), _)
+        | (_, Data::F8E5M2FNUZ(_), _) => {
+            return Err(format!("{op:?} does not take {}: float8 is storage for Cast only", a.dtype()))
+        }
         _ => unreachable!("types checked equal"),
     }
     Ok(())
@@ -393,6 +402,10 @@ pub fn where_(cond: &Tensor, x: &Tensor, y: &Tensor, out: &mut Tensor) -> KResul
         (Data::U32(a), Data::U32(b)) => go!(u32, a, b),
         (Data::U64(a), Data::U64(b)) => go!(u64, a, b),
         (Data::BF16(a), Data::BF16(b)) => go!(bf16, a, b),
+        (Data::F8E4M3FN(a), Data::F8E4M3FN(b)) => go!(F8E4M3FN, a, b),
+        (Data::F8E4M3FNUZ(a), Data::F8E4M3FNUZ(b)) => go!(F8E4M3FNUZ, a, b),
+        (Data::F8E5M2(a), Data::F8E5M2(b)) => go!(F8E5M2, a, b),
+        (Data::F8E5M2FNUZ(a), Data::F8E5M2FNUZ(b)) => go!(F8E5M2FNUZ, a, b),
         (Data::Bool(a), Data::Bool(b)) => go!(bool, a, b),
         _ => unreachable!("types checked equal"),
     }
@@ -423,34 +436,45 @@ pub fn clip_dynamic(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>, out:
 }
 
 /// ONNX Cast between supported types (float->int truncates toward zero, as C does; int->int
-/// wraps, as C does; integers go through i128 so 64-bit values stay exact).
+/// wraps, as C does; integers go through i128 so 64-bit values stay exact). Out of range values
+/// cast to float8 saturate.
 pub fn cast(x: &Tensor, to: DType, out: &mut Tensor) -> KResult {
+    cast_saturate(x, to, true, out)
+}
+
+/// [`cast`] with Cast's `saturate` attribute, which only matters for float8 targets: when false,
+/// out of range values become infinity (E5M2) or NaN.
+pub fn cast_saturate(x: &Tensor, to: DType, saturate: bool, out: &mut Tensor) -> KResult {
     if x.dtype() == to {
         out.assign(x);
         return Ok(());
     }
     let sh = x.shape();
     match x.data() {
-        Data::F32(v) => store_f64(v.iter().map(|&x| x as f64), to, sh, out),
-        Data::F64(v) => store_f64(v.iter().copied(), to, sh, out),
-        Data::F16(v) => store_f64(v.iter().map(|x| x.to_f64()), to, sh, out),
-        Data::BF16(v) => store_f64(v.iter().map(|x| x.to_f64()), to, sh, out),
-        Data::I64(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
-        Data::I32(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
-        Data::I16(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
-        Data::I8(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
-        Data::U64(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
-        Data::U32(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
-        Data::U16(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
-        Data::U8(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
-        Data::Bool(v) => store_int(v.iter().map(|&x| x as i128), to, sh, out),
+        Data::F32(v) => store_f64(v.iter().map(|&x| x as f64), to, saturate, sh, out),
+        Data::F64(v) => store_f64(v.iter().copied(), to, saturate, sh, out),
+        Data::F16(v) => store_f64(v.iter().map(|x| x.to_f64()), to, saturate, sh, out),
+        Data::BF16(v) => store_f64(v.iter().map(|x| x.to_f64()), to, saturate, sh, out),
+        Data::F8E4M3FN(v) => store_f64(v.iter().map(|x| x.to_f64()), to, saturate, sh, out),
+        Data::F8E4M3FNUZ(v) => store_f64(v.iter().map(|x| x.to_f64()), to, saturate, sh, out),
+        Data::F8E5M2(v) => store_f64(v.iter().map(|x| x.to_f64()), to, saturate, sh, out),
+        Data::F8E5M2FNUZ(v) => store_f64(v.iter().map(|x| x.to_f64()), to, saturate, sh, out),
+        Data::I64(v) => store_int(v.iter().map(|&x| x as i128), to, saturate, sh, out),
+        Data::I32(v) => store_int(v.iter().map(|&x| x as i128), to, saturate, sh, out),
+        Data::I16(v) => store_int(v.iter().map(|&x| x as i128), to, saturate, sh, out),
+        Data::I8(v) => store_int(v.iter().map(|&x| x as i128), to, saturate, sh, out),
+        Data::U64(v) => store_int(v.iter().map(|&x| x as i128), to, saturate, sh, out),
+        Data::U32(v) => store_int(v.iter().map(|&x| x as i128), to, saturate, sh, out),
+        Data::U16(v) => store_int(v.iter().map(|&x| x as i128), to, saturate, sh, out),
+        Data::U8(v) => store_int(v.iter().map(|&x| x as i128), to, saturate, sh, out),
+        Data::Bool(v) => store_int(v.iter().map(|&x| x as i128), to, saturate, sh, out),
     }
     Ok(())
 }
 
 /// Writes float values as `to`: integers truncate toward zero (saturating at i128, NaN -> 0)
 /// and then wrap.
-fn store_f64(v: impl Iterator<Item = f64>, to: DType, sh: &[usize], out: &mut Tensor) {
+fn store_f64(v: impl Iterator<Item = f64>, to: DType, saturate: bool, sh: &[usize], out: &mut Tensor) {
     macro_rules! put {
         ($t:ty, $f:expr) => {
             out.reuse::<$t>(sh).iter_mut().zip(v).for_each(|(o, x)| *o = $f(x))
@@ -461,6 +485,10 @@ fn store_f64(v: impl Iterator<Item = f64>, to: DType, sh: &[usize], out: &mut Te
         DType::F64 => put!(f64, |x: f64| x),
         DType::F16 => put!(f16, f16::from_f64),
         DType::BF16 => put!(bf16, bf16::from_f64),
+        DType::F8E4M3FN => put!(F8E4M3FN, |x: f64| F8E4M3FN::from_f64(x, saturate)),
+        DType::F8E4M3FNUZ => put!(F8E4M3FNUZ, |x: f64| F8E4M3FNUZ::from_f64(x, saturate)),
+        DType::F8E5M2 => put!(F8E5M2, |x: f64| F8E5M2::from_f64(x, saturate)),
+        DType::F8E5M2FNUZ => put!(F8E5M2FNUZ, |x: f64| F8E5M2FNUZ::from_f64(x, saturate)),
         DType::I64 => put!(i64, |x: f64| x as i128 as i64),
         DType::I32 => put!(i32, |x: f64| x as i128 as i32),
         DType::I16 => put!(i16, |x: f64| x as i128 as i16),
@@ -474,7 +502,7 @@ fn store_f64(v: impl Iterator<Item = f64>, to: DType, sh: &[usize], out: &mut Te
 }
 
 /// Writes integer values as `to`, wrapping into narrower integers.
-fn store_int(v: impl Iterator<Item = i128>, to: DType, sh: &[usize], out: &mut Tensor) {
+fn store_int(v: impl Iterator<Item = i128>, to: DType, saturate: bool, sh: &[usize], out: &mut Tensor) {
     macro_rules! put {
         ($t:ty, $f:expr) => {
             out.reuse::<$t>(sh).iter_mut().zip(v).for_each(|(o, x)| *o = $f(x))
@@ -485,6 +513,10 @@ fn store_int(v: impl Iterator<Item = i128>, to: DType, sh: &[usize], out: &mut T
         DType::F64 => put!(f64, |x: i128| x as f64),
         DType::F16 => put!(f16, |x: i128| f16::from_f64(x as f64)),
         DType::BF16 => put!(bf16, |x: i128| bf16::from_f64(x as f64)),
+        DType::F8E4M3FN => put!(F8E4M3FN, |x: i128| F8E4M3FN::from_f64(x as f64, saturate)),
+        DType::F8E4M3FNUZ => put!(F8E4M3FNUZ, |x: i128| F8E4M3FNUZ::from_f64(x as f64, saturate)),
+        DType::F8E5M2 => put!(F8E5M2, |x: i128| F8E5M2::from_f64(x as f64, saturate)),
+        DType::F8E5M2FNUZ => put!(F8E5M2FNUZ, |x: i128| F8E5M2FNUZ::from_f64(x as f64, saturate)),
         DType::I64 => put!(i64, |x: i128| x as i64),
         DType::I32 => put!(i32, |x: i128| x as i32),
         DType::I16 => put!(i16, |x: i128| x as i16),

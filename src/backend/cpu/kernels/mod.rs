@@ -47,7 +47,7 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch
         }
         Op::Where => elementwise::where_(req(inputs, 0)?, req(inputs, 1)?, req(inputs, 2)?, &mut outputs[0]),
         Op::Clip => elementwise::clip_dynamic(req(inputs, 0)?, opt(inputs, 1), opt(inputs, 2), &mut outputs[0]),
-        Op::Cast { to } => elementwise::cast(req(inputs, 0)?, *to, &mut outputs[0]),
+        Op::Cast { to, saturate } => elementwise::cast_saturate(req(inputs, 0)?, *to, *saturate, &mut outputs[0]),
         Op::Gemm { alpha, beta, trans_a, trans_b } => linalg::gemm(
             req(inputs, 0)?,
             req(inputs, 1)?,

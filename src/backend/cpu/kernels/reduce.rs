@@ -48,6 +48,20 @@ impl Num for f16 {
     }
 }
 
+macro_rules! num_float8 {
+    ($($t:ident),*) => {$(
+        impl Num for crate::tensor::$t {
+            fn to_f64(self) -> f64 {
+                crate::tensor::$t::to_f64(self)
+            }
+            fn from_f64(v: f64) -> Self {
+                crate::tensor::$t::from_f64(v, true)
+            }
+        }
+    )*};
+}
+num_float8!(F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ);
+
 impl Num for bool {
     fn to_f64(self) -> f64 {
         self as u8 as f64
@@ -73,6 +87,10 @@ macro_rules! with_num {
             Data::U32($v) => $body,
             Data::U64($v) => $body,
             Data::BF16($v) => $body,
+            Data::F8E4M3FN($v) => $body,
+            Data::F8E4M3FNUZ($v) => $body,
+            Data::F8E5M2($v) => $body,
+            Data::F8E5M2FNUZ($v) => $body,
             Data::Bool($v) => $body,
         }
     };

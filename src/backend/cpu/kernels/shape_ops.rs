@@ -74,6 +74,26 @@ macro_rules! typed {
                 type $T = half::bf16;
                 $body
             }
+            $crate::tensor::Data::F8E4M3FN($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::tensor::F8E4M3FN;
+                $body
+            }
+            $crate::tensor::Data::F8E4M3FNUZ($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::tensor::F8E4M3FNUZ;
+                $body
+            }
+            $crate::tensor::Data::F8E5M2($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::tensor::F8E5M2;
+                $body
+            }
+            $crate::tensor::Data::F8E5M2FNUZ($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::tensor::F8E5M2FNUZ;
+                $body
+            }
             $crate::tensor::Data::Bool($v) => {
                 #[allow(dead_code)]
                 type $T = bool;
@@ -494,6 +514,9 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor, out: &mut Tensor) -> KR
         DType::U32 => int_range!(u32),
         DType::U64 => int_range!(u64),
         DType::Bool => return Err("Range does not take bool".into()),
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => {
+            return Err(format!("Range does not take {}", start.dtype()))
+        }
         dt => {
             let (s, l, d) = (start.to_f64_vec()[0], limit.to_f64_vec()[0], delta.to_f64_vec()[0]);
             if d == 0.0 || !d.is_finite() {
