@@ -68,6 +68,7 @@ pub fn register(r: &mut Registry) {
         Ok(Op::Where)
     });
     r.insert("Cast", cast);
+    r.insert("CastLike", cast_like);
     r.insert("Gemm", gemm);
     r.insert("MatMul", |c| {
         c.require_inputs(2)?;
@@ -127,6 +128,19 @@ fn cast(c: &mut NodeCtx) -> Result<Op> {
     let to = DType::from_onnx(code as i32)
         .ok_or_else(|| c.err(format!("cast to {} is not supported", crate::tensor::onnx_type_name(code as i32))))?;
     let saturate = c.int_opt("saturate").unwrap_or(1) != 0;
+    Ok(Op::Cast { to, saturate })
+}
+
+/// CastLike is Cast to the element type of its second input, which must be known at import (a
+/// graph input, initializer or typed value); the second input is then dropped.
+fn cast_like(c: &mut NodeCtx) -> Result<Op> {
+    c.require_inputs(2)?;
+    let like = c.input(1).expect("required");
+    let to = c.graph.values[like]
+        .dtype
+        .ok_or_else(|| c.err("the element type of the 'target_type' input is not known at import"))?;
+    let saturate = c.int_opt("saturate").unwrap_or(1) != 0;
+    c.inputs.truncate(1);
     Ok(Op::Cast { to, saturate })
 }
 
