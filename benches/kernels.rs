@@ -1,8 +1,9 @@
-//! Criterion micro-benchmarks: the CPU GEMM at a few shapes, the bench's latency statistics,
-//! and the fixtures end to end at batch 1 with f32 and int8 weights. Run with `cargo bench --bench kernels` (release profile); for model-level numbers
+//! Criterion micro-benchmarks: the CPU GEMM at a few shapes, the CPU Conv at the teacher's layer
+//! shapes, the bench's latency statistics, and the fixtures end to end at batch 1 with f32 and int8 weights. Run with `cargo bench --bench kernels` (release profile); for model-level numbers
 //! across backends use `alembic bench`.
 
 use alembic::backend::cpu::kernels::linalg::sgemm;
+use alembic::ir::{AutoPad, Op, Window};
 use alembic::quant::Precision;
 use alembic::{Model, SessionOptions, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -31,6 +32,45 @@ fn gemm(c: &mut Criterion) {
                     &mut out,
                     n as isize,
                 );
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The teacher fixture's 3x3 pad-1 convs (conv1 1->16 and conv2 16->32 on 8x8, conv3 32->32 on
+/// 4x4) at batch 1 and 8, through the CPU kernel dispatch as the engine calls it.
+fn conv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv3x3");
+    let window = Window {
+        kernel: vec![],
+        strides: vec![1, 1],
+        pads: vec![1; 4],
+        dilations: vec![],
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    };
+    let op = Op::Conv { window, group: 1 };
+    for &(n, ci, co, hw) in
+        &[(1, 1, 16, 8), (1, 16, 32, 8), (1, 32, 32, 4), (8, 1, 16, 8), (8, 16, 32, 8), (8, 32, 32, 4)]
+    {
+        let x = Tensor::from_vec(
+            vec![n, ci, hw, hw],
+            (0..n * ci * hw * hw).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<f32>>(),
+        )
+        .unwrap();
+        let w =
+            Tensor::from_vec(vec![co, ci, 3, 3], (0..co * ci * 9).map(|i| (i % 5) as f32 * 0.1).collect::<Vec<f32>>())
+                .unwrap();
+        let b = Tensor::from_vec(vec![co], vec![0.5f32; co]).unwrap();
+        let mut out = vec![Tensor::empty(alembic::DType::F32)];
+        let mut scratch = Vec::new();
+        g.throughput(Throughput::Elements((2 * n * co * ci * 9 * hw * hw) as u64));
+        g.bench_function(BenchmarkId::from_parameter(format!("n{n}_c{ci}_m{co}_{hw}x{hw}")), |bch| {
+            bch.iter(|| {
+                alembic::backend::cpu::kernels::eval(&op, &[Some(&x), Some(&w), Some(&b)], &mut out, &mut scratch)
+                    .unwrap();
                 black_box(&out);
             })
         });
@@ -69,5 +109,5 @@ fn models(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, stats, models);
+criterion_group!(benches, gemm, conv, stats, models);
 criterion_main!(benches);

@@ -1,5 +1,7 @@
-//! Conv: im2col + one SGEMM per (image, group); 1x1 stride-1 unpadded convs are a plain GEMM on
-//! the input, and convs with one input channel per group (depthwise) run a direct loop.
+//! Conv: im2col + SGEMM. One image is one GEMM per group straight into Y (1x1 stride-1 unpadded
+//! convs use the input itself as the patch matrix); a batch puts every image's patches side by
+//! side for one wide GEMM per group. Grouped convs with one input channel per group (depthwise)
+//! run a direct loop.
 //! ConvTranspose lives in `conv_transpose.rs`.
 
 use super::linalg::sgemm;
@@ -82,31 +84,65 @@ fn conv(w: &Window, group: usize, inputs: &[Option<&Tensor>], out: &mut Tensor, 
     if osz == 0 || n == 0 || m == 0 {
         return Ok(());
     }
-    // Start from the bias; the GEMMs accumulate onto it.
-    for (i, plane) in y.chunks_mut(osz).enumerate() {
-        plane.fill(b.map_or(0.0, |b| b[i % m]));
-    }
-    if cg == 1 {
+    if cg == 1 && group > 1 {
+        for (i, plane) in y.chunks_mut(osz).enumerate() {
+            plane.fill(b.map_or(0.0, |b| b[i % m]));
+        }
         depthwise(&g, xv, wv, y, n, c, mg);
         return Ok(());
     }
     let pointwise = g.kernel == [1; 3] && g.stride == [1; 3] && g.pad == [0; 3] && g.pad_end == [0; 3];
     let kdim = cg * ksz;
-    if !pointwise {
-        scratch.resize(kdim * osz, 0.0);
-    }
-    for img in 0..n {
+    if n == 1 {
+        // One image: the GEMM writes straight into Y, accumulating onto the bias.
+        for (i, plane) in y.chunks_mut(osz).enumerate() {
+            plane.fill(b.map_or(0.0, |b| b[i]));
+        }
+        if !pointwise {
+            scratch.resize(kdim * osz, 0.0);
+        }
         for grp in 0..group {
-            let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
+            let xg = &xv[grp * cg * isz..][..cg * isz];
             let col: &[f32] = if pointwise {
                 xg
             } else {
-                im2col(&g, xg, cg, &mut scratch[..kdim * osz]);
+                im2col(&g, xg, cg, &mut scratch[..kdim * osz], osz);
                 &scratch[..kdim * osz]
             };
             let wg = &wv[grp * mg * kdim..][..mg * kdim];
-            let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
+            let yg = &mut y[grp * mg * osz..][..mg * osz];
             sgemm(mg, kdim, osz, 1.0, wg, (kdim as isize, 1), col, (osz as isize, 1), 1.0, yg, osz as isize);
+        }
+        return Ok(());
+    }
+    // A batch: the patches of all images side by side (kdim x N*osz), one wide GEMM per group
+    // instead of N small ones, then a scatter back to NCHW that adds the bias.
+    let cols = n * osz;
+    scratch.resize(kdim * cols + mg * cols, 0.0);
+    let (col, tmp) = scratch.split_at_mut(kdim * cols);
+    for grp in 0..group {
+        for img in 0..n {
+            let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
+            let dst = &mut col[img * osz..];
+            if pointwise {
+                for (r, src) in xg.chunks_exact(isz).enumerate() {
+                    dst[r * cols..][..osz].copy_from_slice(src);
+                }
+            } else {
+                im2col(&g, xg, cg, dst, cols);
+            }
+        }
+        let wg = &wv[grp * mg * kdim..][..mg * kdim];
+        sgemm(mg, kdim, cols, 1.0, wg, (kdim as isize, 1), col, (cols as isize, 1), 0.0, tmp, cols as isize);
+        for (mo, row) in tmp.chunks_exact(cols).enumerate() {
+            let ch = grp * mg + mo;
+            let bv = b.map_or(0.0, |b| b[ch]);
+            for (img, src) in row.chunks_exact(osz).enumerate() {
+                let dst = &mut y[(img * m + ch) * osz..][..osz];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = s + bv;
+                }
+            }
         }
     }
     Ok(())
@@ -119,11 +155,23 @@ fn src(o: usize, k: usize, g: &Geom, d: usize) -> Option<usize> {
     (i >= 0 && (i as usize) < g.input[d]).then_some(i as usize)
 }
 
-/// Rows (channel, tap) by columns (output position) of the input patches of `cg` channels.
-fn im2col(g: &Geom, x: &[f32], cg: usize, col: &mut [f32]) {
+/// Outputs `lo..hi` along dim `d` whose tap `k` falls inside the input, and the input index of `lo`.
+fn valid(k: usize, g: &Geom, d: usize) -> (usize, usize, usize) {
+    let (s, off, pad, len) = (g.stride[d], k * g.dilation[d], g.pad[d], g.input[d]);
+    let lo = if off >= pad { 0 } else { (pad - off).div_ceil(s) };
+    let hi = if len + pad <= off { 0 } else { (len + pad - off).div_ceil(s) };
+    let (lo, hi) = (lo.min(g.out[d]), hi.min(g.out[d]));
+    let hi = hi.max(lo);
+    (lo, hi, (lo * s + off).saturating_sub(pad))
+}
+
+/// Rows (channel, tap) by columns (output position) of the input patches of `cg` channels;
+/// row `r` starts at `col[r * ld]`, so several images can fill side by side.
+fn im2col(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
     let [o0, o1, o2] = g.out;
     let [k0, k1, k2] = g.kernel;
     let [_, i1, i2] = g.input;
+    let s2 = g.stride[2];
     let isz = g.in_size();
     let osz = g.out_size();
     let mut row = 0;
@@ -132,25 +180,34 @@ fn im2col(g: &Geom, x: &[f32], cg: usize, col: &mut [f32]) {
         for a in 0..k0 {
             for b in 0..k1 {
                 for cc in 0..k2 {
-                    let dst = &mut col[row * osz..][..osz];
+                    let dst = &mut col[row * ld..][..osz];
                     row += 1;
+                    let (lo, hi, first) = valid(cc, g, 2);
                     let mut p = 0;
                     for y0 in 0..o0 {
-                        let Some(s0) = src(y0, a, g, 0) else {
+                        let Some(i0) = src(y0, a, g, 0) else {
                             dst[p..p + o1 * o2].fill(0.0);
                             p += o1 * o2;
                             continue;
                         };
                         for y1 in 0..o1 {
-                            let Some(s1) = src(y1, b, g, 1) else {
-                                dst[p..p + o2].fill(0.0);
-                                p += o2;
+                            let d = &mut dst[p..p + o2];
+                            p += o2;
+                            let Some(i1v) = src(y1, b, g, 1) else {
+                                d.fill(0.0);
                                 continue;
                             };
-                            let line = &xc[(s0 * i1 + s1) * i2..][..i2];
-                            for y2 in 0..o2 {
-                                dst[p] = src(y2, cc, g, 2).map_or(0.0, |s2| line[s2]);
-                                p += 1;
+                            let line = &xc[(i0 * i1 + i1v) * i2..][..i2];
+                            d[..lo].fill(0.0);
+                            d[hi..].fill(0.0);
+                            if hi == lo {
+                                continue;
+                            } else if s2 == 1 {
+                                d[lo..hi].copy_from_slice(&line[first..first + hi - lo]);
+                            } else {
+                                for (k, v) in d[lo..hi].iter_mut().enumerate() {
+                                    *v = line[first + k * s2];
+                                }
                             }
                         }
                     }
@@ -246,10 +303,18 @@ mod tests {
 
     #[test]
     fn matches_naive() {
-        for &(c, m, group, k, pad, s) in
-            &[(4, 6, 1, 3, 1, 1), (4, 6, 2, 3, 0, 2), (4, 8, 4, 3, 1, 1), (3, 5, 1, 1, 0, 1), (4, 4, 4, 2, 1, 2)]
-        {
-            let xs = [2, c, 5, 6];
+        let cases = [
+            (4, 6, 1, 3, 1, 1),
+            (4, 6, 2, 3, 0, 2),
+            (4, 8, 4, 3, 1, 1),
+            (3, 5, 1, 1, 0, 1),
+            (4, 4, 4, 2, 1, 2),
+            (1, 4, 1, 3, 1, 1),
+            (3, 5, 1, 3, 2, 2),
+            (2, 3, 1, 5, 1, 3),
+        ];
+        for (n, &(c, m, group, k, pad, s)) in (1..4).flat_map(|n| cases.iter().map(move |cs| (n, cs))) {
+            let xs = [n, c, 5, 6];
             let ws = [m, c / group, k, k];
             let x: Vec<f32> = (0..xs.iter().product()).map(|i| ((i * 7 % 13) as f32) - 6.0).collect();
             let w: Vec<f32> = (0..ws.iter().product()).map(|i| ((i * 5 % 11) as f32) * 0.1 - 0.5).collect();
@@ -262,7 +327,7 @@ mod tests {
             let got = out[0].as_slice::<f32>().unwrap();
             assert_eq!(got.len(), want.len());
             for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-4, "{a} vs {b} for c{c} m{m} g{group} k{k}");
+                assert!((a - b).abs() < 1e-4, "{a} vs {b} for n{n} c{c} m{m} g{group} k{k} p{pad} s{s}");
             }
         }
     }
