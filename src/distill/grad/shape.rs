@@ -4,6 +4,7 @@
 
 use super::{f32s, grad_or_zeros, reduce_to_shape, GradResult};
 use crate::backend::cpu::kernels::broadcast::for_each_offsets;
+use crate::backend::cpu::kernels::slice_pad::slice_axis;
 use crate::ir::{Op, PadMode};
 use crate::tensor::{norm_axis, strides, Tensor};
 
@@ -197,29 +198,6 @@ fn scatter(xs: &[usize], maps: &[Vec<Option<usize>>], g: &[f32]) -> Result<Tenso
         }
     }
     Tensor::from_vec(xs.to_vec(), dx).ok_or_else(|| "gradient shape".into())
-}
-
-/// ONNX Slice clamping for one axis: (first index, step, count).
-fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> (i64, i64, usize) {
-    let d = dim as i128;
-    let (mut s, mut e) = (start as i128, end as i128);
-    if s < 0 {
-        s += d;
-    }
-    if e < 0 {
-        e += d;
-    }
-    let st = step as i128;
-    let n = if st > 0 {
-        s = s.clamp(0, d);
-        e = e.clamp(0, d);
-        (e - s + st - 1).div_euclid(st)
-    } else {
-        s = s.clamp(0, (d - 1).max(0));
-        e = e.clamp(-1, d - 1);
-        (s - e - st - 1).div_euclid(-st)
-    };
-    (s as i64, step, n.max(0) as usize)
 }
 
 fn slice(inputs: &[Option<&Tensor>], xs: &[usize], g: &Tensor) -> Result<Tensor, String> {
