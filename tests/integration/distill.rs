@@ -248,10 +248,22 @@ fn cli_distill_writes_a_student_that_eval_reads() {
     let out = dir.join("refined.onnx");
     let (c, o) = (cache.to_str().unwrap(), out.to_str().unwrap());
     let args = ["distill", "--student", &student, "--cache", c, "--data", &refine_x, "--out", o];
-    let (ok, stdout, err) = alembic_cli(&[&args[..], &["--steps", "40", "--batch", "16", "--quiet"]].concat());
+    let extra = ["--steps", "40", "--batch", "16", "--quiet", "--quantize", "int8"];
+    let (ok, stdout, err) = alembic_cli(&[&args[..], &extra[..]].concat());
     assert!(ok, "{err}");
     assert!(stdout.contains("40/40 steps") && stdout.contains("peak training memory"), "{stdout}");
     assert!(err.is_empty(), "--quiet and not a terminal: no progress on stderr, got {err}");
+    // --quantize int8: a QDQ copy, smaller, whose outputs stay close to the refined f32 student
+    let q = dir.join("refined.int8.onnx");
+    assert!(std::fs::metadata(&q).unwrap().len() < std::fs::metadata(&out).unwrap().len() / 2, "{stdout}");
+    let x = load("refine_test_x");
+    let run = |p: &std::path::Path| {
+        let s = alembic::Model::load(p).unwrap().session(Default::default()).unwrap();
+        s.run_refs(&[("input", &x)]).unwrap().0[0].1.as_slice::<f32>().unwrap().to_vec()
+    };
+    let (zf, zq) = (run(&out), run(&q));
+    let worst = zf.iter().zip(&zq).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 0.1, "int8 QDQ student differs from f32 by {worst}");
 
     // eval against the cache's teacher distribution, with a before/after table
     let (ok, table, err) =

@@ -27,6 +27,10 @@ pub struct Args {
     /// Where to write the refined student (atomically).
     #[arg(long)]
     out: PathBuf,
+    /// Also write the refined student quantized (f16 or int8 weights, QDQ ONNX) next to --out,
+    /// as OUT_STEM.PRECISION.onnx, ready for the wgpu and quantized CPU paths.
+    #[arg(long)]
+    quantize: Option<alembic::Precision>,
     /// Distillation temperature (default: the cache's, where the top-k tail is exact).
     #[arg(long)]
     temperature: Option<f32>,
@@ -172,6 +176,18 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         student.param_count(),
         data.len(),
     );
+    if let Some(p) = a.quantize {
+        let q = a.out.with_extension(format!("{p}.onnx"));
+        let r = alembic::quant::export_qdq(&a.out, p, &q)?;
+        println!(
+            "quantized {} -> {}: {} weights, {} -> {} bytes",
+            a.out.display(),
+            q.display(),
+            r.weights,
+            r.f32_bytes,
+            r.quantized_bytes
+        );
+    }
     Ok(())
 }
 
