@@ -1,35 +1,23 @@
-//! Conv gradients (1-D to 3-D, groups incl. depthwise) by im2col and GEMM, and the window
-//! geometry shared with the pools (the same resolution of defaults, auto_pad and ceil_mode as
-//! the forward kernels, embedded in 3-D so one set of loops serves every rank).
+//! Conv gradients (1-D to 3-D, groups incl. depthwise) by im2col and GEMM. The window geometry
+//! is the forward kernels' own (`kernels::window`: defaults, auto_pad, ceil_mode, embedded in
+//! 3-D), so forward and backward cannot disagree; the tap tables are shared with the pools.
 
 use super::{f32s, grad_or_zeros, GradResult};
 use crate::backend::cpu::kernels::linalg::sgemm;
-use crate::ir::{AutoPad, Window};
+pub use crate::backend::cpu::kernels::window::{resolve, Geom};
+use crate::ir::Window;
 use crate::tensor::Tensor;
 
-/// Resolved window geometry, spatial dims embedded in 3-D (leading extents of 1).
-#[derive(Clone, Debug)]
-pub struct Geom {
-    pub input: [usize; 3],
-    pub kernel: [usize; 3],
-    pub stride: [usize; 3],
-    pub dilation: [usize; 3],
-    pub pad: [usize; 3],
-    pub pad_end: [usize; 3],
-    pub out: [usize; 3],
+/// The gradients' view of the forward kernels' window geometry: which input each tap reads.
+pub trait Taps {
+    fn taps(&self, d: usize, o: usize) -> (Vec<Option<usize>>, usize);
+    fn table(&self) -> Vec<Option<usize>>;
 }
 
-impl Geom {
-    pub fn in_size(&self) -> usize {
-        self.input.iter().product()
-    }
-    pub fn out_size(&self) -> usize {
-        self.out.iter().product()
-    }
-
+impl Taps for Geom {
     /// Input positions along dim `d` read by output `o` (None where the tap is padding), and
     /// the number of taps inside the padded extent (AveragePool's count_include_pad divisor).
-    pub fn taps(&self, d: usize, o: usize) -> (Vec<Option<usize>>, usize) {
+    fn taps(&self, d: usize, o: usize) -> (Vec<Option<usize>>, usize) {
         let start = (o * self.stride[d]) as isize - self.pad[d] as isize;
         let padded_end = (self.input[d] + self.pad_end[d]) as isize;
         let mut with_pad = 0;
@@ -47,7 +35,7 @@ impl Geom {
 
     /// For every (kernel position, output position) pair, the input spatial offset it reads:
     /// the im2col index table, shared by every channel.
-    pub fn table(&self) -> Vec<Option<usize>> {
+    fn table(&self) -> Vec<Option<usize>> {
         let (ks, p) = (self.kernel.iter().product::<usize>(), self.out_size());
         let mut t = vec![None; ks * p];
         let taps: Vec<Vec<(Vec<Option<usize>>, usize)>> =
@@ -76,88 +64,6 @@ impl Geom {
         }
         t
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn out_dim(
-    ap: AutoPad,
-    input: usize,
-    k: usize,
-    s: usize,
-    d: usize,
-    pb: usize,
-    pe: usize,
-    ceil: bool,
-) -> Result<[usize; 3], String> {
-    if s == 0 || d == 0 || k == 0 {
-        return Err(format!("kernel {k}, stride {s} and dilation {d} must be positive"));
-    }
-    let dk = (k - 1) * d + 1;
-    match ap {
-        AutoPad::SameUpper | AutoPad::SameLower => {
-            let out = input.div_ceil(s);
-            let total = ((out.max(1) - 1) * s + dk).saturating_sub(input);
-            let (small, big) = (total / 2, total - total / 2);
-            Ok(if ap == AutoPad::SameUpper { [out, small, big] } else { [out, big, small] })
-        }
-        AutoPad::Valid => {
-            if input < dk {
-                return Err(format!("window of extent {dk} exceeds the input extent {input}"));
-            }
-            Ok([(input - dk) / s + 1, 0, 0])
-        }
-        AutoPad::NotSet => {
-            let padded = input + pb + pe;
-            if padded < dk {
-                return Err(format!("window of extent {dk} exceeds the padded input extent {padded}"));
-            }
-            let mut out = if ceil { (padded - dk).div_ceil(s) + 1 } else { (padded - dk) / s + 1 };
-            // A last window starting in the end padding is dropped (ONNX/PyTorch ceil_mode rule).
-            if ceil && (out - 1) * s >= input + pb {
-                out -= 1;
-            }
-            Ok([out, pb, pe])
-        }
-    }
-}
-
-fn per_dim(v: &[usize], n: usize, default: usize, what: &str) -> Result<Vec<usize>, String> {
-    match v.len() {
-        0 => Ok(vec![default; n]),
-        l if l == n => Ok(v.to_vec()),
-        l => Err(format!("{what} has {l} values for {n} spatial dims")),
-    }
-}
-
-fn embed3(v: &[usize], fill: usize) -> [usize; 3] {
-    let mut a = [fill; 3];
-    a[3 - v.len()..].copy_from_slice(v);
-    a
-}
-
-/// Resolves `w` for spatial input dims `input` and kernel extents `kernel`.
-pub fn resolve(w: &Window, input: &[usize], kernel: &[usize]) -> Result<Geom, String> {
-    let n = input.len();
-    if n == 0 || n > 3 || kernel.len() != n {
-        return Err(format!("window of {} dims over {n} spatial dims: 1 to 3 are supported", kernel.len()));
-    }
-    let strides = per_dim(&w.strides, n, 1, "strides")?;
-    let dil = per_dim(&w.dilations, n, 1, "dilations")?;
-    let pads = per_dim(&w.pads, 2 * n, 0, "pads")?;
-    let (mut out, mut pb, mut pe) = (vec![0; n], vec![0; n], vec![0; n]);
-    for i in 0..n {
-        [out[i], pb[i], pe[i]] =
-            out_dim(w.auto_pad, input[i], kernel[i], strides[i], dil[i], pads[i], pads[n + i], w.ceil_mode)?;
-    }
-    Ok(Geom {
-        input: embed3(input, 1),
-        kernel: embed3(kernel, 1),
-        stride: embed3(&strides, 1),
-        dilation: embed3(&dil, 1),
-        pad: embed3(&pb, 0),
-        pad_end: embed3(&pe, 0),
-        out: embed3(&out, 1),
-    })
 }
 
 /// Y[n, g*Mg + m] = W_g[m, :] . cols(X[n, group g]) (+ B); per image and group:

@@ -2,7 +2,7 @@
 //! from the input with the forward kernel's tie rule: the first maximum), AveragePool spreads it
 //! over the window with the forward divisor, the global pools over the whole plane.
 
-use super::conv::resolve;
+use super::conv::{resolve, Taps};
 use super::{f32s, grad_or_zeros};
 use crate::ir::Window;
 use crate::tensor::Tensor;

@@ -4,7 +4,7 @@
 
 use super::{f32s, grad_or_zeros, reduce_to_shape, GradResult};
 use crate::backend::cpu::kernels::broadcast::for_each_offsets;
-use crate::backend::cpu::kernels::slice_pad::slice_axis;
+use crate::backend::cpu::kernels::slice_pad::{pad_source, slice_axis};
 use crate::ir::{Op, PadMode};
 use crate::tensor::{norm_axis, strides, Tensor};
 
@@ -225,27 +225,6 @@ fn slice(inputs: &[Option<&Tensor>], xs: &[usize], g: &Tensor) -> Result<Tensor,
         maps[a] = (0..n as i64).map(|i| Some((b + i * step) as usize * s[a])).collect();
     }
     scatter(xs, &maps, f32s(g, "gradient")?)
-}
-
-/// Source index along an axis for padded position `k` (None: the constant).
-fn pad_source(mode: PadMode, k: i64, before: i64, d: i64) -> Option<i64> {
-    let i = k - before;
-    if (0..d).contains(&i) {
-        return Some(i);
-    }
-    match mode {
-        PadMode::Constant => None,
-        PadMode::Edge => Some(i.clamp(0, d - 1)),
-        PadMode::Wrap => Some(i.rem_euclid(d)),
-        PadMode::Reflect => {
-            if d == 1 {
-                return Some(0);
-            }
-            let p = 2 * (d - 1);
-            let m = i.rem_euclid(p);
-            Some(if m < d { m } else { p - m })
-        }
-    }
 }
 
 /// Every mode: the gradient of each output position goes to the input element it copied.

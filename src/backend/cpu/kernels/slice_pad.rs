@@ -87,7 +87,7 @@ fn slice(inputs: &[Option<&Tensor>], out: &mut Tensor) -> KResult {
 }
 
 /// Source index along one axis for output index `k` of a padded axis, `None` = constant fill.
-fn pad_source(mode: PadMode, k: i64, before: i64, d: i64) -> Option<i64> {
+pub fn pad_source(mode: PadMode, k: i64, before: i64, d: i64) -> Option<i64> {
     let i = k - before;
     if (0..d).contains(&i) {
         return Some(i);
