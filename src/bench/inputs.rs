@@ -2,10 +2,10 @@
 //! with seeded random data of the declared type or read from files.
 
 use crate::error::{Error, Result};
+use crate::onnx::pb;
 use crate::tensor::{numel, DType, Dim, Shape, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
-use tract_onnx::pb;
 
 /// A graph input as the ONNX file declares it.
 #[derive(Clone, Debug, PartialEq)]

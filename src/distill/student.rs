@@ -12,9 +12,9 @@ use crate::error::{Error, Result};
 use crate::ir::passes::{optimize_with, PassOptions};
 use crate::ir::{infer::infer_graph, Graph, Op, ValueId};
 use crate::onnx;
+use crate::onnx::pb::ModelProto;
 use crate::tensor::{DType, Tensor};
 use std::path::Path;
-use tract_onnx::pb::ModelProto;
 
 /// Which parameters train.
 #[derive(Clone, Debug, PartialEq, Default)]

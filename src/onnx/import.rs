@@ -5,11 +5,11 @@ use super::registry::registry;
 use super::tensor_proto;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, Node, Value, ValueId};
+use crate::onnx::pb::{self, ModelProto, NodeProto, ValueInfoProto};
 use crate::tensor::{onnx_type_name, DType, Dim, Shape};
 use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
-use tract_onnx::pb::{self, ModelProto, NodeProto, ValueInfoProto};
 
 /// Reads and decodes an ONNX file (memory-mapped).
 pub fn read_model_proto(path: &Path) -> Result<ModelProto> {

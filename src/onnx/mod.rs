@@ -1,8 +1,9 @@
-//! ONNX import (protobuf via tract-onnx's generated types) into Alembic's IR.
+//! ONNX import (protobuf messages in `pb`, decoded with prost) into Alembic's IR.
 
 pub mod import;
 pub mod node;
 pub mod ops;
+pub mod pb;
 pub mod registry;
 pub mod tensor_proto;
 

@@ -4,8 +4,8 @@
 use super::tensor_proto;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueId};
+use crate::onnx::pb::{AttributeProto, NodeProto};
 use crate::tensor::Tensor;
-use tract_onnx::pb::{AttributeProto, NodeProto};
 
 pub struct NodeCtx<'a> {
     pub node: &'a NodeProto,

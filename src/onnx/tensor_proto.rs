@@ -1,10 +1,10 @@
 //! ONNX `TensorProto` <-> [`Tensor`], including external data (weights beside the model file).
 
 use crate::error::{Error, Result};
+use crate::onnx::pb::TensorProto;
 use crate::tensor::{onnx_type_name, DType, Data, Tensor, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use half::{bf16, f16};
 use std::path::Path;
-use tract_onnx::pb::TensorProto;
 
 /// Decodes a TensorProto. `base_dir` resolves external data; `what` names it in errors.
 pub fn decode(t: &TensorProto, base_dir: Option<&Path>, what: &str) -> Result<Tensor> {

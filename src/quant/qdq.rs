@@ -12,6 +12,7 @@
 use super::scheme::quantize_int8;
 use super::Precision;
 use crate::error::{Error, Result};
+use crate::onnx::pb::{AttributeProto, NodeProto};
 use crate::onnx::read_model_proto;
 use crate::onnx::tensor_proto::{decode, encode};
 use crate::tensor::npy::write_atomic;
@@ -20,7 +21,6 @@ use half::f16;
 use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
-use tract_onnx::pb::{AttributeProto, NodeProto};
 
 /// What [`export_qdq`] did.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -38,7 +38,7 @@ fn bench_schema_is_valid_draft_2020_12() {
 
 /// A small MLP (Gemm, Relu, Gemm) with a symbolic batch, written as ONNX by hand-built protobuf.
 fn mlp_model(dir: &Path) -> PathBuf {
-    use tract_onnx::pb::*;
+    use alembic::onnx::pb::*;
     let dim = |d: tensor_shape_proto::dimension::Value| tensor_shape_proto::Dimension {
         value: Some(d),
         ..Default::default()

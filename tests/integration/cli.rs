@@ -135,7 +135,7 @@ fn malformed_models_give_one_line_errors() {
 
 #[test]
 fn unsupported_op_names_op_node_and_opset() {
-    use tract_onnx::pb;
+    use alembic::onnx::pb;
     let dir = scratch("unsupported");
     let vi = |name: &str| pb::ValueInfoProto {
         name: name.into(),

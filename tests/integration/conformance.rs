@@ -343,8 +343,8 @@ fn run_selected(dir: &Path, cases: &[(String, String)], refs: &[(&'static str, L
 /// An element type the case uses (graph inputs/outputs/values, initializers, Cast targets,
 /// attribute tensors, test data) that Alembic has no [`DType`] for.
 fn lacking_dtype(case: &Path) -> Option<String> {
+    use alembic::onnx::pb::{type_proto, TensorProto};
     use prost::Message;
-    use tract_onnx::pb::{type_proto, TensorProto};
     let lacks = |code: i32| (code != 0 && DType::from_onnx(code).is_none()).then(|| onnx_type_name(code).to_string());
     for set in data_sets(case).ok()? {
         for f in std::fs::read_dir(&set).ok()?.flatten() {
@@ -356,7 +356,7 @@ fn lacking_dtype(case: &Path) -> Option<String> {
     }
     let g = alembic::onnx::read_model_proto(&case.join("model.onnx")).ok()?.graph?;
     let value_types = g.input.iter().chain(&g.output).chain(&g.value_info).filter_map(|v| match &v.r#type {
-        Some(tract_onnx::pb::TypeProto { value: Some(type_proto::Value::TensorType(t)), .. }) => Some(t.elem_type),
+        Some(alembic::onnx::pb::TypeProto { value: Some(type_proto::Value::TensorType(t)), .. }) => Some(t.elem_type),
         _ => None,
     });
     let init_types = g.initializer.iter().map(|t| t.data_type);

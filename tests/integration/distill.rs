@@ -332,9 +332,9 @@ fn lora(rank: usize) -> Trainable {
 /// transB, W [4, 5]), `matmul` (x [3, 5] W [5, 4]) or `conv` (x [2, 3, 5, 5], W [4, 3, 3, 3],
 /// bias [4]); returns the model and the shapes of x and y.
 fn small_layer(dir: &std::path::Path, kind: &str) -> (PathBuf, Vec<usize>, Vec<usize>) {
+    use alembic::onnx::pb;
     use alembic::onnx::tensor_proto::encode;
     use prost::Message;
-    use tract_onnx::pb;
     let vi = |name: &str, dims: &[usize]| pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
@@ -501,7 +501,7 @@ fn lora_refinement_improves_the_student_and_exports_merged() {
     // The same graph: same nodes and initializer names, no adapter tensors.
     let proto = alembic::onnx::read_model_proto(&out).unwrap();
     let orig = alembic::onnx::read_model_proto(&models().join("student.onnx")).unwrap();
-    let names = |p: &tract_onnx::pb::ModelProto| -> Vec<String> {
+    let names = |p: &alembic::onnx::pb::ModelProto| -> Vec<String> {
         let g = p.graph.as_ref().unwrap();
         g.node.iter().map(|n| n.op_type.clone()).chain(g.initializer.iter().map(|i| i.name.clone())).collect()
     };

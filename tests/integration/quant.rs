@@ -213,9 +213,9 @@ fn quantize_cli_writes_qdq_and_rejects_bad_precision() {
 /// zero point stays on the generic kernel; both compute `X . ((W - zp) * scale)`.
 #[test]
 fn qdq_fold_only_symmetric_weights() {
+    use alembic::onnx::pb;
     use alembic::onnx::tensor_proto::encode;
     use prost::Message;
-    use tract_onnx::pb;
     let vi = |name: &str| pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
