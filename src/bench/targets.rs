@@ -172,15 +172,25 @@ pub fn open(
             if precision != Precision::F32 {
                 return unsupported("tract runs the model as written (f32); Alembic's quantization is its own");
             }
-            let t = Instant::now();
-            let engine = crate::teacher::TractEngine::load(model)?;
-            let ph = InitPhases { load_ms: ms_since(t), ..Default::default() };
-            let detail = "tract 0.23, single-threaded; optimises per input shape at the first inference";
-            Ok(Opened::Ready(Box::new(EngineTarget::new(inputs, detail.into(), engine)), ph))
+            open_tract(model, inputs)
         }
         "ort" => open_ort(precision, model, inputs, threads),
         other => unsupported(&format!("unknown backend '{other}' (known: {})", BACKENDS.join(", "))),
     }
+}
+
+#[cfg(feature = "tract")]
+fn open_tract(model: &Path, inputs: Vec<(String, Tensor)>) -> Result<Opened> {
+    let t = Instant::now();
+    let engine = crate::teacher::TractEngine::load(model)?;
+    let ph = InitPhases { load_ms: ms_since(t), ..Default::default() };
+    let detail = "tract 0.23, single-threaded; optimises per input shape at the first inference";
+    Ok(Opened::Ready(Box::new(EngineTarget::new(inputs, detail.into(), engine)), ph))
+}
+
+#[cfg(not(feature = "tract"))]
+fn open_tract(_: &Path, _: Vec<(String, Tensor)>) -> Result<Opened> {
+    Ok(Opened::Unsupported("tract: this build of alembic was built without the tract feature (cargo feature 'tract')".into()))
 }
 
 #[cfg(feature = "ort")]

@@ -1,11 +1,12 @@
 //! Reference and teacher engines: other runtimes (and Alembic itself) behind one [`Engine`]
 //! trait.
 //!
-//! Today they are the references Alembic's CPU engine is checked against (tract always, ONNX
-//! Runtime with the `ort` feature); the distillation pipeline runs a teacher through the same
+//! Today they are the references Alembic's CPU engine is checked against (tract with the
+//! `tract` feature, on by default; ONNX Runtime with the `ort` feature); the distillation pipeline runs a teacher through the same
 //! trait to cache its soft labels, whichever runtime executes it: [`Teacher::open`] loads a
 //! model file on an [`EngineKind`] chosen by name and runs it batch by batch.
 
+#[cfg(feature = "tract")]
 pub mod tract;
 
 #[cfg(feature = "ort")]
@@ -13,6 +14,7 @@ pub mod ort;
 
 #[cfg(feature = "ort")]
 pub use self::ort::OrtEngine;
+#[cfg(feature = "tract")]
 pub use self::tract::TractEngine;
 
 use crate::error::{Error, Result};
@@ -76,7 +78,7 @@ impl Engine for AlembicEngine {
 /// Which runtime runs a model loaded by file ([`load_engine`], [`Teacher::open`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EngineKind {
-    /// tract: pure Rust, always built in, so the default.
+    /// tract: pure Rust, so the default (needs the `tract` feature, on by default).
     #[default]
     Tract,
     /// ONNX Runtime: needs the `ort` feature and a loadable `ORT_DYLIB_PATH`.
@@ -112,11 +114,19 @@ impl std::str::FromStr for EngineKind {
     }
 }
 
-/// Loads `path` on the engine `kind`. Asking for ONNX Runtime in a build without the `ort`
-/// feature, or where it cannot be loaded, is [`Error::Unavailable`] saying which.
+/// The error for tract in a build without it.
+pub const NO_TRACT: &str =
+    "engine tract: this build of alembic was built without the tract feature (rebuild with --features tract)";
+
+/// Loads `path` on the engine `kind`. Asking for tract or ONNX Runtime in a build without the
+/// `tract` / `ort` feature, or where ONNX Runtime cannot be loaded, is [`Error::Unavailable`]
+/// saying which.
 pub fn load_engine(kind: EngineKind, path: &Path) -> Result<Box<dyn Engine>> {
     Ok(match kind {
+        #[cfg(feature = "tract")]
         EngineKind::Tract => Box::new(TractEngine::load(path)?),
+        #[cfg(not(feature = "tract"))]
+        EngineKind::Tract => return Err(Error::Unavailable(NO_TRACT.into())),
         EngineKind::Alembic => Box::new(AlembicEngine::load(path)?),
         #[cfg(feature = "ort")]
         EngineKind::Ort => {
@@ -187,6 +197,7 @@ impl Teacher {
 
 /// Orders named inputs by `expected` (the engine's input names): every expected input exactly
 /// once, no unknown names.
+#[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
 pub(crate) fn order_inputs<'t>(expected: &[String], given: &[(&str, &'t Tensor)]) -> Result<Vec<&'t Tensor>> {
     for (i, (name, _)) in given.iter().enumerate() {
         if !expected.iter().any(|e| e == name) {
@@ -203,6 +214,7 @@ pub(crate) fn order_inputs<'t>(expected: &[String], given: &[(&str, &'t Tensor)]
 }
 
 /// Text of a caught panic payload, so a reference runtime's panic becomes an [`Error`].
+#[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()

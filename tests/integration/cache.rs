@@ -457,6 +457,7 @@ fn image_folders_with_class_subfolders() {
 /// `cargo test --test integration cache::figures -- --ignored --nocapture`.
 #[test]
 #[ignore]
+#[cfg(feature = "tract")]
 fn figures() {
     for (c, k) in [(10u32, 10u32), (10, 1), (1000, 1000), (1000, 50)] {
         let h = header(c, k, 1.0);
@@ -519,6 +520,7 @@ fn figures() {
     }
 }
 
+#[cfg(feature = "tract")]
 mod tract_teacher {
     use tract_onnx::prelude::*;
 

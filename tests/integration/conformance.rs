@@ -10,7 +10,7 @@
 
 use crate::common::compare;
 use alembic::onnx::tensor_proto::read_pb_file;
-use alembic::teacher::{Engine, TractEngine};
+use alembic::teacher::{load_engine, Engine, EngineKind};
 use alembic::tensor::onnx_type_name;
 use alembic::{DType, Model, Tensor};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -267,7 +267,7 @@ fn parity(engine: alembic::Result<Box<dyn Engine>>, sets: &[DataSet]) -> Parity 
 type Loader = fn(&Path) -> alembic::Result<Box<dyn Engine>>;
 
 fn tract_loader(p: &Path) -> alembic::Result<Box<dyn Engine>> {
-    Ok(Box::new(TractEngine::load(p)?))
+    load_engine(EngineKind::Tract, p)
 }
 
 #[cfg(feature = "ort")]

@@ -5,7 +5,7 @@
 //! magnitude above 1 and absolute 1e-4 below (f32 summation order differs between runtimes;
 //! the fixtures' own ORT-vs-numpy gap is under 4e-6).
 
-use alembic::teacher::{AlembicEngine, Engine, TractEngine};
+use alembic::teacher::{load_engine, AlembicEngine, Engine, EngineKind};
 use alembic::Tensor;
 use ndarray::{s, ArrayD, Axis};
 use std::path::PathBuf;
@@ -72,7 +72,7 @@ fn check_model(model: &str) {
     let alembic = AlembicEngine::load(&path).unwrap_or_else(|e| panic!("alembic loads {model}: {e}"));
     #[cfg_attr(not(feature = "ort"), allow(unused_mut))]
     let mut refs: Vec<Box<dyn Engine>> =
-        vec![Box::new(TractEngine::load(&path).unwrap_or_else(|e| panic!("tract loads {model}: {e}")))];
+        vec![load_engine(EngineKind::Tract, &path).unwrap_or_else(|e| panic!("tract loads {model}: {e}"))];
     #[cfg(feature = "ort")]
     match alembic::teacher::ort::available() {
         Ok(()) => refs.push(Box::new(
