@@ -43,10 +43,54 @@ typedef enum AlembicStatus {
     ALEMBIC_ERR_PANIC = 10
 } AlembicStatus;
 
+/* Element types: the ONNX TensorProto.DataType codes. Data is in native (little-endian) layout;
+ * F16/BF16 as 16-bit patterns, BOOL and the F8 types one byte per element. */
+typedef enum AlembicDType {
+    ALEMBIC_DTYPE_UNKNOWN = 0,
+    ALEMBIC_DTYPE_F32 = 1,
+    ALEMBIC_DTYPE_U8 = 2,
+    ALEMBIC_DTYPE_I8 = 3,
+    ALEMBIC_DTYPE_U16 = 4,
+    ALEMBIC_DTYPE_I16 = 5,
+    ALEMBIC_DTYPE_I32 = 6,
+    ALEMBIC_DTYPE_I64 = 7,
+    ALEMBIC_DTYPE_BOOL = 9,
+    ALEMBIC_DTYPE_F16 = 10,
+    ALEMBIC_DTYPE_F64 = 11,
+    ALEMBIC_DTYPE_U32 = 12,
+    ALEMBIC_DTYPE_U64 = 13,
+    ALEMBIC_DTYPE_BF16 = 16,
+    ALEMBIC_DTYPE_F8E4M3FN = 17,
+    ALEMBIC_DTYPE_F8E4M3FNUZ = 18,
+    ALEMBIC_DTYPE_F8E5M2 = 19,
+    ALEMBIC_DTYPE_F8E5M2FNUZ = 20
+} AlembicDType;
+
+/* `rank` of an input or output whose rank is unknown until a run. */
+#define ALEMBIC_RANK_UNKNOWN SIZE_MAX
+
+/*
+ * A named tensor. As a run input every field is set by the caller: dtype an AlembicDType,
+ * shape[0..rank] (non-negative), data holding len elements. From alembic_session_input_info /
+ * output_info: name, dtype (ALEMBIC_DTYPE_UNKNOWN when unknown) and shape, -1 for a symbolic
+ * dimension; data NULL, len 0. From alembic_outputs_get: every field, owned by the outputs.
+ */
+typedef struct AlembicTensor {
+    const char *name;
+    int32_t dtype;
+    const int64_t *shape;
+    size_t rank;
+    const void *data;
+    size_t len;
+} AlembicTensor;
+
 /* An imported model. */
 typedef struct AlembicModel AlembicModel;
 /* A model prepared on a backend; thread-safe to run. */
 typedef struct AlembicSession AlembicSession;
+
+/* The outputs of one alembic_session_run, owned by the library until alembic_outputs_free. */
+typedef struct AlembicOutputs AlembicOutputs;
 
 /* Called after every refinement step; return non-zero to cancel. */
 typedef int32_t (*AlembicProgressFn)(void *user_data, uint64_t step, uint64_t steps, float loss);
@@ -80,6 +124,32 @@ int32_t alembic_session_run_f32(const AlembicSession *session, const char *input
                                 const float *data, size_t len, const int64_t *shape, size_t rank,
                                 float *out, size_t out_cap, size_t *out_len,
                                 int64_t *out_shape, size_t out_rank_cap, size_t *out_rank);
+
+/* Number of inputs to feed / of outputs. */
+int32_t alembic_session_input_count(const AlembicSession *session, size_t *out);
+int32_t alembic_session_output_count(const AlembicSession *session, size_t *out);
+
+/* Describes input / output `index` into *out (see AlembicTensor); its pointers live as long as
+ * the session. An index out of range is ALEMBIC_ERR_INVALID_ARGUMENT. */
+int32_t alembic_session_input_info(const AlembicSession *session, size_t index, AlembicTensor *out);
+int32_t alembic_session_output_info(const AlembicSession *session, size_t index, AlembicTensor *out);
+
+/*
+ * Runs a model with any number of inputs (inputs[0..n_inputs], each model input once, by name,
+ * of any AlembicDType) and stores every output in a new *out (NULL on failure). Thread-safe.
+ */
+int32_t alembic_session_run(const AlembicSession *session, const AlembicTensor *inputs, size_t n_inputs,
+                            AlembicOutputs **out);
+
+/* Number of tensors in a run's outputs. */
+int32_t alembic_outputs_count(const AlembicOutputs *outputs, size_t *out);
+
+/* Output `index` into *out: name, dtype, shape, rank, data and element count; the pointers live
+ * until alembic_outputs_free. */
+int32_t alembic_outputs_get(const AlembicOutputs *outputs, size_t index, AlembicTensor *out);
+
+/* Frees a run's outputs (null is ignored). */
+void alembic_outputs_free(AlembicOutputs *outputs);
 
 /*
  * Refines the student ONNX model at student_path on `inputs` (shape input_shape[0..input_rank],

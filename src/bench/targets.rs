@@ -190,7 +190,9 @@ fn open_tract(model: &Path, inputs: Vec<(String, Tensor)>) -> Result<Opened> {
 
 #[cfg(not(feature = "tract"))]
 fn open_tract(_: &Path, _: Vec<(String, Tensor)>) -> Result<Opened> {
-    Ok(Opened::Unsupported("tract: this build of alembic was built without the tract feature (cargo feature 'tract')".into()))
+    Ok(Opened::Unsupported(
+        "tract: this build of alembic was built without the tract feature (cargo feature 'tract')".into(),
+    ))
 }
 
 #[cfg(feature = "ort")]

@@ -7,11 +7,18 @@
 //! is thrown in Java when the native call returns).
 
 use super::{
-    alembic_distill, alembic_last_error, alembic_model_free, alembic_model_load, alembic_session_free,
-    alembic_session_new, alembic_session_run_f32, alembic_version, AlembicModel, AlembicSession, AlembicStatus,
+    alembic_distill, alembic_last_error, alembic_model_free, alembic_model_load, alembic_outputs_count,
+    alembic_outputs_free, alembic_outputs_get, alembic_session_free, alembic_session_input_count,
+    alembic_session_input_info, alembic_session_new, alembic_session_output_count, alembic_session_output_info,
+    alembic_session_run, alembic_session_run_f32, alembic_version, set_last_error, AlembicModel, AlembicOutputs,
+    AlembicSession, AlembicStatus, AlembicTensor, ALEMBIC_RANK_UNKNOWN,
 };
-use jni::objects::{JClass, JFloatArray, JLongArray, JObject, JObjectArray, JString, JValue};
-use jni::sys::{jint, jlong, jstring};
+use crate::tensor::DType;
+use jni::objects::{
+    JByteArray, JClass, JDoubleArray, JFloatArray, JIntArray, JLongArray, JObject, JObjectArray, JShortArray, JString,
+    JValue,
+};
+use jni::sys::{jboolean, jint, jlong, jstring};
 use jni::JNIEnv;
 use std::ffi::{c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -244,5 +251,278 @@ pub extern "system" fn Java_dev_alembic_NativeLib_distill<'l>(
             env.set_long_array_region(&steps_done, 0, &[done as i64])?;
         }
         Ok(code)
+    })
+}
+
+/// A Java primitive array's contents, typed by the element size of the dtype it carries.
+enum Buf {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    I16(Vec<i16>),
+    I8(Vec<i8>),
+}
+
+impl Buf {
+    fn raw(&self) -> (*const c_void, usize) {
+        match self {
+            Buf::F32(v) => (v.as_ptr().cast(), v.len()),
+            Buf::F64(v) => (v.as_ptr().cast(), v.len()),
+            Buf::I64(v) => (v.as_ptr().cast(), v.len()),
+            Buf::I32(v) => (v.as_ptr().cast(), v.len()),
+            Buf::I16(v) => (v.as_ptr().cast(), v.len()),
+            Buf::I8(v) => (v.as_ptr().cast(), v.len()),
+        }
+    }
+}
+
+/// The Java array class that carries `dtype`: float[] for f32, double[] for f64, and long[],
+/// int[], short[], byte[] for the other 8-, 4-, 2- and 1-byte types (f16/bf16 as bits, bool as
+/// 0/1 bytes).
+fn array_class(dtype: DType) -> &'static str {
+    match (dtype, dtype.size()) {
+        (DType::F32, _) => "[F",
+        (DType::F64, _) => "[D",
+        (_, 8) => "[J",
+        (_, 4) => "[I",
+        (_, 2) => "[S",
+        _ => "[B",
+    }
+}
+
+/// Reads input `i`'s data array after checking its class against the dtype.
+fn read_buf(env: &mut JNIEnv, a: JObject, dtype: DType, i: usize) -> jni::errors::Result<Result<Buf, String>> {
+    let class = array_class(dtype);
+    if a.is_null() || !env.is_instance_of(&a, class)? {
+        return Ok(Err(format!("data[{i}] must be a non-null {class} array for dtype {dtype}")));
+    }
+    macro_rules! read {
+        ($arr:ty, $get:ident, $t:ty, $variant:ident) => {{
+            let a = <$arr>::from(a);
+            let mut v = vec![<$t>::default(); env.get_array_length(&a)? as usize];
+            env.$get(&a, 0, &mut v)?;
+            Buf::$variant(v)
+        }};
+    }
+    Ok(Ok(match class {
+        "[F" => read!(JFloatArray, get_float_array_region, f32, F32),
+        "[D" => read!(JDoubleArray, get_double_array_region, f64, F64),
+        "[J" => read!(JLongArray, get_long_array_region, i64, I64),
+        "[I" => read!(JIntArray, get_int_array_region, i32, I32),
+        "[S" => read!(JShortArray, get_short_array_region, i16, I16),
+        _ => read!(JByteArray, get_byte_array_region, i8, I8),
+    }))
+}
+
+/// One output as a new Java array of [`array_class`]'s type.
+///
+/// # Safety
+/// `t` comes from `alembic_outputs_get` on live outputs.
+unsafe fn output_array<'l>(env: &mut JNIEnv<'l>, t: &AlembicTensor, dtype: DType) -> jni::errors::Result<JObject<'l>> {
+    macro_rules! write {
+        ($new:ident, $set:ident, $t:ty) => {{
+            let a = env.$new(t.len as i32)?;
+            let v: &[$t] = if t.len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(t.data.cast(), t.len) } };
+            env.$set(&a, 0, v)?;
+            JObject::from(a)
+        }};
+    }
+    Ok(match array_class(dtype) {
+        "[F" => write!(new_float_array, set_float_array_region, f32),
+        "[D" => write!(new_double_array, set_double_array_region, f64),
+        "[J" => write!(new_long_array, set_long_array_region, i64),
+        "[I" => write!(new_int_array, set_int_array_region, i32),
+        "[S" => write!(new_short_array, set_short_array_region, i16),
+        _ => write!(new_byte_array, set_byte_array_region, i8),
+    })
+}
+
+fn fail(code: AlembicStatus, msg: &str) -> jni::errors::Result<jint> {
+    set_last_error(msg);
+    Ok(code as jint)
+}
+
+/// `count[0]` gets the number of inputs (`outputs` false) or outputs.
+#[no_mangle]
+pub extern "system" fn Java_dev_alembic_NativeLib_sessionIoCount<'l>(
+    env: JNIEnv<'l>,
+    _: JClass<'l>,
+    session: jlong,
+    outputs: jboolean,
+    count: JIntArray<'l>,
+) -> jint {
+    shim(|| {
+        let s = session as *const AlembicSession;
+        let mut n = 0usize;
+        let code = unsafe {
+            if outputs != 0 {
+                alembic_session_output_count(s, &mut n)
+            } else {
+                alembic_session_input_count(s, &mut n)
+            }
+        };
+        if code == 0 && !count.is_null() && env.get_array_length(&count)? > 0 {
+            env.set_int_array_region(&count, 0, &[n as i32])?;
+        }
+        Ok(code)
+    })
+}
+
+/// Input or output `index`: `name[0]`, `dtype[0]` (an AlembicDType code, 0 when unknown) and
+/// `shape[0]` (-1 for symbolic dimensions; null when not even the rank is known).
+#[no_mangle]
+pub extern "system" fn Java_dev_alembic_NativeLib_sessionIoInfo<'l>(
+    env: JNIEnv<'l>,
+    _: JClass<'l>,
+    session: jlong,
+    outputs: jboolean,
+    index: jint,
+    name: JObjectArray<'l>,
+    dtype: JIntArray<'l>,
+    shape: JObjectArray<'l>,
+) -> jint {
+    shim(|| {
+        if index < 0 {
+            return fail(AlembicStatus::InvalidArgument, &format!("index {index} is negative"));
+        }
+        if name.is_null() || dtype.is_null() || shape.is_null() {
+            return fail(AlembicStatus::NullArgument, "name, dtype and shape arrays must not be null");
+        }
+        let s = session as *const AlembicSession;
+        let mut t = std::mem::MaybeUninit::<AlembicTensor>::uninit();
+        let code = unsafe {
+            if outputs != 0 {
+                alembic_session_output_info(s, index as usize, t.as_mut_ptr())
+            } else {
+                alembic_session_input_info(s, index as usize, t.as_mut_ptr())
+            }
+        };
+        if code != 0 {
+            return Ok(code);
+        }
+        let t = unsafe { t.assume_init() };
+        let n = env.new_string(unsafe { CStr::from_ptr(t.name) }.to_string_lossy())?;
+        env.set_object_array_element(&name, 0, n)?;
+        env.set_int_array_region(&dtype, 0, &[t.dtype])?;
+        let dims = if t.rank == ALEMBIC_RANK_UNKNOWN {
+            JObject::null()
+        } else {
+            let d = env.new_long_array(t.rank as i32)?;
+            if t.rank > 0 {
+                env.set_long_array_region(&d, 0, unsafe { std::slice::from_raw_parts(t.shape, t.rank) })?;
+            }
+            JObject::from(d)
+        };
+        env.set_object_array_element(&shape, 0, dims)?;
+        Ok(0)
+    })
+}
+
+/// Runs with several inputs (parallel arrays `names`, `dtypes`, `shapes`, `data`, the data of
+/// [`array_class`]'s type); on success `result` gets `String[]` names, `int[]` dtypes, `long[][]`
+/// shapes and `Object[]` data of every output.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "system" fn Java_dev_alembic_NativeLib_sessionRunMany<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    session: jlong,
+    names: JObjectArray<'l>,
+    dtypes: JIntArray<'l>,
+    shapes: JObjectArray<'l>,
+    data: JObjectArray<'l>,
+    result: JObjectArray<'l>,
+) -> jint {
+    shim(|| {
+        if names.is_null() || dtypes.is_null() || shapes.is_null() || data.is_null() || result.is_null() {
+            return fail(AlembicStatus::NullArgument, "names, dtypes, shapes, data and result must not be null");
+        }
+        let n = env.get_array_length(&names)?;
+        let lens = [env.get_array_length(&dtypes)?, env.get_array_length(&shapes)?, env.get_array_length(&data)?];
+        if lens.iter().any(|&l| l != n) {
+            let m =
+                format!("names, dtypes, shapes and data differ in length ({n}, {}, {}, {})", lens[0], lens[1], lens[2]);
+            return fail(AlembicStatus::InvalidArgument, &m);
+        }
+        if env.get_array_length(&result)? < 4 {
+            return fail(AlembicStatus::InvalidArgument, "result must have room for 4 elements");
+        }
+        let mut codes = vec![0i32; n as usize];
+        env.get_int_array_region(&dtypes, 0, &mut codes)?;
+        let (mut cnames, mut cdims, mut bufs) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let name = JString::from(env.get_object_array_element(&names, i)?);
+            cnames.push(c_string(&mut env, &name)?);
+            let dims = JLongArray::from(env.get_object_array_element(&shapes, i)?);
+            if dims.is_null() {
+                return fail(AlembicStatus::NullArgument, &format!("shapes[{i}] is null"));
+            }
+            cdims.push(longs(&mut env, &dims)?);
+            let Some(dtype) = DType::from_onnx(codes[i as usize]) else {
+                let m = format!("input {i}: unknown dtype code {}", codes[i as usize]);
+                return fail(AlembicStatus::InvalidArgument, &m);
+            };
+            let a = env.get_object_array_element(&data, i)?;
+            match read_buf(&mut env, a, dtype, i as usize)? {
+                Ok(b) => bufs.push(b),
+                Err(m) => return fail(AlembicStatus::InvalidArgument, &m),
+            }
+        }
+        let inputs: Vec<AlembicTensor> = (0..n as usize)
+            .map(|i| {
+                let (data, len) = bufs[i].raw();
+                let dims = &cdims[i];
+                AlembicTensor {
+                    name: ptr(&cnames[i]),
+                    dtype: codes[i],
+                    shape: dims.as_ptr(),
+                    rank: dims.len(),
+                    data,
+                    len,
+                }
+            })
+            .collect();
+        let mut outs: *mut AlembicOutputs = std::ptr::null_mut();
+        let code =
+            unsafe { alembic_session_run(session as *const AlembicSession, inputs.as_ptr(), inputs.len(), &mut outs) };
+        if code != 0 {
+            return Ok(code);
+        }
+        // Copy out, then free the outputs whatever happens on the Java side.
+        let copied = (|| -> jni::errors::Result<jint> {
+            let mut count = 0usize;
+            unsafe { alembic_outputs_count(outs, &mut count) };
+            let out_names = env.new_object_array(count as i32, "java/lang/String", JObject::null())?;
+            let out_types = env.new_int_array(count as i32)?;
+            let out_shapes = env.new_object_array(count as i32, "[J", JObject::null())?;
+            let out_data = env.new_object_array(count as i32, "java/lang/Object", JObject::null())?;
+            for i in 0..count {
+                let mut t = std::mem::MaybeUninit::<AlembicTensor>::uninit();
+                let code = unsafe { alembic_outputs_get(outs, i, t.as_mut_ptr()) };
+                if code != 0 {
+                    return Ok(code);
+                }
+                let t = unsafe { t.assume_init() };
+                let dtype = DType::from_onnx(t.dtype).expect("outputs carry known dtypes");
+                let name = env.new_string(unsafe { CStr::from_ptr(t.name) }.to_string_lossy())?;
+                env.set_object_array_element(&out_names, i as i32, name)?;
+                env.set_int_array_region(&out_types, i as i32, &[t.dtype])?;
+                let dims = env.new_long_array(t.rank as i32)?;
+                if t.rank > 0 {
+                    env.set_long_array_region(&dims, 0, unsafe { std::slice::from_raw_parts(t.shape, t.rank) })?;
+                }
+                env.set_object_array_element(&out_shapes, i as i32, dims)?;
+                let arr = unsafe { output_array(&mut env, &t, dtype) }?;
+                env.set_object_array_element(&out_data, i as i32, arr)?;
+            }
+            env.set_object_array_element(&result, 0, out_names)?;
+            env.set_object_array_element(&result, 1, out_types)?;
+            env.set_object_array_element(&result, 2, out_shapes)?;
+            env.set_object_array_element(&result, 3, out_data)?;
+            Ok(0)
+        })();
+        unsafe { alembic_outputs_free(outs) };
+        copied
     })
 }

@@ -11,11 +11,13 @@
 //!   with [`alembic_last_error`]; success clears it.
 
 mod distill;
+mod io;
 #[cfg(feature = "jni")]
 mod jni;
 mod run;
 
 pub use distill::*;
+pub use io::*;
 pub use run::*;
 
 use crate::error::Error;

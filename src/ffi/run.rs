@@ -1,5 +1,7 @@
-//! Models and sessions over the C ABI: load, prepare on a backend, run with f32 buffers.
+//! Models and sessions over the C ABI: load, prepare on a backend, run a single-input model with
+//! f32 buffers (several inputs of any type: `io.rs`).
 
+use super::io::{io_infos, IoInfo};
 use super::{c_str, guard, non_null, opt_c_str, shape_for, slice, AlembicStatus, FfiError, FfiResult};
 use crate::{BackendKind, Model, Session, SessionOptions, Tensor};
 use std::ffi::c_char;
@@ -13,6 +15,9 @@ pub struct AlembicModel {
 /// threads at once.
 pub struct AlembicSession {
     pub(crate) session: Session,
+    /// Graph inputs and outputs in C form (`alembic_session_input_info`).
+    pub(crate) inputs: Vec<IoInfo>,
+    pub(crate) outputs: Vec<IoInfo>,
 }
 
 /// Writes a new handle to `out` (checked non-null first, so nothing leaks).
@@ -73,7 +78,9 @@ pub unsafe extern "C" fn alembic_session_new(
                 None => BackendKind::Cpu,
                 Some(b) => b.parse().map_err(|m: String| FfiError::new(AlembicStatus::Unavailable, m))?,
             };
-            Ok(AlembicSession { session: model.model.session(SessionOptions::default().backend(kind))? })
+            let session = model.model.session(SessionOptions::default().backend(kind))?;
+            let (inputs, outputs) = io_infos(&session);
+            Ok(AlembicSession { session, inputs, outputs })
         })
     })
 }

@@ -91,7 +91,7 @@ fn from_typed_fields(t: &TensorProto, dtype: DType) -> Data {
     }
 }
 
-fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
+pub(crate) fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
     macro_rules! chunks {
         ($t:ty, $n:expr) => {
             b.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap())).collect()

@@ -64,6 +64,103 @@ static int32_t on_progress(void *user_data, uint64_t step, uint64_t steps, float
     return p->cancel_after != 0 && (int)step >= p->cancel_after;
 }
 
+/* The general run call on SCRATCH/two_inputs.onnx (written by the Rust side):
+ * sum = x + table[ids] (x f32 [N,3], ids i64 [N], table[r][c] = 10 r + c), twice = ids + ids. */
+static void check_two_inputs(const char *scratch) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/two_inputs.onnx", scratch);
+    AlembicModel *model = NULL;
+    AlembicSession *s = NULL;
+    CHECK(alembic_model_load(path, &model) == ALEMBIC_OK, "load two_inputs");
+    CHECK(alembic_session_new(model, NULL, &s) == ALEMBIC_OK && s, "two_inputs session");
+    alembic_model_free(model);
+    if (!s) return;
+
+    /* Queries: counts, names, types, shapes with -1 for the symbolic batch. */
+    size_t n_in = 0, n_out = 0;
+    CHECK(alembic_session_input_count(s, &n_in) == ALEMBIC_OK && n_in == 2, "input count %zu", n_in);
+    CHECK(alembic_session_output_count(s, &n_out) == ALEMBIC_OK && n_out == 2, "output count %zu", n_out);
+    AlembicTensor info;
+    CHECK(alembic_session_input_info(s, 0, &info) == ALEMBIC_OK && strcmp(info.name, "x") == 0 &&
+              info.dtype == ALEMBIC_DTYPE_F32 && info.rank == 2 && info.shape[0] == -1 && info.shape[1] == 3,
+          "input 0 info");
+    CHECK(alembic_session_input_info(s, 1, &info) == ALEMBIC_OK && strcmp(info.name, "ids") == 0 &&
+              info.dtype == ALEMBIC_DTYPE_I64 && info.rank == 1 && info.shape[0] == -1,
+          "input 1 info");
+    CHECK(alembic_session_output_info(s, 1, &info) == ALEMBIC_OK && strcmp(info.name, "twice") == 0 &&
+              info.dtype == ALEMBIC_DTYPE_I64,
+          "output 1 info");
+    CHECK(alembic_session_input_info(s, 2, &info) == ALEMBIC_ERR_INVALID_ARGUMENT &&
+              strstr(alembic_last_error(), "out of range"),
+          "input index 2");
+    CHECK(alembic_session_output_info(s, 0, NULL) == ALEMBIC_ERR_NULL_ARGUMENT, "null info out");
+    CHECK(alembic_session_input_count(NULL, &n_in) == ALEMBIC_ERR_NULL_ARGUMENT, "null session count");
+
+    /* A run, inputs given in the opposite order to the model's. */
+    float x[4 * 3];
+    for (int i = 0; i < 12; i++) x[i] = 0.5f * (float)i;
+    int64_t ids[4] = {4, 0, 2, 2}, x_shape[2] = {4, 3}, ids_shape[1] = {4};
+    AlembicTensor in[2] = {
+        {"ids", ALEMBIC_DTYPE_I64, ids_shape, 1, ids, 4},
+        {"x", ALEMBIC_DTYPE_F32, x_shape, 2, x, 12},
+    };
+    AlembicOutputs *out = NULL;
+    int32_t rc = alembic_session_run(s, in, 2, &out);
+    CHECK(rc == ALEMBIC_OK && out, "run rc %d", rc);
+    size_t count = 0;
+    CHECK(alembic_outputs_count(out, &count) == ALEMBIC_OK && count == 2, "outputs %zu", count);
+    AlembicTensor sum, twice;
+    CHECK(alembic_outputs_get(out, 0, &sum) == ALEMBIC_OK && strcmp(sum.name, "sum") == 0 &&
+              sum.dtype == ALEMBIC_DTYPE_F32 && sum.rank == 2 && sum.shape[0] == 4 && sum.shape[1] == 3 &&
+              sum.len == 12,
+          "sum output");
+    CHECK(alembic_outputs_get(out, 1, &twice) == ALEMBIC_OK && strcmp(twice.name, "twice") == 0 &&
+              twice.dtype == ALEMBIC_DTYPE_I64 && twice.rank == 1 && twice.len == 4,
+          "twice output");
+    float worst = 0;
+    for (int i = 0; i < 4 && sum.data; i++)
+        for (int c = 0; c < 3; c++)
+            worst = fmaxf(worst, fabsf(((const float *)sum.data)[i * 3 + c] - (x[i * 3 + c] + 10.0f * ids[i] + c)));
+    CHECK(sum.data && worst == 0, "sum differs by %g", worst);
+    for (int i = 0; i < 4 && twice.data; i++)
+        CHECK(((const int64_t *)twice.data)[i] == 2 * ids[i], "twice[%d]", i);
+    CHECK(alembic_outputs_get(out, 2, &sum) == ALEMBIC_ERR_INVALID_ARGUMENT, "output index 2");
+    alembic_outputs_free(out);
+    alembic_outputs_free(NULL);
+    printf("smoke: two-input model (f32 + i64) ok\n");
+
+    /* Misuse: each a code and a message, *out left NULL. */
+    out = (AlembicOutputs *)0x1;
+    rc = alembic_session_run(s, in, 1, &out);
+    CHECK(rc == ALEMBIC_ERR_INPUT && out == NULL && strstr(alembic_last_error(), "x"), "one input missing: %d", rc);
+    rc = alembic_session_run(s, in, 0, &out);
+    CHECK(rc == ALEMBIC_ERR_INVALID_ARGUMENT, "zero inputs: %d", rc);
+    rc = alembic_session_run(s, NULL, 2, &out);
+    CHECK(rc == ALEMBIC_ERR_NULL_ARGUMENT && strstr(alembic_last_error(), "inputs"), "null inputs: %d", rc);
+    rc = alembic_session_run(s, in, 2, NULL);
+    CHECK(rc == ALEMBIC_ERR_NULL_ARGUMENT, "null out: %d", rc);
+    AlembicTensor bad[2] = {in[0], in[1]};
+    bad[1].name = NULL;
+    rc = alembic_session_run(s, bad, 2, &out);
+    CHECK(rc == ALEMBIC_ERR_NULL_ARGUMENT && strstr(alembic_last_error(), "inputs[1].name"), "null name: %d", rc);
+    bad[1] = in[1];
+    bad[0].dtype = 99;
+    rc = alembic_session_run(s, bad, 2, &out);
+    CHECK(rc == ALEMBIC_ERR_INVALID_ARGUMENT && strstr(alembic_last_error(), "99"), "bad dtype: %d", rc);
+    bad[0].dtype = ALEMBIC_DTYPE_I32; /* the model wants i64 */
+    rc = alembic_session_run(s, bad, 2, &out);
+    CHECK(rc == ALEMBIC_ERR_INPUT && strstr(alembic_last_error(), "ids"), "wrong dtype: %d", rc);
+    bad[0] = in[0];
+    bad[0].len = 3;
+    rc = alembic_session_run(s, bad, 2, &out);
+    CHECK(rc == ALEMBIC_ERR_INVALID_ARGUMENT && strstr(alembic_last_error(), "ids"), "wrong len: %d", rc);
+    bad[0] = in[1];
+    rc = alembic_session_run(s, bad, 2, &out);
+    CHECK(rc == ALEMBIC_ERR_INPUT && out == NULL, "x given twice: %d", rc);
+    CHECK(alembic_outputs_count(NULL, &count) == ALEMBIC_ERR_NULL_ARGUMENT, "null outputs");
+    alembic_session_free(s);
+}
+
 int main(int argc, char **argv) {
     if (argc != 5) {
         fprintf(stderr, "usage: smoke MODELS_DIR SCRATCH ROWS TRAIN_ROWS\n");
@@ -182,6 +279,8 @@ int main(int argc, char **argv) {
     rc = alembic_distill(NULL, train_x, train_rows * 64, train_shape, 4, NULL, teacher, train_rows * 10, out_path, 5,
                          NULL, NULL, NULL, NULL);
     CHECK(rc == ALEMBIC_ERR_NULL_ARGUMENT, "null student: %d", rc);
+
+    check_two_inputs(scratch);
 
     alembic_session_free(session);
     free(x);

@@ -81,9 +81,67 @@ fn ffi_lib_dir() -> &'static Path {
     })
 }
 
+/// A two-input model for the general run call: `sum = x + table[ids]` (x f32 [N, 3], ids i64
+/// [N], table[r][c] = 10 r + c) and `twice = ids + ids`, written with Alembic's ONNX types.
+fn write_two_input_model(path: &Path) {
+    use alembic::onnx::pb::*;
+    use prost::Message;
+    let dim = |d: tensor_shape_proto::dimension::Value| tensor_shape_proto::Dimension {
+        value: Some(d),
+        ..Default::default()
+    };
+    let vi = |name: &str, elem_type: i32, rest: &[i64]| {
+        let mut dims = vec![dim(tensor_shape_proto::dimension::Value::DimParam("N".into()))];
+        dims.extend(rest.iter().map(|&n| dim(tensor_shape_proto::dimension::Value::DimValue(n))));
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type,
+                    shape: Some(TensorShapeProto { dim: dims }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let node = |op: &str, ins: &[&str], out: &str| NodeProto {
+        name: out.into(),
+        op_type: op.into(),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let table = TensorProto {
+        name: "table".into(),
+        dims: vec![5, 3],
+        data_type: 1,
+        float_data: (0..5).flat_map(|r| (0..3).map(move |c| (10 * r + c) as f32)).collect(),
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        graph: Some(GraphProto {
+            node: vec![
+                node("Gather", &["table", "ids"], "emb"),
+                node("Add", &["x", "emb"], "sum"),
+                node("Add", &["ids", "ids"], "twice"),
+            ],
+            initializer: vec![table],
+            input: vec![vi("x", 1, &[3]), vi("ids", 7, &[])],
+            output: vec![vi("sum", 1, &[3]), vi("twice", 7, &[])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
 #[test]
 fn ffi_c_smoke_matches_rust_session_refines_and_reports_misuse() {
     let dir = scratch("smoke");
+    write_two_input_model(&dir.join("two_inputs.onnx"));
     let (rows, train_rows) = (8, 64);
     let x = first_rows(&load("heldout_x"), rows);
     write_f32(&dir.join("x.f32"), x.as_slice().unwrap());
@@ -129,6 +187,7 @@ fn ffi_jvm_smoke_through_jni() {
         return;
     }
     let dir = scratch("jvm");
+    write_two_input_model(&dir.join("two_inputs.onnx"));
     let lib = ffi_lib_dir();
     let classes = dir.join("classes");
     let javac = Command::new("javac")
@@ -272,8 +331,8 @@ fn ffi_distill_from_cache_and_cancel_flag() {
 }
 
 /// Every exported `alembic_*` function is declared in include/alembic.h and vice versa, and the
-/// status codes agree. (A name check, not a full signature check: cbindgen would add a build
-/// dependency for six functions.)
+/// status and dtype codes agree. (A name check, not a full signature check: cbindgen would add a
+/// build dependency for a header this small.)
 #[test]
 fn ffi_header_declares_every_exported_function() {
     let header = std::fs::read_to_string(root().join("include/alembic.h")).unwrap();
@@ -308,5 +367,12 @@ fn ffi_header_declares_every_exported_function() {
     assert_eq!(exported, declared, "exported (left) vs declared in include/alembic.h (right)");
     for (status, name) in AlembicStatus::ALL {
         assert!(header.contains(&format!("{name} = {}", status as i32)), "header lacks {name} = {}", status as i32);
+    }
+    // AlembicDType: every element type Alembic knows, by its ONNX code.
+    for code in 0..32 {
+        if let Some(d) = alembic::DType::from_onnx(code) {
+            let line = format!("ALEMBIC_DTYPE_{} = {code}", d.to_string().to_uppercase());
+            assert!(header.contains(&line), "header lacks {line}");
+        }
     }
 }

@@ -36,6 +36,52 @@ public final class JvmSmoke {
         check(NativeLib.modelLoad(null, h) == 1, "null path");
         check(NativeLib.modelLoad(scratch + "/missing.onnx", h) == 4, "missing file");
 
+        // Several inputs of two types: scratch/two_inputs.onnx computes sum = x + table[ids] (table[r][c] =
+        // 10 r + c) and twice = ids + ids.
+        long[] hm = new long[1];
+        check(NativeLib.modelLoad(scratch + "/two_inputs.onnx", hm) == 0, "load two_inputs");
+        long[] hs = new long[1];
+        check(NativeLib.sessionNew(hm[0], "cpu", hs) == 0, "two_inputs session");
+        NativeLib.modelFree(hm[0]);
+        int[] count = new int[1];
+        check(NativeLib.sessionIoCount(hs[0], false, count) == 0 && count[0] == 2, "input count");
+        String[] iname = new String[1];
+        int[] idtype = new int[1];
+        long[][] ishape = new long[1][];
+        check(NativeLib.sessionIoInfo(hs[0], false, 1, iname, idtype, ishape) == 0 && iname[0].equals("ids")
+                && idtype[0] == 7 && ishape[0].length == 1 && ishape[0][0] == -1, "ids info");
+        check(NativeLib.sessionIoInfo(hs[0], true, 5, iname, idtype, ishape) == 2, "output index 5");
+        float[] xs = {1, 2, 3, 4, 5, 6};
+        long[] ids = {3, 1};
+        Object[] res = new Object[4];
+        int runRc = NativeLib.sessionRunMany(hs[0], new String[] {"x", "ids"}, new int[] {1, 7},
+                new long[][] {{2, 3}, {2}}, new Object[] {xs, ids}, res);
+        check(runRc == 0, "run many rc " + runRc);
+        if (runRc == 0) {
+            String[] onames = (String[]) res[0];
+            int[] otypes = (int[]) res[1];
+            long[][] oshapes = (long[][]) res[2];
+            Object[] odata = (Object[]) res[3];
+            check(onames.length == 2 && onames[0].equals("sum") && onames[1].equals("twice"), "output names");
+            check(otypes[0] == 1 && otypes[1] == 7 && oshapes[0][0] == 2 && oshapes[0][1] == 3, "output types");
+            float[] sum = (float[]) odata[0];
+            long[] twice = (long[]) odata[1];
+            for (int i = 0; i < 2; i++) {
+                for (int c = 0; c < 3; c++) check(sum[i * 3 + c] == xs[i * 3 + c] + 10 * ids[i] + c, "sum " + i + c);
+                check(twice[i] == 2 * ids[i], "twice " + i);
+            }
+        }
+        check(NativeLib.sessionRunMany(hs[0], new String[] {"x", "ids"}, new int[] {1, 7},
+                new long[][] {{2, 3}, {2}}, new Object[] {xs, new int[] {3, 1}}, res) == 2, "int[] for i64");
+        check(NativeLib.lastError().contains("[J"), "int[] for i64 message");
+        check(NativeLib.sessionRunMany(hs[0], new String[] {"x"}, new int[] {1, 7}, new long[][] {{2, 3}, {2}},
+                new Object[] {xs, ids}, res) == 2, "ragged arrays");
+        check(NativeLib.sessionRunMany(hs[0], new String[] {"x", null}, new int[] {1, 7},
+                new long[][] {{2, 3}, {2}}, new Object[] {xs, ids}, res) == 1, "null name");
+        check(NativeLib.sessionRunMany(hs[0], new String[] {"x", "ids"}, new int[] {1, 42},
+                new long[][] {{2, 3}, {2}}, new Object[] {xs, ids}, res) == 2, "bad dtype");
+        NativeLib.sessionFree(hs[0]);
+
         // Refinement on 16 random-ish images against made-up teacher logits.
         int n = 16;
         float[] x = new float[n * 64];

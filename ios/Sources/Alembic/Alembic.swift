@@ -42,7 +42,7 @@ public final class Model {
 
 /// A model prepared for running; `run` may be called from several threads at once.
 public final class Session: @unchecked Sendable {
-    private let handle: OpaquePointer
+    fileprivate let handle: OpaquePointer
 
     fileprivate init(handle: OpaquePointer) { self.handle = handle }
 
@@ -66,6 +66,126 @@ public final class Session: @unchecked Sendable {
             }
             try check(code)
             return (Array(out[..<len]), Array(outShape[..<rank]))
+        }
+    }
+}
+
+/// Element types: the C API's AlembicDType codes (ONNX TensorProto.DataType).
+public enum DType: Int32, Sendable {
+    case unknown = 0, f32 = 1, u8 = 2, i8 = 3, u16 = 4, i16 = 5, i32 = 6, i64 = 7, bool = 9, f16 = 10, f64 = 11,
+         u32 = 12, u64 = 13, bf16 = 16, f8e4m3fn = 17, f8e4m3fnuz = 18, f8e5m2 = 19, f8e5m2fnuz = 20
+
+    /// Bytes per element (0 for `unknown`).
+    public var size: Int {
+        switch self {
+        case .unknown: return 0
+        case .f64, .i64, .u64: return 8
+        case .f32, .i32, .u32: return 4
+        case .f16, .bf16, .i16, .u16: return 2
+        default: return 1
+        }
+    }
+}
+
+/// Name, type and shape of a model input or output; -1 marks a symbolic dimension, a nil shape
+/// an unknown rank.
+public struct TensorInfo: Sendable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int64]?
+}
+
+/// A typed tensor: its elements as raw native-endian bytes (bool as 0/1 bytes).
+public struct Tensor: Sendable {
+    public let dtype: DType
+    public let shape: [Int64]
+    public let bytes: [UInt8]
+
+    public init(dtype: DType, shape: [Int64], bytes: [UInt8]) {
+        self.dtype = dtype
+        self.shape = shape
+        self.bytes = bytes
+    }
+
+    public init(_ values: [Float], shape: [Int64]) {
+        self.init(dtype: .f32, shape: shape, bytes: values.withUnsafeBytes { Array($0) })
+    }
+
+    public init(_ values: [Int64], shape: [Int64]) {
+        self.init(dtype: .i64, shape: shape, bytes: values.withUnsafeBytes { Array($0) })
+    }
+
+    /// The elements as `T` (whose size must be the dtype's), e.g. `t.values(Float.self)`.
+    public func values<T>(_: T.Type) -> [T]? {
+        guard dtype.size == MemoryLayout<T>.size else { return nil }
+        return bytes.withUnsafeBytes { Array($0.bindMemory(to: T.self)) }
+    }
+}
+
+extension Session {
+    /// The inputs to feed, in model order.
+    public func inputs() throws -> [TensorInfo] { try infos(alembic_session_input_count, alembic_session_input_info) }
+
+    /// The outputs, in model order.
+    public func outputs() throws -> [TensorInfo] {
+        try infos(alembic_session_output_count, alembic_session_output_info)
+    }
+
+    private func infos(
+        _ count: (OpaquePointer?, UnsafeMutablePointer<Int>?) -> Int32,
+        _ info: (OpaquePointer?, Int, UnsafeMutablePointer<AlembicTensor>?) -> Int32
+    ) throws -> [TensorInfo] {
+        var n = 0
+        try check(count(handle, &n))
+        return try (0..<n).map { i in
+            var t = AlembicTensor()
+            try check(info(handle, i, &t))
+            // ALEMBIC_RANK_UNKNOWN is SIZE_MAX, i.e. -1 as Swift's Int.
+            let shape = t.rank == Int(bitPattern: UInt.max) ? nil
+                : Array(UnsafeBufferPointer(start: t.shape, count: t.rank))
+            return TensorInfo(name: String(cString: t.name), dtype: DType(rawValue: t.dtype) ?? .unknown, shape: shape)
+        }
+    }
+
+    /// Runs with every input by name; returns every output as (name, tensor), in model order.
+    public func run(_ inputs: [String: Tensor]) throws -> [(name: String, tensor: Tensor)] {
+        // C copies of everything the call borrows, freed when it returns.
+        let items = Array(inputs)
+        let names = items.map { strdup($0.key) }
+        let shapes = items.map { item -> UnsafeMutablePointer<Int64> in
+            let p = UnsafeMutablePointer<Int64>.allocate(capacity: max(item.value.shape.count, 1))
+            p.initialize(from: item.value.shape, count: item.value.shape.count)
+            return p
+        }
+        let datas = items.map { item -> UnsafeMutableRawPointer in
+            let p = UnsafeMutableRawPointer.allocate(byteCount: max(item.value.bytes.count, 1), alignment: 16)
+            item.value.bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            return p
+        }
+        defer {
+            names.forEach { free($0) }
+            shapes.forEach { $0.deallocate() }
+            datas.forEach { $0.deallocate() }
+        }
+        let tensors = items.indices.map { i -> AlembicTensor in
+            let t = items[i].value
+            let len = t.dtype.size == 0 ? 0 : t.bytes.count / t.dtype.size
+            return AlembicTensor(name: UnsafePointer(names[i]), dtype: t.dtype.rawValue,
+                                 shape: UnsafePointer(shapes[i]), rank: t.shape.count,
+                                 data: UnsafeRawPointer(datas[i]), len: len)
+        }
+        var outs: OpaquePointer?
+        try check(alembic_session_run(handle, tensors, tensors.count, &outs))
+        defer { alembic_outputs_free(outs) }
+        var count = 0
+        try check(alembic_outputs_count(outs, &count))
+        return try (0..<count).map { i in
+            var t = AlembicTensor()
+            try check(alembic_outputs_get(outs, i, &t))
+            let dtype = DType(rawValue: t.dtype) ?? .unknown
+            let bytes = Array(UnsafeRawBufferPointer(start: t.data, count: t.len * dtype.size))
+            let shape = Array(UnsafeBufferPointer(start: t.shape, count: t.rank))
+            return (String(cString: t.name), Tensor(dtype: dtype, shape: shape, bytes: bytes))
         }
     }
 }

@@ -30,6 +30,25 @@ public final class NativeLib {
     /** result[0] receives the output float[], result[1] its long[] shape. */
     public static native int sessionRun(long session, String inputName, float[] data, long[] shape, Object[] result);
 
+    /** count[0] receives the number of inputs (outputs false) or outputs (true). */
+    public static native int sessionIoCount(long session, boolean outputs, int[] count);
+
+    /**
+     * Input or output index: name[0], dtype[0] (an AlembicDType code = ONNX TensorProto.DataType, 0 when
+     * unknown) and shape[0] (-1 for symbolic dimensions; null when not even the rank is known).
+     */
+    public static native int sessionIoInfo(long session, boolean outputs, int index, String[] name, int[] dtype,
+            long[][] shape);
+
+    /**
+     * Runs with several inputs, given as parallel arrays. data[i] is a float[] for F32 (1), double[] for F64 (11),
+     * and a long[], int[], short[] or byte[] for the other 8-, 4-, 2- and 1-byte types (F16/BF16 as bits, BOOL as
+     * 0/1). On success result[0] receives the output names (String[]), result[1] their dtypes (int[]),
+     * result[2] their shapes (long[][]) and result[3] their data (Object[], arrays as for the inputs).
+     */
+    public static native int sessionRunMany(long session, String[] names, int[] dtypes, long[][] shapes,
+            Object[] data, Object[] result);
+
     /**
      * Refines the student; exactly one of cachePath and teacherLogits is non-null. listener may
      * be null; stepsDone[0] receives the steps completed.
