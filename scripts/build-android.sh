@@ -2,7 +2,11 @@
 # Builds libalembic_ffi.so (C ABI + JNI) for Android with cargo-ndk into
 # android/src/main/jniLibs/<abi>/, where the android/ Gradle module picks it up.
 #
-#   scripts/build-android.sh [--debug] [ABI...]     (default ABIs: arm64-v8a armeabi-v7a x86_64)
+#   scripts/build-android.sh [--debug] [--cpu-only] [ABI...]   (default ABIs: arm64-v8a armeabi-v7a x86_64)
+#
+# The library is the lean one (student runtime + refinement + JNI + the wgpu engine, no tract,
+# ONNX Runtime or CLI; --cpu-only drops wgpu) in the size-tuned `release-small` profile
+# (docs/embedding.md has the sizes).
 #
 # Needs: ANDROID_NDK_HOME (or ANDROID_NDK_ROOT) pointing at an NDK (r25+), cargo-ndk
 # (cargo install cargo-ndk), and the Rust targets for the ABIs (rustup target add ...).
@@ -11,12 +15,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 die() { printf 'build-android: %s\n' "$*" >&2; exit 1; }
 
-profile=(--release)
+profile=(--profile release-small)
+features=jni,wgpu
 abis=()
 for a in "$@"; do
     case "$a" in
         --debug) profile=() ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        --cpu-only) features=jni ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) abis+=("$a") ;;
     esac
 done
@@ -43,7 +49,6 @@ done
 
 targets=()
 for a in "${abis[@]}"; do targets+=(-t "$a"); done
-# Lean library: student runtime + refinement + JNI; no CLI, GPU or ONNX Runtime.
-cargo ndk "${targets[@]}" -o android/src/main/jniLibs build -p alembic-ffi --features jni "${profile[@]}"
+cargo ndk "${targets[@]}" -o android/src/main/jniLibs build -p alembic-ffi --features "$features" "${profile[@]}"
 echo "build-android: libraries in android/src/main/jniLibs:" >&2
 find android/src/main/jniLibs -name '*.so' -exec ls -l {} + >&2

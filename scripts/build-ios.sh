@@ -2,7 +2,10 @@
 # Builds ios/AlembicFFI.xcframework (static libalembic_ffi.a for devices and the arm64
 # simulator, plus include/alembic.h and a module map) for the Swift package in ios/.
 #
-#   scripts/build-ios.sh [--debug]
+#   scripts/build-ios.sh [--debug] [--cpu-only]
+#
+# The library is the lean one (student runtime + refinement + the wgpu engine on Metal, no tract,
+# ONNX Runtime or CLI; --cpu-only drops wgpu) in the size-tuned `release-small` profile.
 #
 # Needs macOS with Xcode (xcodebuild) and: rustup target add aarch64-apple-ios aarch64-apple-ios-sim
 set -euo pipefail
@@ -10,9 +13,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 die() { printf 'build-ios: %s\n' "$*" >&2; exit 1; }
 
-profile=release
-flags=(--release)
-[[ "${1:-}" == --debug ]] && { profile=debug; flags=(); }
+profile=release-small
+flags=(--profile release-small)
+features=wgpu
+for a in "$@"; do
+    case "$a" in
+        --debug) profile=debug; flags=() ;;
+        --cpu-only) features= ;;
+        *) die "unknown option '$a' (usage: scripts/build-ios.sh [--debug] [--cpu-only])" ;;
+    esac
+done
 
 [[ "$(uname -s)" == Darwin ]] || die "needs macOS with Xcode (this is $(uname -s)); XCFrameworks cannot be built elsewhere"
 command -v xcodebuild >/dev/null || die "xcodebuild not found: install Xcode and run 'xcode-select -s /Applications/Xcode.app'"
@@ -26,8 +36,7 @@ fi
 
 target_dir=${CARGO_TARGET_DIR:-target}
 for t in "${targets[@]}"; do
-    # Lean library: student runtime + refinement; no CLI, GPU or ONNX Runtime.
-    cargo build -p alembic-ffi --lib --target "$t" "${flags[@]}"
+    cargo build -p alembic-ffi --lib --target "$t" --features "$features" "${flags[@]}"
 done
 
 headers=$(mktemp -d)
