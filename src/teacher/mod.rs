@@ -241,4 +241,13 @@ mod tests {
         assert!(order_inputs(&expected, &[("a", &t), ("b", &u), ("c", &u)]).is_err());
         assert!(order_inputs(&expected, &[("a", &t), ("a", &t), ("b", &u)]).is_err());
     }
+
+    #[cfg(not(feature = "tract"))]
+    #[test]
+    fn tract_without_the_feature_is_a_one_line_error() {
+        let e = load_engine(EngineKind::Tract, Path::new("models/teacher.onnx")).err().expect("no tract engine");
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        let m = e.to_string();
+        assert!(m.contains("without the tract feature") && !m.contains('\n'), "{m}");
+    }
 }
