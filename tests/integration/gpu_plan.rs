@@ -113,3 +113,43 @@ fn pipeline_cache_is_written_reused_and_survives_corruption() {
     assert!(rewritten.len() > 64 && !rewritten.starts_with(b"not a pipeline"), "cache not rewritten");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn gemms_past_the_binding_limit_are_split() {
+    use super::gpu::{one_node, random, rng, run_cpu, run_gpu, In};
+    use alembic::ir::{Op, Unary};
+    use alembic::quant::QWeight;
+    quiet_mesa();
+    // A 4 KiB binding limit: every operand below is several bindings long.
+    let opts = CtxOptions { max_storage_binding: Some(4096), ..Default::default() };
+    let c = match Ctx::with_options(Backends::all(), opts) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return println!("SKIPPED gemms_past_the_binding_limit_are_split: no wgpu adapter ({e})"),
+    };
+    let mut r = rng(21);
+    for &(m, k, n) in &[(37, 70, 300), (1, 1000, 33), (5, 9, 900)] {
+        let a = random(&mut r, &[m, k], -1.0, 1.0);
+        let w = random(&mut r, &[n, k], -1.0, 1.0);
+        let bias = random(&mut r, &[n], -1.0, 1.0);
+        let gemm = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true };
+        let ins = || vec![In::Run(a.clone()), In::Const(w.clone()), In::Const(bias.clone())];
+        let (g, x) = one_node(gemm.clone(), ins(), 2);
+        let want = run_cpu(g, &x);
+        let (g, x) = one_node(gemm, ins(), 2);
+        close(&format!("f32 gemm {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
+        for p in [Precision::F16, Precision::Int8, Precision::Int4] {
+            let q = Arc::new(QWeight::quantize(w.as_slice::<f32>().unwrap(), n, k, p).unwrap());
+            let op = Op::QGemm { w: q, alpha: 1.0, beta: 1.0 };
+            let ins = || vec![In::Run(a.clone()), In::Const(bias.clone())];
+            let (g, x) = one_node(op.clone(), ins(), 2);
+            let want = run_cpu(g, &x);
+            let (g, x) = one_node(op, ins(), 2);
+            close(&format!("{p} gemm {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
+        }
+    }
+    // Other kernels do not split: a clear refusal, not a wrong answer.
+    let (g, x) = one_node(Op::Unary(Unary::Relu), vec![In::Run(random(&mut r, &[2000], -1.0, 1.0))], 1);
+    let plan = WgpuBackend::with_context(c.clone()).plan(Arc::new(g)).unwrap();
+    let e = alembic::backend::Executable::run(&plan, &[&x[0]]).unwrap_err().to_string();
+    assert!(e.contains("storage binding limit"), "{e}");
+}

@@ -10,6 +10,7 @@
 //! (its inputs are read back, its outputs uploaded).
 
 mod fuse;
+mod gemm_split;
 mod layout;
 mod profile;
 
@@ -309,10 +310,12 @@ impl WgpuPlan {
                 slot_bytes[k] = slot_bytes[k].max(numel(sh) * 4);
             }
         }
-        // One binding per tensor: no splitting yet, so refuse clearly past the adapter's limit.
+        // Past the adapter's binding limit, only GEMMs split their work (gemm_split); refuse
+        // other kernels clearly.
         let limit = self.ctx.limits.max_storage_buffer_binding_size as usize;
+        let big = |v: usize| shapes[v].as_ref().is_some_and(|s| numel(s) * 4 > limit);
         if let Some(v) = (0..g.values.len())
-            .find(|&v| self.loc[self.root[v]] != Loc::Host && shapes[v].as_ref().is_some_and(|s| numel(s) * 4 > limit))
+            .find(|&v| self.loc[self.root[v]] != Loc::Host && big(v) && !gemm_split::only_gemms_touch(self, v))
         {
             return Err(Error::Unavailable(format!(
                 "wgpu: value '{}' ({:?}) exceeds the adapter's {limit}-byte storage binding limit",
@@ -475,13 +478,30 @@ impl WgpuPlan {
                     fb(act.fa),
                     fb(act.fb),
                     0,
+                    // the whole output, unsplit (see gemm_split)
+                    0,
+                    u32c(m)?,
+                    0,
+                    u32c(n)?,
+                    0,
+                    0,
+                    0,
+                    0,
                 ];
                 let wg = [u32c(n.div_ceil(16))?, u32c(m.div_ceil(16))?, u32c(batch)?];
                 if wg.iter().any(|&d| d > 65535) {
                     return Err(too_big());
                 }
                 let bufs = vec![(1, a_buf), (2, w_buf), (3, s_buf), (4, bias_buf), (5, y)];
-                (("gemm", "main", mode), p, bufs, wg)
+                let job = layout::Job {
+                    key: ("gemm", "main", mode),
+                    params: p,
+                    bufs,
+                    aux: None,
+                    windows: vec![],
+                    groups: wg,
+                };
+                return gemm_split::split(self, job)?.into_iter().map(|j| self.finish(&node.name, j)).collect();
             }
             GpuOp::Conv { window, group, q } => {
                 let (w, w_buf, s_buf, mode, groups_k, bias_in) = match q {
@@ -572,13 +592,13 @@ impl WgpuPlan {
             }
             _ => unreachable!("layout ops returned above"),
         };
-        let job = layout::Job { key, params, bufs, aux: None, groups };
+        let job = layout::Job { key, params, bufs, aux: None, windows: vec![], groups };
         Ok(vec![self.finish(&node.name, job)?])
     }
 
     /// Compiles (or finds) the job's pipeline and builds its uniform and bind group.
     fn finish(&self, label: &str, job: layout::Job<'_>) -> Result<Dispatch> {
-        let layout::Job { key, params, bufs, aux, groups } = job;
+        let layout::Job { key, params, bufs, aux, windows, groups } = job;
         let pipeline = self.ctx.pipeline(key)?;
         let mut words = params;
         words.resize(words.len().next_multiple_of(4), 0);
@@ -588,8 +608,20 @@ impl WgpuPlan {
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        entries
-            .extend(bufs.iter().map(|(i, bf)| wgpu::BindGroupEntry { binding: *i, resource: bf.as_entire_binding() }));
+        // Whole buffers up to the binding limit (a slot may be larger than the value it holds
+        // when a split GEMM used it), or the job's windows.
+        let limit = u64::from(self.ctx.limits.max_storage_buffer_binding_size);
+        entries.extend(bufs.iter().map(|&(i, bf)| {
+            let (offset, size) = windows
+                .iter()
+                .find(|w| w.0 == i)
+                .map_or((0, bf.size().min(limit)), |w| (w.1, w.2.min(bf.size() - w.1)));
+            let size = std::num::NonZeroU64::new(size);
+            wgpu::BindGroupEntry {
+                binding: i,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: bf, offset, size }),
+            }
+        }));
         if let Some((i, bf)) = &aux {
             entries.push(wgpu::BindGroupEntry { binding: *i, resource: bf.as_entire_binding() });
         }

@@ -19,6 +19,8 @@ pub(super) struct Job<'a> {
     pub params: Vec<u32>,
     pub bufs: Vec<(u32, &'a wgpu::Buffer)>,
     pub aux: Option<(u32, wgpu::Buffer)>,
+    /// (binding, byte offset, byte size) of buffers bound as a window (split GEMMs).
+    pub windows: Vec<(u32, u64, u64)>,
     pub groups: [u32; 3],
 }
 
@@ -91,7 +93,14 @@ fn copy_job<'a>(
     p.extend(words8(shape.iter().map(|&d| d as u32), 1));
     p.extend(words8(xs.iter().map(|&s| s as i32 as u32), 0));
     p.extend(words8(ys.iter().map(|&s| s as u32), 0));
-    Job { key: ("move", "copy", 0), params: p, bufs: vec![(1, x), (2, y)], aux: None, groups: grid(len) }
+    Job {
+        key: ("move", "copy", 0),
+        params: p,
+        bufs: vec![(1, x), (2, y)],
+        aux: None,
+        windows: vec![],
+        groups: grid(len),
+    }
 }
 
 /// The dispatches of a layout-module op, or `None` for the other ops.
@@ -165,6 +174,7 @@ pub(super) fn jobs<'a>(
                 params: p,
                 bufs: vec![(1, x_buf), (2, y)],
                 aux: Some((3, ib)),
+                windows: vec![],
                 groups: grid(len),
             }]
         }
@@ -184,6 +194,7 @@ pub(super) fn jobs<'a>(
                 params: p,
                 bufs: vec![(1, x_buf), (2, y)],
                 aux: None,
+                windows: vec![],
                 groups: grid(len),
             }]
         }
@@ -215,7 +226,14 @@ pub(super) fn jobs<'a>(
                 0,
             ];
             let bufs = vec![(1, x_buf), (2, scale.1), (3, bias.map_or(&plan.dummy, |b| b.1)), (4, y)];
-            vec![Job { key: ("norm", "layer_norm", 0), params: p, bufs, aux: None, groups: grid(rows) }]
+            vec![Job {
+                key: ("norm", "layer_norm", 0),
+                params: p,
+                bufs,
+                aux: None,
+                windows: vec![],
+                groups: grid(rows),
+            }]
         }
         GpuOp::BatchNorm { .. } => {
             let (per, ab) = &plan.folded[&si];
@@ -234,6 +252,7 @@ pub(super) fn jobs<'a>(
                 params: p,
                 bufs: vec![(1, x_buf), (2, ab), (4, y)],
                 aux: None,
+                windows: vec![],
                 groups: grid(len),
             }]
         }
@@ -265,6 +284,7 @@ pub(super) fn jobs<'a>(
                 params: p,
                 bufs: vec![(1, x_buf), (2, y)],
                 aux: Some((3, tb)),
+                windows: vec![],
                 groups: grid(len),
             }]
         }
