@@ -44,7 +44,7 @@ fn weight_words(mode: u32, k: u64, groups: u64, n0: u64, n1: u64) -> ((u64, u64)
 
 /// The GEMM `job` as one dispatch when everything fits the binding limit, else as blocks.
 pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
-    let limit = u64::from(plan.ctx.limits.max_storage_buffer_binding_size);
+    let limit = plan.ctx.limits.max_storage_buffer_binding_size;
     let align = u64::from(plan.ctx.limits.min_storage_buffer_offset_alignment).max(4);
     let p = &job.params;
     let (m, n, k, trans_b, groups) = (p[0] as u64, p[1] as u64, p[2] as u64, p[3] != 0, p[10] as u64);
