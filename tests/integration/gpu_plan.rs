@@ -116,16 +116,22 @@ fn pipeline_cache_is_written_reused_and_survives_corruption() {
 
 #[test]
 fn gemms_past_the_binding_limit_are_split() {
+    quiet_mesa();
+    for api in [Backends::all(), Backends::GL] {
+        // A 4 KiB binding limit: every operand below is several bindings long.
+        let opts = CtxOptions { max_storage_binding: Some(4096), ..Default::default() };
+        match Ctx::with_options(api, opts) {
+            Ok(c) => split_gemms_on(Arc::new(c)),
+            Err(e) => println!("SKIPPED gemms_past_the_binding_limit_are_split on {api:?}: no wgpu adapter ({e})"),
+        }
+    }
+}
+
+fn split_gemms_on(c: Arc<Ctx>) {
     use super::gpu::{one_node, random, rng, run_cpu, run_gpu, In};
     use alembic::ir::{Op, Unary};
     use alembic::quant::QWeight;
-    quiet_mesa();
-    // A 4 KiB binding limit: every operand below is several bindings long.
-    let opts = CtxOptions { max_storage_binding: Some(4096), ..Default::default() };
-    let c = match Ctx::with_options(Backends::all(), opts) {
-        Ok(c) => Arc::new(c),
-        Err(e) => return println!("SKIPPED gemms_past_the_binding_limit_are_split: no wgpu adapter ({e})"),
-    };
+    println!("split GEMMs on {}", c.report);
     let mut r = rng(21);
     for &(m, k, n) in &[(37, 70, 300), (1, 1000, 33), (5, 9, 900)] {
         let a = random(&mut r, &[m, k], -1.0, 1.0);
