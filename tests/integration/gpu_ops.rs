@@ -8,8 +8,9 @@
 //! 1e-5 + abs 1e-6 (same folded a, b; one fused multiply-add); Resize rel 1e-5 + abs 1e-6
 //! (same f32 tap weights, summed in one pass instead of one pass per axis).
 
-use super::gpu::{close, ctx, one_node, quiet_mesa, random, rng, run_cpu, run_gpu, In};
-use alembic::backend::wgpu::{device::Backends, Ctx};
+use super::gpu::{close, ctx, one_node, quiet_mesa, random, rng, run_cpu, run_gpu, run_on, In};
+use alembic::backend::wgpu::{device::Backends, Ctx, WgpuBackend};
+use alembic::backend::{Backend, Support};
 use alembic::ir::{AspectPolicy, CoordMode, NearestMode, Op, ReduceKind, ResizeAttrs, ResizeMode};
 use alembic::Tensor;
 use rand::seq::SliceRandom;
@@ -158,6 +159,19 @@ fn layer_and_batch_norm_match_cpu() {
         let op = Op::LayerNorm { axis, epsilon: 1e-5 };
         let ins = || vec![In::Run(x.clone()), In::Const(scale.clone()), bias.clone().map_or(In::Absent, In::Const)];
         check(t, &format!("layernorm axis {axis} {ss:?} {bs:?}"), op, ins, 3, 1e-4, 1e-5);
+    }
+    // A scale broadcast along the normalised axes (not a trailing part): CPU fallback, same result.
+    let scale = random(&mut r, &[7, 1], 0.5, 1.5);
+    let mk =
+        || one_node(Op::LayerNorm { axis: 1, epsilon: 1e-5 }, vec![In::Run(x.clone()), In::Const(scale.clone())], 3);
+    let (g, ins) = mk();
+    let want = run_cpu(g, &ins);
+    for (api, c) in contexts(t) {
+        let (g, ins) = mk();
+        let b = WgpuBackend::with_context(c);
+        assert_eq!(b.supports(&g, &g.nodes[0]), Support::Fallback("cpu".into()));
+        let plan = b.plan(Arc::new(g)).unwrap();
+        close(&format!("layernorm [7, 1] scale on {api}"), &run_on(&plan, &ins), &want, 0.0, 0.0);
     }
     let x = random(&mut r, &[2, 3, 5, 7], -2.0, 2.0);
     let p = |r: &mut rand::rngs::StdRng, lo, hi| random(r, &[3], lo, hi);

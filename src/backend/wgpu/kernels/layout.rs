@@ -30,6 +30,9 @@ pub fn classify(graph: &Graph, node: &Node) -> Option<GpuOp> {
     let f32c = |i: usize| konst(graph, node, i).is_some_and(|t| t.dtype() == DType::F32);
     Some(match &node.op {
         Op::LayerNorm { axis, epsilon } if f32v(1) && (node.input(2).is_none() || f32v(2)) => {
+            if !(1..3).all(|i| trailing_param(graph, node, i, *axis)) {
+                return None;
+            }
             GpuOp::LayerNorm { axis: *axis, epsilon: *epsilon }
         }
         Op::BatchNorm { epsilon } if (1..5).all(f32c) => GpuOp::BatchNorm { epsilon: *epsilon },
@@ -60,6 +63,22 @@ pub fn classify(graph: &Graph, node: &Node) -> Option<GpuOp> {
         }
         _ => return None,
     })
+}
+
+/// Whether LayerNorm's scale (i = 1) or bias (i = 2) can be indexed `j % len` over the
+/// normalised axes (a trailing part of their shape, leading 1s aside), as far as shapes are
+/// known at load time; other broadcasts stay on the CPU.
+fn trailing_param(graph: &Graph, node: &Node, i: usize, axis: i64) -> bool {
+    let Some(p) = node.input(i).and_then(|v| graph.value(v).shape.clone()) else { return true };
+    let Some(x) = node.input(0).and_then(|v| graph.value(v).shape.clone()) else { return true };
+    let Some(a) = norm_axis(axis, x.rank()) else { return false };
+    let p: Vec<_> = p.0.iter().skip_while(|d| d.known() == Some(1)).collect();
+    let norm = &x.0[a..];
+    p.len() <= norm.len()
+        && p.iter().zip(&norm[norm.len() - p.len()..]).all(|(q, d)| match (q.known(), d.known()) {
+            (Some(q), Some(d)) => q == d,
+            _ => true,
+        })
 }
 
 /// Whether the GPU kernel reads input `k` of a node classified as `op` (the others are
