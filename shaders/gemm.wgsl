@@ -6,6 +6,9 @@
 //   3: int4, per row `groups` groups of four u32 (eight nibbles each), f16 scale per group
 // Accumulation is f32. Tiles of 16x16 staged in workgroup memory; edges padded with zeros.
 // Prepended with act.wgsl and quant.wgsl (W_MODE, qweight).
+// A dispatch covers rows [m0, m1) and columns [n0, n1) of Y: tensors larger than the storage
+// binding limit are split over several dispatches, each binding a window of a, w, scales and y
+// that starts `*_off` elements (words) into the buffer; indices stay global.
 
 struct Params {
     m: u32,
@@ -24,6 +27,14 @@ struct Params {
     fa: f32,
     fb: f32,
     _pad: u32,
+    m0: u32,
+    m1: u32,
+    n0: u32,
+    n1: u32,
+    a_off: u32,
+    w_off: u32,
+    s_off: u32,
+    y_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,7 +52,7 @@ fn load_w(batch: u32, kk: u32, col: u32) -> f32 {
     if W_MODE != 0u {
         return qweight(col, kk, p.k, p.groups);
     }
-    let base = batch * p.batch_b;
+    let base = batch * p.batch_b - p.w_off;
     if p.trans_b == 1u {
         return bitcast<f32>(w[base + col * p.k + kk]);
     }
@@ -50,22 +61,24 @@ fn load_w(batch: u32, kk: u32, col: u32) -> f32 {
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row = wg.y * TILE + lid.y;
-    let col = wg.x * TILE + lid.x;
+    let row = p.m0 + wg.y * TILE + lid.y;
+    let col = p.n0 + wg.x * TILE + lid.x;
     let batch = wg.z;
-    let abase = batch * p.batch_a;
+    let abase = batch * p.batch_a - p.a_off;
+    w_base = p.w_off;
+    s_base = p.s_off;
     var acc = 0.0;
     let tiles = (p.k + TILE - 1u) / TILE;
     for (var t = 0u; t < tiles; t++) {
         let ka = t * TILE + lid.x;
         var va = 0.0;
-        if row < p.m && ka < p.k {
+        if row < p.m1 && ka < p.k {
             va = a[abase + row * p.k + ka];
         }
         ta[lid.y][lid.x] = va;
         let kb = t * TILE + lid.y;
         var vb = 0.0;
-        if col < p.n && kb < p.k {
+        if col < p.n1 && kb < p.k {
             vb = load_w(batch, kb, col);
         }
         tb[lid.y][lid.x] = vb;
@@ -75,11 +88,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         workgroupBarrier();
     }
-    if row < p.m && col < p.n {
+    if row < p.m1 && col < p.n1 {
         var v = p.alpha * acc;
         if p.has_bias == 1u {
             v += p.beta * bias[row * p.bias_sm + col * p.bias_sn];
         }
-        y[batch * p.m * p.n + row * p.n + col] = activate(p.act, v, p.fa, p.fb);
+        y[batch * p.m * p.n + row * p.n + col - p.y_off] = activate(p.act, v, p.fa, p.fb);
     }
 }

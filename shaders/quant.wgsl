@@ -5,6 +5,11 @@
 
 override W_MODE: u32 = 0u;
 
+// First word of the bound windows of `w` and `scales` (gemm.wgsl sets them when a weight is
+// split over several bindings; 0 otherwise).
+var<private> w_base: u32 = 0u;
+var<private> s_base: u32 = 0u;
+
 // f16 bits to f32 by hand: unpack2x16float needs a capability some GL devices lack.
 fn f16_bits(h: u32) -> f32 {
     let e = (h >> 10u) & 0x1Fu;
@@ -29,23 +34,23 @@ fn qweight(row: u32, kk: u32, k: u32, groups: u32) -> f32 {
     switch W_MODE {
         case 1u: {
             let i = row * k + kk;
-            return half_at(w[i / 2u], i % 2u);
+            return half_at(w[i / 2u - w_base], i % 2u);
         }
         case 2u: {
             let i = row * k + kk;
-            let byte = (w[i / 4u] >> (8u * (i % 4u))) & 0xFFu;
+            let byte = (w[i / 4u - w_base] >> (8u * (i % 4u))) & 0xFFu;
             let q = (i32(byte) << 24u) >> 24u;
-            return f32(q) * bitcast<f32>(scales[row]);
+            return f32(q) * bitcast<f32>(scales[row - s_base]);
         }
         case 3u: {
-            let word = w[row * groups * 4u + kk / 8u];
+            let word = w[row * groups * 4u + kk / 8u - w_base];
             let nib = (word >> (4u * (kk % 8u))) & 0xFu;
             let q = (i32(nib) << 28u) >> 28u;
             let si = row * groups + kk / 32u;
-            return f32(q) * half_at(scales[si / 2u], si % 2u);
+            return f32(q) * half_at(scales[si / 2u - s_base], si % 2u);
         }
         default: {
-            return bitcast<f32>(w[row * k + kk]);
+            return bitcast<f32>(w[row * k + kk - w_base]);
         }
     }
 }

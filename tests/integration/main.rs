@@ -11,6 +11,10 @@ mod ffi;
 mod fixtures;
 #[cfg(feature = "wgpu")]
 mod gpu;
+#[cfg(feature = "wgpu")]
+mod gpu_ops;
+#[cfg(feature = "wgpu")]
+mod gpu_plan;
 mod grad;
 mod parity;
 mod quant;

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Re-exported so callers can name APIs for [`Ctx::new`] without depending on wgpu.
@@ -16,6 +17,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("conv2d", include_str!("../../../shaders/conv2d.wgsl")),
     ("pool", include_str!("../../../shaders/pool.wgsl")),
     ("softmax", include_str!("../../../shaders/softmax.wgsl")),
+    ("norm", include_str!("../../../shaders/norm.wgsl")),
+    ("reduce", include_str!("../../../shaders/reduce.wgsl")),
+    ("move", include_str!("../../../shaders/move.wgsl")),
+    ("resize", include_str!("../../../shaders/resize.wgsl")),
 ];
 
 /// Full source of a kernel family as compiled: act.wgsl and quant.wgsl prepended where used.
@@ -50,6 +55,9 @@ pub struct AdapterReport {
     pub subgroup_sizes: (u32, u32),
     /// Whether this device was opened with `TIMESTAMP_QUERY` (GPU-side per-dispatch profiling).
     pub timestamps: bool,
+    /// The on-disk pipeline cache file (Vulkan with `PIPELINE_CACHE` only) and the bytes it
+    /// held when the device opened.
+    pub pipeline_cache: Option<(std::path::PathBuf, usize)>,
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -69,6 +77,12 @@ pub struct Ctx {
     pub limits: wgpu::Limits,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    disk: Option<super::disk_cache::DiskCache>,
+    /// Buffers created and command buffers submitted by plans on this device.
+    buffers_created: AtomicU64,
+    submits: AtomicU64,
+    /// Time spent creating pipelines (shader modules included), in nanoseconds.
+    compile_nanos: AtomicU64,
     /// Validation errors no scope caught (reported by the next run instead of panicking).
     pub uncaptured: Arc<Mutex<Vec<String>>>,
 }
@@ -96,6 +110,16 @@ pub fn parse_backends(v: &str) -> Result<wgpu::Backends> {
     })
 }
 
+/// Options of [`Ctx::with_options`].
+#[derive(Clone, Debug, Default)]
+pub struct CtxOptions {
+    /// Directory of the on-disk pipeline cache (default: [`super::disk_cache::cache_dir`]).
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Caps the storage binding size plans assume below the adapter's limit (tests use it to
+    /// exercise the split paths on small tensors).
+    pub max_storage_binding: Option<u32>,
+}
+
 /// Rank of an adapter: real GPUs first, then native APIs before GL.
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     let ty = match info.device_type {
@@ -112,11 +136,16 @@ impl Ctx {
     /// Opens the best adapter among `backends`: HighPerformance preference, real GPUs before
     /// software ones. No adapter is `Error::Unavailable`, never a panic.
     pub fn new(backends: wgpu::Backends) -> Result<Ctx> {
-        let r = std::panic::catch_unwind(|| Ctx::open(backends));
+        Ctx::with_options(backends, CtxOptions::default())
+    }
+
+    /// [`Ctx::new`] with a pipeline cache directory or binding limit of its own.
+    pub fn with_options(backends: wgpu::Backends, opts: CtxOptions) -> Result<Ctx> {
+        let r = std::panic::catch_unwind(|| Ctx::open(backends, opts));
         r.unwrap_or_else(|_| Err(Error::Unavailable("wgpu panicked while opening an adapter".into())))
     }
 
-    fn open(backends: wgpu::Backends) -> Result<Ctx> {
+    fn open(backends: wgpu::Backends, opts: CtxOptions) -> Result<Ctx> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);
@@ -141,9 +170,9 @@ impl Ctx {
         let info = adapter.get_info();
         let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
         // Everything the adapter offers (at least the downlevel defaults on any conformant one).
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
         // Timestamp queries cost nothing unless a profiling run writes them.
-        let optional = wgpu::Features::TIMESTAMP_QUERY;
+        let optional = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::PIPELINE_CACHE;
         let enabled = adapter.features() & optional;
         let dd = wgpu::DeviceDescriptor {
             label: Some("alembic"),
@@ -153,6 +182,10 @@ impl Ctx {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&dd))
             .map_err(|e| Error::Unavailable(format!("wgpu adapter '{}' refused a device: {e}", info.name)))?;
+        let disk = super::disk_cache::DiskCache::open(&device, &info, opts.cache_dir);
+        if let Some(cap) = opts.max_storage_binding {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap.into());
+        }
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -168,6 +201,7 @@ impl Ctx {
             features: feature_names(adapter.features(), instance.wgsl_language_features()),
             subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
             timestamps: enabled.contains(wgpu::Features::TIMESTAMP_QUERY),
+            pipeline_cache: disk.as_ref().map(|d| (d.path.clone(), d.loaded_bytes)),
         };
         Ok(Ctx {
             device,
@@ -176,6 +210,10 @@ impl Ctx {
             limits,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            disk,
+            buffers_created: AtomicU64::new(0),
+            submits: AtomicU64::new(0),
+            compile_nanos: AtomicU64::new(0),
             uncaptured,
         })
     }
@@ -196,6 +234,7 @@ impl Ctx {
             return Ok(p.clone());
         }
         let (family, entry, variant) = key;
+        let t0 = std::time::Instant::now();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         if !modules.contains_key(family) {
@@ -214,8 +253,12 @@ impl Ctx {
             module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
-            cache: None,
+            cache: self.disk.as_ref().map(|d| &d.cache),
         });
+        if let Some(d) = &self.disk {
+            d.mark_dirty();
+        }
+        self.compile_nanos.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if let Some(e) = pollster::block_on(scope.pop()) {
             modules.remove(family);
             return Err(Error::Unavailable(format!(
@@ -227,6 +270,43 @@ impl Ctx {
         let p = Arc::new(p);
         cache.insert(key, p.clone());
         Ok(p)
+    }
+
+    /// Writes the on-disk pipeline cache if pipelines were created since the last save.
+    /// Returns the bytes written (0 when there was nothing new or no cache).
+    pub fn save_pipeline_cache(&self) -> Result<usize> {
+        let Some(d) = &self.disk else { return Ok(0) };
+        d.save().map_err(|e| Error::Unavailable(format!("writing the pipeline cache {}: {e}", d.path.display())))
+    }
+
+    /// Creates a buffer, counted in [`Ctx::counts`].
+    pub fn buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> wgpu::Buffer {
+        self.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer(desc)
+    }
+
+    /// Creates an initialised buffer, counted in [`Ctx::counts`].
+    pub fn buffer_init(&self, desc: &wgpu::util::BufferInitDescriptor<'_>) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer_init(desc)
+    }
+
+    /// Submits one command buffer, counted in [`Ctx::counts`].
+    pub fn submit(&self, cb: wgpu::CommandBuffer) {
+        self.submits.fetch_add(1, Ordering::Relaxed);
+        self.queue.submit([cb]);
+    }
+
+    /// (buffers created, queue submits) by plans on this device so far (profiling runs
+    /// excluded): a steady-state run adds no buffer and one submit.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.buffers_created.load(Ordering::Relaxed), self.submits.load(Ordering::Relaxed))
+    }
+
+    /// Total time spent creating pipelines on this device so far.
+    pub fn compile_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.compile_nanos.load(Ordering::Relaxed))
     }
 
     /// Number of pipelines compiled so far.

@@ -1,7 +1,9 @@
 //! Which IR nodes run on wgpu, their output shapes, and their uniforms / dispatch sizes.
 //! Shapes reach the shaders only through uniforms, so one pipeline serves every shape.
 
-use crate::ir::{AutoPad, Binary, Graph, Node, Op, Unary, Window};
+pub mod layout;
+
+use crate::ir::{AutoPad, Binary, Graph, Node, Op, ReduceKind, ResizeAttrs, Unary, Window};
 use crate::quant::{QData, QWeight};
 use crate::tensor::{broadcast_shapes, DType};
 use std::sync::Arc;
@@ -47,6 +49,36 @@ pub enum GpuOp {
         legacy: bool,
         log: bool,
     },
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
+    /// Inference BatchNormalization; its constant parameters are folded on the host.
+    BatchNorm {
+        epsilon: f32,
+    },
+    /// Reduction over constant `axes` (empty = all).
+    Reduce {
+        kind: ReduceKind,
+        keepdims: bool,
+        axes: Vec<i64>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// Slice with constant starts / ends / axes / steps.
+    Slice,
+    Concat {
+        axis: i64,
+    },
+    /// Gather with constant indices (`ishape` their shape).
+    Gather {
+        axis: i64,
+        indices: Vec<i64>,
+        ishape: Vec<usize>,
+    },
+    /// Resize with constant roi / scales / sizes.
+    Resize(ResizeAttrs),
 }
 
 /// Activation code (see shaders/act.wgsl) with its two parameters.
@@ -159,7 +191,7 @@ pub fn classify(graph: &Graph, node: &Node) -> Option<GpuOp> {
         Op::GlobalMaxPool if rank(x)? >= 3 => GpuOp::GlobalPool { max: true },
         Op::Softmax { axis, legacy } => GpuOp::Softmax { axis: *axis, legacy: *legacy, log: false },
         Op::LogSoftmax { axis, legacy } => GpuOp::Softmax { axis: *axis, legacy: *legacy, log: true },
-        _ => return None,
+        _ => return layout::classify(graph, node),
     })
 }
 
@@ -288,6 +320,7 @@ pub fn out_shape(op: &GpuOp, node: &Node, graph: &Graph, ins: &[Option<Vec<usize
             o
         }
         GpuOp::Softmax { .. } => x,
+        _ => return layout::out_shape(op, node, graph, ins),
     })
 }
 
@@ -300,7 +333,8 @@ fn alias_shape(op: &Op, graph: &Graph, node: &Node, x: &[usize]) -> Result<Vec<u
             .collect()
     };
     Ok(match op {
-        Op::Identity => x.to_vec(),
+        // Identity, and a reduction over no axes with noop_with_empty_axes.
+        Op::Identity | Op::Reduce { .. } => x.to_vec(),
         Op::Flatten { axis } => {
             let a = crate::tensor::norm_axis(*axis, x.len() + 1).ok_or("Flatten axis out of range")?;
             let outer: usize = x[..a.min(x.len())].iter().product();

@@ -7,10 +7,11 @@
 //! forces an API.
 
 pub mod device;
+pub mod disk_cache;
 pub mod kernels;
 mod plan;
 
-pub use device::{validate_shaders, AdapterReport, Ctx};
+pub use device::{validate_shaders, AdapterReport, Ctx, CtxOptions};
 pub use plan::{ProfileClock, WgpuPlan};
 
 use super::{Backend, BackendKind, Executable, Support};

@@ -45,9 +45,11 @@ fn gpu_err(e: impl std::fmt::Display) -> Error {
 }
 
 impl Prof {
-    fn new(plan: &WgpuPlan) -> Prof {
-        let n = plan.steps.len() as u32;
-        let queries = (plan.clock() == ProfileClock::GpuTimestamps).then(|| {
+    fn new(plan: &WgpuPlan, b: &Bound) -> Prof {
+        // One query pair per dispatch (Concat has one per input).
+        let n = b.dispatch.iter().map(Vec::len).sum::<usize>() as u32;
+        let fits = 2 * n as usize <= wgpu::QUERY_SET_MAX_QUERIES as usize;
+        let queries = (plan.clock() == ProfileClock::GpuTimestamps && fits).then(|| {
             let qs = plan.ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("profile"),
                 ty: wgpu::QueryType::Timestamp,
@@ -71,7 +73,7 @@ impl Prof {
         si: &mut usize,
     ) -> Result<wgpu::CommandEncoder> {
         while *si < plan.steps.len() && !matches!(plan.steps[*si].kind, Kind::Cpu) {
-            if let Some(d) = &b.dispatch[*si] {
+            for d in &b.dispatch[*si] {
                 match &self.queries {
                     Some((qs, _)) => {
                         let k = self.timed.len() as u32;
@@ -113,7 +115,7 @@ impl Prof {
     fn finish(self, plan: &WgpuPlan) -> Result<Vec<NodeTime>> {
         let mut per_step: Vec<Option<Duration>> = vec![None; plan.steps.len()];
         for (si, d) in &self.wall {
-            per_step[*si] = Some(*d);
+            per_step[*si] = Some(per_step[*si].unwrap_or_default() + *d);
         }
         if let (Some((qs, _)), false) = (&self.queries, self.timed.is_empty()) {
             let n = 2 * self.timed.len() as u32;
@@ -146,7 +148,7 @@ impl Prof {
             for (si, k) in &self.timed {
                 let (a, z) = (ticks[2 * *k as usize], ticks[2 * *k as usize + 1]);
                 let ns = z.saturating_sub(a) as f64 * period_ns;
-                per_step[*si] = Some(Duration::from_nanos(ns.round() as u64));
+                per_step[*si] = Some(per_step[*si].unwrap_or_default() + Duration::from_nanos(ns.round() as u64));
             }
         }
         let g = &*plan.graph;
@@ -182,7 +184,7 @@ impl WgpuPlan {
             *guard = Some(self.bind(inputs)?);
         }
         let b = guard.as_mut().expect("bound");
-        let mut prof = Prof::new(self);
+        let mut prof = Prof::new(self, b);
         let outs = self.exec(b, inputs, Some(&mut prof))?;
         Ok((outs, prof.finish(self)?))
     }
@@ -192,6 +194,7 @@ impl WgpuPlan {
     pub fn gpu_bytes(&self) -> u64 {
         let mut n: u64 = self.consts.values().map(|b| b.size()).sum();
         n += self.qbufs.values().map(|(_, w, s)| w.size() + s.size()).sum::<u64>();
+        n += self.folded.values().map(|(_, ab)| ab.size()).sum::<u64>();
         n += self.dummy.size();
         if let Some(b) = self.bound.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             n += b.slots.iter().map(|s| s.size()).sum::<u64>();

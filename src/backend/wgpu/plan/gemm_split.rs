@@ -1,0 +1,123 @@
+//! GEMM / GEMV over tensors larger than the adapter's `max_storage_buffer_binding_size`: the
+//! output is cut into blocks of rows (A and Y) and columns (the weight's rows), one dispatch
+//! each, every one binding only a window of each buffer (aligned down to
+//! `min_storage_buffer_offset_alignment`; the shader subtracts the window's start, see
+//! gemm.wgsl). Buffers themselves may exceed the binding limit up to `max_buffer_size`.
+
+use super::layout::Job;
+use super::{Kind, WgpuPlan};
+use crate::backend::wgpu::kernels::GpuOp;
+use crate::error::{Error, Result};
+use crate::ir::ValueId;
+
+/// Whether every GPU step that touches `v` (through aliases) is a GEMM, which can split it.
+pub(super) fn only_gemms_touch(plan: &WgpuPlan, v: ValueId) -> bool {
+    let r = plan.root[v];
+    plan.steps.iter().all(|s| {
+        let node = &plan.graph.nodes[s.node];
+        let is = |x: Option<ValueId>| x.is_some_and(|x| plan.root[x] == r);
+        let touches = node.inputs.iter().flatten().chain(&s.outputs).any(|&x| plan.root[x] == r);
+        match &s.kind {
+            // A, B or Y; not the bias C, which is bound whole.
+            Kind::Gpu(GpuOp::Gemm { .. } | GpuOp::MatMul) => !is(node.input(2)),
+            Kind::Gpu(GpuOp::QGemm { .. }) => !is(node.input(1)),
+            // Aliases bind nothing; CPU steps copy.
+            Kind::Gpu(GpuOp::Alias) | Kind::Cpu | Kind::Fused => true,
+            Kind::Gpu(_) => !touches,
+        }
+    })
+}
+
+fn refuse(what: &str, limit: u64) -> Error {
+    Error::Unavailable(format!("wgpu: cannot split {what} under the adapter's {limit}-byte storage binding limit"))
+}
+
+/// Words [start, end) of the weight rows [n0, n1) and of their scales, per weight format.
+fn weight_words(mode: u32, k: u64, groups: u64, n0: u64, n1: u64) -> ((u64, u64), (u64, u64)) {
+    match mode {
+        1 => ((n0 * k / 2, (n1 * k).div_ceil(2)), (0, 1)),
+        2 => ((n0 * k / 4, (n1 * k).div_ceil(4)), (n0, n1)),
+        3 => ((n0 * groups * 4, n1 * groups * 4), (n0 * groups / 2, (n1 * groups).div_ceil(2))),
+        _ => ((n0 * k, n1 * k), (0, 1)),
+    }
+}
+
+/// The GEMM `job` as one dispatch when everything fits the binding limit, else as blocks.
+pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
+    let limit = plan.ctx.limits.max_storage_buffer_binding_size;
+    let align = u64::from(plan.ctx.limits.min_storage_buffer_offset_alignment).max(4);
+    let p = &job.params;
+    let (m, n, k, trans_b, groups) = (p[0] as u64, p[1] as u64, p[2] as u64, p[3] != 0, p[10] as u64);
+    let mode = job.key.2;
+    let batch = job.groups[2];
+    let (w_all, s_all) = weight_words(mode, k, groups, 0, n);
+    let fits_a = 4 * m * k <= limit && 4 * m * n <= limit;
+    let fits_w = 4 * (w_all.1 - w_all.0) <= limit && 4 * (s_all.1 - s_all.0) <= limit;
+    // Batched MatMul and a [K, N] f32 B are bound whole.
+    let b = u64::from(batch);
+    if batch > 1 && (4 * b * m * k.max(n) > limit || 4 * b * k * n > limit) || mode == 0 && !trans_b && !fits_w {
+        return Err(refuse(&format!("a batched or [K, N]-weight GEMM of {m}x{k}x{n}"), limit));
+    }
+    let bias = job.bufs.iter().find(|b| b.0 == 4).map_or(0, |b| b.1.size());
+    if fits_a && fits_w {
+        return Ok(vec![job]);
+    }
+    if bias > limit {
+        return Err(refuse("a GEMM bias", limit));
+    }
+    let usable = (limit - align) / 4 * 4;
+    let row = 4 * k.max(n);
+    if row > usable {
+        return Err(refuse(&format!("a GEMM row of K = {k}, N = {n}"), limit));
+    }
+    let mc = if fits_a { m } else { usable / row };
+    let nc = if fits_w {
+        n
+    } else {
+        // Bytes per weight row and per scale row, plus one word of slack for shared words.
+        let (w1, s1) = weight_words(mode, k, groups, 0, 1);
+        let per = 4 * (w1.1 - w1.0) + 4;
+        let per_s = 4 * (s1.1 - s1.0) + 4;
+        (usable / per).min(usable / per_s)
+    };
+    if mc == 0 || nc == 0 {
+        return Err(refuse(&format!("a GEMM of {m}x{k}x{n}"), limit));
+    }
+    // (binding, first word, end word) -> (offset in bytes, size in bytes, first word bound).
+    let window = |start: u64, end: u64| -> (u64, u64, u64) {
+        let off = start * 4 / align * align;
+        (off, (end * 4 - off).max(4), off / 4)
+    };
+    let mut jobs = Vec::new();
+    for m0 in (0..m).step_by(mc as usize) {
+        let m1 = (m0 + mc).min(m);
+        for n0 in (0..n).step_by(nc as usize) {
+            let n1 = (n0 + nc).min(n);
+            let a = if fits_a { (0, 4 * m * k, 0) } else { window(m0 * k, m1 * k) };
+            let y = if fits_a { (0, 4 * m * n, 0) } else { window(m0 * n + n0, (m1 - 1) * n + n1) };
+            let (ww, sw) = weight_words(mode, k, groups, n0, n1);
+            let (w, s) = if fits_w { ((0, 0, 0), (0, 0, 0)) } else { (window(ww.0, ww.1), window(sw.0, sw.1)) };
+            let mut params = job.params.clone();
+            params[16..24].copy_from_slice(&[m0, m1, n0, n1, a.2, w.2, s.2, y.2].map(|v| v as u32));
+            let mut windows = vec![(1, a.0, a.1), (5, y.0, y.1)];
+            if !fits_w {
+                windows.push((2, w.0, w.1));
+                if mode >= 2 {
+                    windows.push((3, s.0, s.1));
+                }
+            }
+            if windows.iter().any(|w| w.2 > limit) {
+                return Err(refuse(&format!("a GEMM block of {m}x{k}x{n}"), limit));
+            }
+            jobs.push(Job {
+                key: job.key,
+                params,
+                bufs: job.bufs.clone(),
+                aux: None,
+                windows,
+                groups: [(n1 - n0).div_ceil(16) as u32, (m1 - m0).div_ceil(16) as u32, 1],
+            });
+        }
+    }
+    Ok(jobs)
+}
