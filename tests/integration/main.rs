@@ -12,6 +12,7 @@ mod fixtures;
 #[cfg(feature = "wgpu")]
 mod gpu;
 mod grad;
+mod mobilenet;
 mod parity;
 mod quant;
 mod readme;
