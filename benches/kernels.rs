@@ -1,9 +1,9 @@
 //! Criterion micro-benchmarks: the CPU GEMM at a few shapes, the CPU Conv at the teacher's layer
-//! shapes, the bench's latency statistics, and the fixtures end to end at batch 1 with f32 and int8 weights. Run with `cargo bench --bench kernels` (release profile); for model-level numbers
+//! shapes, depthwise and Conv+HardSwish at MobileNetV3-small's shapes, the bench's latency statistics, and the fixtures end to end at batch 1 with f32 and int8 weights. Run with `cargo bench --bench kernels` (release profile); for model-level numbers
 //! across backends use `alembic bench`.
 
 use alembic::backend::cpu::kernels::linalg::sgemm;
-use alembic::ir::{AutoPad, Op, Window};
+use alembic::ir::{AutoPad, Op, Unary, Window};
 use alembic::quant::Precision;
 use alembic::{Model, SessionOptions, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -109,5 +109,89 @@ fn models(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, conv, stats, models);
+fn filled(shape: Vec<usize>, scale: f32) -> Tensor {
+    let n = shape.iter().product::<usize>();
+    Tensor::from_vec(shape, (0..n).map(|i| ((i % 13) as f32 - 6.0) * scale).collect::<Vec<f32>>()).unwrap()
+}
+
+fn square_window(k: usize, stride: usize) -> Window {
+    Window {
+        kernel: vec![],
+        strides: vec![stride, stride],
+        pads: vec![k / 2; 4],
+        dilations: vec![],
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    }
+}
+
+/// Depthwise convs at MobileNetV3-small's layer shapes (224x224 input, batch 1): the direct
+/// kernel of `depthwise.rs` with bias and the fused HardSwish epilogue.
+fn depthwise(c: &mut Criterion) {
+    let mut g = c.benchmark_group("depthwise");
+    for &(ch, hw, k, stride) in &[(16, 112, 3, 2), (72, 56, 3, 2), (88, 28, 3, 1), (96, 28, 5, 2), (240, 14, 5, 1)] {
+        let op = Op::Conv { window: square_window(k, stride), group: ch };
+        let (x, w, b) = (filled(vec![1, ch, hw, hw], 0.1), filled(vec![ch, 1, k, k], 0.05), filled(vec![ch], 0.01));
+        let mut out = vec![Tensor::empty(alembic::DType::F32)];
+        let mut scratch = Vec::new();
+        let ohw = hw.div_ceil(stride);
+        g.throughput(Throughput::Elements((2 * ch * k * k * ohw * ohw) as u64));
+        g.bench_function(BenchmarkId::from_parameter(format!("c{ch}_{hw}x{hw}_k{k}_s{stride}")), |bch| {
+            bch.iter(|| {
+                alembic::backend::cpu::kernels::eval_fused(
+                    &op,
+                    Some(&Unary::HardSwish),
+                    &[Some(&x), Some(&w), Some(&b)],
+                    &mut out,
+                    &mut scratch,
+                )
+                .unwrap();
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Conv + bias + HardSwish as one fused kernel call against the same conv followed by the
+/// standalone activation (what the CPU plan ran before fusing): 1x1 and 3x3 convs at
+/// MobileNet-like shapes, batch 1.
+fn fused_conv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv_hardswish");
+    for &(ci, co, hw, k) in &[(16, 72, 56, 1), (96, 576, 7, 1), (3, 16, 112, 3), (16, 32, 8, 3)] {
+        let op = Op::Conv { window: square_window(k, 1), group: 1 };
+        let x = filled(vec![1, ci, hw, hw], 0.1);
+        let (w, b) = (filled(vec![co, ci, k, k], 0.05), filled(vec![co], 0.01));
+        let ins = [Some(&x), Some(&w), Some(&b)];
+        let mut out = vec![Tensor::empty(alembic::DType::F32)];
+        let mut act = Tensor::empty(alembic::DType::F32);
+        let mut scratch = Vec::new();
+        let id = format!("c{ci}_m{co}_{hw}x{hw}_k{k}");
+        g.throughput(Throughput::Elements((2 * ci * co * k * k * hw * hw) as u64));
+        g.bench_function(BenchmarkId::new("fused", &id), |bch| {
+            bch.iter(|| {
+                alembic::backend::cpu::kernels::eval_fused(&op, Some(&Unary::HardSwish), &ins, &mut out, &mut scratch)
+                    .unwrap();
+                black_box(&out);
+            })
+        });
+        let hs = Op::Unary(Unary::HardSwish);
+        g.bench_function(BenchmarkId::new("separate", &id), |bch| {
+            bch.iter(|| {
+                alembic::backend::cpu::kernels::eval(&op, &ins, &mut out, &mut scratch).unwrap();
+                alembic::backend::cpu::kernels::eval(
+                    &hs,
+                    &[Some(&out[0])],
+                    std::slice::from_mut(&mut act),
+                    &mut scratch,
+                )
+                .unwrap();
+                black_box(&act);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm, conv, depthwise, fused_conv, stats, models);
 criterion_main!(benches);

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Reproduces the figures of docs/bench.md ("Fixture results") and docs/performance.md:
 #   scripts/bench-fixtures.sh [OUT_DIR]   (default target/bench-fixtures)
+# ending with docs/performance.md's table (OUT_DIR/performance.md, from scripts/perf-table.py).
+# The MobileNetV3-small-style models (random weights, 10 MB each) are generated into
+# OUT_DIR/models by scripts/make_mobilenet.py with the repository's .venv; never committed.
 # Needs a release build with every feature (ONNX Runtime through ORT_DYLIB_PATH, which
 # scripts/setup.sh records in .venv/ort_dylib_path). CPU engines only: wgpu is left out on
 # purpose (on a machine without a GPU it would be a software rasteriser, correctness only).
@@ -13,6 +16,10 @@ if [[ -z "${ORT_DYLIB_PATH:-}" && -f .venv/ort_dylib_path ]]; then
     export ORT_DYLIB_PATH
 fi
 cargo build --release --all-features
+PY=${PYTHON:-.venv/bin/python}
+mkdir -p "$OUT/models"
+"$PY" scripts/make_mobilenet.py "$OUT/models/mobilenet224.onnx" --height 224 --image-width 224
+"$PY" scripts/make_mobilenet.py "$OUT/models/mobilenet48x192.onnx" --height 48 --image-width 192
 BIN=${CARGO_TARGET_DIR:-target}/release/alembic
 "$BIN" bench models/student.onnx --device-info --runs 1 --warmup 0 --quiet | sed -n '/^device:/,/^$/p' >"$OUT/device.txt"
 # README figures: every Alembic precision against tract and ONNX Runtime, one thread each.
@@ -24,14 +31,19 @@ done
 # docs/performance.md: f32 only, batch 1 and 8, 1 and 2 threads (tract is single-threaded
 # either way). With 2 threads every engine runs in its own process: ONNX Runtime's intra-op pool
 # spin-waits between runs and would take a core from its interleaved neighbours on 2 cores.
-for m in teacher student; do
-    "$BIN" bench "models/$m.onnx" --backends cpu,tract,ort --batch 1,8 --threads 1 \
-        --warmup 20 --runs 300 --baseline ort:f32 --quiet --markdown \
-        --json "$OUT/perf-$m-t1.json" >"$OUT/perf-$m-t1.txt"
+perf() { # NAME MODEL RUNS
+    "$BIN" bench "$2" --backends cpu,tract,ort --batch 1,8 --threads 1 \
+        --warmup 20 --runs "$3" --baseline ort:f32 --quiet --markdown \
+        --json "$OUT/perf-$1-t1.json" >"$OUT/perf-$1-t1.txt"
     for b in cpu tract ort; do
-        "$BIN" bench "models/$m.onnx" --backends "$b" --batch 1,8 --threads 2 \
-            --warmup 20 --runs 300 --quiet --markdown \
-            --json "$OUT/perf-$m-t2-$b.json" >"$OUT/perf-$m-t2-$b.txt"
+        "$BIN" bench "$2" --backends "$b" --batch 1,8 --threads 2 \
+            --warmup 20 --runs "$3" --quiet --markdown \
+            --json "$OUT/perf-$1-t2-$b.json" >"$OUT/perf-$1-t2-$b.txt"
     done
-done
+}
+perf teacher models/teacher.onnx 300
+perf student models/student.onnx 300
+perf mobilenet224 "$OUT/models/mobilenet224.onnx" 60
+perf mobilenet48x192 "$OUT/models/mobilenet48x192.onnx" 200
+"$PY" scripts/perf-table.py "$OUT" teacher student mobilenet224 mobilenet48x192 >"$OUT/performance.md"
 echo "wrote $OUT"

@@ -16,6 +16,7 @@ mod gpu_ops;
 #[cfg(feature = "wgpu")]
 mod gpu_plan;
 mod grad;
+mod mobilenet;
 mod parity;
 mod quant;
 mod readme;

@@ -1,5 +1,6 @@
 //! The CPU engine: the f32 reference for every other backend, and the forward half of training.
 
+mod fuse;
 pub mod kernels;
 mod plan;
 

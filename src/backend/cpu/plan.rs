@@ -2,8 +2,10 @@
 //!
 //! Each intermediate value gets a slot; a slot is reused by a later value once its last reader
 //! has run. Slots keep their allocation between runs, so after the first run with given input
-//! shapes, running again allocates nothing but the returned outputs.
+//! shapes, running again allocates nothing but the returned outputs. The plan runs steps, not
+//! nodes: `fuse.rs` folds an activation into the node producing its input.
 
+use super::fuse::{steps, Step};
 use super::kernels;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
@@ -29,10 +31,16 @@ pub enum Slot {
 struct State {
     arena: Vec<Tensor>,
     scratch: Vec<Vec<f32>>,
+    /// The running step's outputs, taken out of the arena so its inputs can be borrowed.
+    outs: Vec<Tensor>,
 }
+
+/// Inputs of at most this many are gathered on the stack (no allocation per node).
+const INLINE_INPUTS: usize = 8;
 
 pub struct CpuPlan {
     graph: Arc<Graph>,
+    steps: Vec<Step>,
     slots: Vec<Option<Slot>>,
     arena_len: usize,
     states: Mutex<Vec<State>>,
@@ -49,10 +57,11 @@ impl CpuPlan {
         for (i, &v) in graph.inputs.iter().enumerate() {
             slots[v] = Some(Slot::Input(i));
         }
-        // Last reader of every value; graph outputs live to the end.
+        let steps = steps(&graph);
+        // Last reader (step) of every value; graph outputs live to the end.
         let mut last_use = vec![None; graph.values.len()];
-        for (n, node) in graph.nodes.iter().enumerate() {
-            for &i in node.inputs.iter().flatten() {
+        for (n, step) in steps.iter().enumerate() {
+            for &i in graph.nodes[step.node].inputs.iter().flatten() {
                 last_use[i] = Some(n);
             }
         }
@@ -62,8 +71,9 @@ impl CpuPlan {
         // Free slots keyed by the dtype they last held, so reuse rarely changes a slot's type.
         let mut free: HashMap<Option<DType>, Vec<usize>> = HashMap::new();
         let mut arena_len = 0;
-        for (n, node) in graph.nodes.iter().enumerate() {
-            for &o in &node.outputs {
+        for (n, step) in steps.iter().enumerate() {
+            let node = &graph.nodes[step.node];
+            for &o in &step.outputs {
                 if slots[o].is_some() {
                     continue;
                 }
@@ -86,13 +96,13 @@ impl CpuPlan {
                     release(i);
                 }
             }
-            for &o in &node.outputs {
+            for &o in &step.outputs {
                 if last_use[o].is_none() {
                     release(o);
                 }
             }
         }
-        CpuPlan { graph, slots, arena_len, states: Mutex::new(Vec::new()) }
+        CpuPlan { graph, steps, slots, arena_len, states: Mutex::new(Vec::new()) }
     }
 
     /// Number of arena slots (buffers) the plan uses, against the graph's value count.
@@ -103,7 +113,8 @@ impl CpuPlan {
     fn new_state(&self) -> State {
         State {
             arena: (0..self.arena_len).map(|_| Tensor::placeholder()).collect(),
-            scratch: vec![Vec::new(); self.graph.nodes.len()],
+            scratch: vec![Vec::new(); self.steps.len()],
+            outs: Vec::new(),
         }
     }
 
@@ -121,39 +132,52 @@ impl CpuPlan {
         r
     }
 
-    /// `times`, when given, receives each node's wall time (the profiling hook).
+    /// Number of steps the plan runs (graph nodes less the activations fused into producers).
+    pub fn step_count(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// `times`, when given, receives each step's wall time (a fused activation is timed with
+    /// the node it runs in, under that node's name).
     fn exec(&self, st: &mut State, inputs: &[&Tensor], mut times: Option<&mut Vec<NodeTime>>) -> Result<Vec<Tensor>> {
         let g = &*self.graph;
-        let mut outs: Vec<Tensor> = Vec::new();
-        for (n, node) in g.nodes.iter().enumerate() {
+        let State { arena, scratch, outs } = st;
+        for (n, step) in self.steps.iter().enumerate() {
+            let node = &g.nodes[step.node];
             // Take the outputs out of the arena so the inputs can be borrowed alongside.
             outs.clear();
-            for &o in &node.outputs {
+            for &o in &step.outputs {
                 match self.slots[o] {
-                    Some(Slot::Arena(s)) => outs.push(std::mem::replace(&mut st.arena[s], Tensor::placeholder())),
+                    Some(Slot::Arena(s)) => outs.push(std::mem::replace(&mut arena[s], Tensor::placeholder())),
                     _ => outs.push(Tensor::placeholder()),
                 }
             }
-            let ins: Vec<Option<&Tensor>> = node
-                .inputs
-                .iter()
-                .map(|i| {
-                    i.map(|v| match self.slots[v].expect("every read value has a slot") {
-                        Slot::Constant(c) => g.values[c].constant.as_deref().expect("constant"),
-                        Slot::Input(k) => inputs[k],
-                        Slot::Arena(s) => &st.arena[s],
-                    })
+            let read = |i: &Option<ValueId>| {
+                i.map(|v| match self.slots[v].expect("every read value has a slot") {
+                    Slot::Constant(c) => g.values[c].constant.as_deref().expect("constant"),
+                    Slot::Input(k) => inputs[k],
+                    Slot::Arena(s) => &arena[s],
                 })
-                .collect();
+            };
+            let mut inline: [Option<&Tensor>; INLINE_INPUTS] = [None; INLINE_INPUTS];
+            let spilled: Vec<Option<&Tensor>>;
+            let ins: &[Option<&Tensor>] = if node.inputs.len() <= INLINE_INPUTS {
+                for (d, i) in inline.iter_mut().zip(&node.inputs) {
+                    *d = read(i);
+                }
+                &inline[..node.inputs.len()]
+            } else {
+                spilled = node.inputs.iter().map(read).collect();
+                &spilled
+            };
             let t0 = times.as_ref().map(|_| Instant::now());
-            let res = kernels::eval(&node.op, &ins, &mut outs, &mut st.scratch[n]);
+            let res = kernels::eval_fused(&node.op, step.act.as_ref(), ins, outs, &mut scratch[n]);
             if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
                 t.push((node.name.clone(), node.op.name(), t0.elapsed()));
             }
-            drop(ins);
-            for (k, &o) in node.outputs.iter().enumerate() {
+            for (k, &o) in step.outputs.iter().enumerate() {
                 if let Some(Slot::Arena(s)) = self.slots[o] {
-                    st.arena[s] = std::mem::replace(&mut outs[k], Tensor::placeholder());
+                    arena[s] = std::mem::replace(&mut outs[k], Tensor::placeholder());
                 }
             }
             res.map_err(|message| Error::Kernel { node: node.name.clone(), op: node.op.name().to_string(), message })?;
@@ -163,7 +187,7 @@ impl CpuPlan {
             .map(|&o| match self.slots[o].expect("outputs have slots") {
                 Slot::Constant(c) => (*g.values[c].constant.clone().expect("constant")).clone(),
                 Slot::Input(k) => inputs[k].clone(),
-                Slot::Arena(s) => st.arena[s].clone(),
+                Slot::Arena(s) => arena[s].clone(),
             })
             .collect())
     }

@@ -1,23 +1,46 @@
 //! Conv: im2col + SGEMM. One image is one GEMM per group straight into Y (1x1 stride-1 unpadded
 //! convs use the input itself as the patch matrix); a batch puts every image's patches side by
 //! side for one wide GEMM per group. Grouped convs with one input channel per group (depthwise)
-//! run a direct loop.
+//! run the direct kernel of `depthwise.rs`. Bias and an optional fused activation are applied
+//! in the output pass (the epilogue), not as separate passes over Y.
 //! ConvTranspose lives in `conv_transpose.rs`.
 
+use super::activation::bias_apply;
 use super::linalg::sgemm;
 use super::window::{resolve, via_f32, Geom};
+use super::{depthwise, threads};
 use super::{opt, req, KResult};
-use crate::ir::{Op, Window};
+use crate::ir::{Op, Unary, Window};
 use crate::tensor::Tensor;
 
+/// matrixmultiply threads a product itself from this `m*k + k*n` on (two threads' worth of its
+/// 2^14 per-thread factor); below it, `gemm_rows` splits the rows over the engine's pool.
+const GEMM_SELF_THREADS: usize = 1 << 15;
+
 pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch: &mut Vec<f32>) -> KResult {
+    eval_fused(op, None, inputs, outputs, scratch)
+}
+
+/// Conv with the activation `act` applied to its output in the epilogue (the CPU plan fuses an
+/// activation that is the Conv's only reader this way).
+pub fn eval_fused(
+    op: &Op,
+    act: Option<&Unary>,
+    inputs: &[Option<&Tensor>],
+    outputs: &mut [Tensor],
+    scratch: &mut Vec<f32>,
+) -> KResult {
     match op {
         Op::Conv { window, group } => {
-            via_f32(inputs, outputs, scratch, &[], |i, o, s| conv(window, *group, i, &mut o[0], s))
+            via_f32(inputs, outputs, scratch, &[], |i, o, s| conv(window, *group, act, i, &mut o[0], s))
         }
-        Op::ConvTranspose(a) => {
-            via_f32(inputs, outputs, scratch, &[], |i, o, s| super::conv_transpose::eval(a, i, &mut o[0], s))
-        }
+        Op::ConvTranspose(a) => via_f32(inputs, outputs, scratch, &[], |i, o, s| {
+            super::conv_transpose::eval(a, i, &mut o[0], s)?;
+            if let Some(u) = act {
+                super::activation::apply(u, o[0].as_mut_slice::<f32>().ok_or("ConvTranspose output is f32")?);
+            }
+            Ok(())
+        }),
         _ => Err(format!("{} is not a convolution", op.name())),
     }
 }
@@ -66,7 +89,14 @@ pub fn bias(b: Option<&Tensor>, m: usize) -> Result<Option<&[f32]>, String> {
     }
 }
 
-fn conv(w: &Window, group: usize, inputs: &[Option<&Tensor>], out: &mut Tensor, scratch: &mut Vec<f32>) -> KResult {
+fn conv(
+    w: &Window,
+    group: usize,
+    act: Option<&Unary>,
+    inputs: &[Option<&Tensor>],
+    out: &mut Tensor,
+    scratch: &mut Vec<f32>,
+) -> KResult {
     let (x, wt) = (req(inputs, 0)?, req(inputs, 1)?);
     let (n, c, m, sp, ks) = check_xw(x, wt, group, false)?;
     if !w.kernel.is_empty() && w.kernel != ks {
@@ -84,20 +114,25 @@ fn conv(w: &Window, group: usize, inputs: &[Option<&Tensor>], out: &mut Tensor, 
     if osz == 0 || n == 0 || m == 0 {
         return Ok(());
     }
+    let bias_of = |ch: usize| b.map_or(0.0, |b| b[ch]);
     if cg == 1 && group > 1 {
-        for (i, plane) in y.chunks_mut(osz).enumerate() {
-            plane.fill(b.map_or(0.0, |b| b[i % m]));
+        if depthwise::supports(&g) {
+            depthwise::depthwise(&g, xv, wv, b, act, y, (n, c, mg), scratch);
+        } else {
+            for (i, plane) in y.chunks_mut(osz).enumerate() {
+                plane.fill(bias_of(i % m));
+            }
+            depthwise_3d(&g, xv, wv, y, n, c, mg);
+            if let Some(u) = act {
+                super::activation::apply(u, y);
+            }
         }
-        depthwise(&g, xv, wv, y, n, c, mg);
         return Ok(());
     }
     let pointwise = g.kernel == [1; 3] && g.stride == [1; 3] && g.pad == [0; 3] && g.pad_end == [0; 3];
     let kdim = cg * ksz;
     if n == 1 {
-        // One image: the GEMM writes straight into Y, accumulating onto the bias.
-        for (i, plane) in y.chunks_mut(osz).enumerate() {
-            plane.fill(b.map_or(0.0, |b| b[i]));
-        }
+        // One image: the GEMM writes straight into Y, then bias and activation in place.
         if !pointwise {
             scratch.resize(kdim * osz, 0.0);
         }
@@ -111,12 +146,12 @@ fn conv(w: &Window, group: usize, inputs: &[Option<&Tensor>], out: &mut Tensor, 
             };
             let wg = &wv[grp * mg * kdim..][..mg * kdim];
             let yg = &mut y[grp * mg * osz..][..mg * osz];
-            sgemm(mg, kdim, osz, 1.0, wg, (kdim as isize, 1), col, (osz as isize, 1), 1.0, yg, osz as isize);
+            gemm_rows(mg, kdim, osz, wg, col, yg, |r, row| bias_apply(act, bias_of(grp * mg + r), row));
         }
         return Ok(());
     }
     // A batch: the patches of all images side by side (kdim x N*osz), one wide GEMM per group
-    // instead of N small ones, then a scatter back to NCHW that adds the bias.
+    // instead of N small ones, then a scatter back to NCHW with bias and activation.
     let cols = n * osz;
     scratch.resize(kdim * cols + mg * cols, 0.0);
     let (col, tmp) = scratch.split_at_mut(kdim * cols);
@@ -133,19 +168,41 @@ fn conv(w: &Window, group: usize, inputs: &[Option<&Tensor>], out: &mut Tensor, 
             }
         }
         let wg = &wv[grp * mg * kdim..][..mg * kdim];
-        sgemm(mg, kdim, cols, 1.0, wg, (kdim as isize, 1), col, (cols as isize, 1), 0.0, tmp, cols as isize);
+        gemm_rows(mg, kdim, cols, wg, col, tmp, |_, _| {});
         for (mo, row) in tmp.chunks_exact(cols).enumerate() {
             let ch = grp * mg + mo;
-            let bv = b.map_or(0.0, |b| b[ch]);
             for (img, src) in row.chunks_exact(osz).enumerate() {
                 let dst = &mut y[(img * m + ch) * osz..][..osz];
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = s + bv;
-                }
+                dst.copy_from_slice(src);
+                bias_apply(act, bias_of(ch), dst);
             }
         }
     }
     Ok(())
+}
+
+/// `y = w (m x k) * col (k x n)`, all row-major and packed, then `epilogue(row, y_row)` on every
+/// output row while it is still in cache. Products too small for matrixmultiply's own threads
+/// have their rows split over the engine's pool.
+#[allow(clippy::too_many_arguments)]
+fn gemm_rows(
+    m: usize,
+    k: usize,
+    n: usize,
+    w: &[f32],
+    col: &[f32],
+    y: &mut [f32],
+    epilogue: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let workers = if m * k + k * n >= GEMM_SELF_THREADS { 1 } else { threads::workers(m, k * n) };
+    let rows = m.div_ceil(workers);
+    threads::for_each_chunk(&mut y[..m * n], rows * n, &mut [], 0, workers, |i, yc, _| {
+        let (r0, mr) = (i * rows, yc.len() / n);
+        sgemm(mr, k, n, 1.0, &w[r0 * k..], (k as isize, 1), col, (n as isize, 1), 0.0, yc, n as isize);
+        for (r, row) in yc.chunks_exact_mut(n).enumerate() {
+            epilogue(r0 + r, row);
+        }
+    });
 }
 
 /// Input index of output `o` and tap `k` along one dim, or None in the padding.
@@ -217,8 +274,9 @@ fn im2col(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
     }
 }
 
-/// One input channel per group: each output channel is a direct correlation of one plane.
-fn depthwise(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32], n: usize, c: usize, mg: usize) {
+/// One input channel per group, any rank (3-D depthwise convs, which the direct kernel of
+/// `depthwise.rs` does not cover): each output channel is a direct correlation of one plane.
+fn depthwise_3d(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32], n: usize, c: usize, mg: usize) {
     let (isz, osz, ksz) = (g.in_size(), g.out_size(), g.kernel_size());
     let m = c * mg;
     let [o0, o1, o2] = g.out;

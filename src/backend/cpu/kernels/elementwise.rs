@@ -103,12 +103,7 @@ fn erf_f64(x: f64) -> f64 {
 
 pub fn unary(u: &Unary, x: &Tensor, out: &mut Tensor) -> KResult {
     match (u, x.data()) {
-        (_, Data::F32(v)) => {
-            let o = out.reuse_f32(x.shape());
-            for (o, &x) in o.iter_mut().zip(v) {
-                *o = unary_f32(u, x);
-            }
-        }
+        (_, Data::F32(v)) => super::activation::map(u, v, out.reuse_f32(x.shape())),
         (_, Data::F64(v)) => {
             let o = out.reuse::<f64>(x.shape());
             for (o, &x) in o.iter_mut().zip(v) {

@@ -4,9 +4,11 @@
 //! output with `Tensor::reuse*` so the allocation carries over between runs, use `scratch` for
 //! temporary f32 buffers (it persists per node), and return a one-line message on failure.
 
+pub mod activation;
 pub mod broadcast;
 pub mod conv;
 pub mod conv_transpose;
+pub mod depthwise;
 pub mod elementwise;
 pub mod gather;
 pub mod linalg;
@@ -18,9 +20,10 @@ pub mod reduce;
 pub mod resize;
 pub mod shape_ops;
 pub mod slice_pad;
+pub mod threads;
 pub mod window;
 
-use crate::ir::Op;
+use crate::ir::{Op, Unary};
 use crate::tensor::Tensor;
 
 /// Kernel result: the message is wrapped with the node's name by the engine.
@@ -34,6 +37,26 @@ pub fn req<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor, St
 /// Input `i` if present.
 pub fn opt<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
     inputs.get(i).copied().flatten()
+}
+
+/// Runs `op` on the CPU, then the activation `act` on its f32 output 0: inside the kernel's
+/// output pass for Conv, otherwise in place after it (the CPU plan fuses an activation that is
+/// the only reader of a node's output this way, saving a node and a buffer).
+pub fn eval_fused(
+    op: &Op,
+    act: Option<&Unary>,
+    inputs: &[Option<&Tensor>],
+    outputs: &mut [Tensor],
+    scratch: &mut Vec<f32>,
+) -> KResult {
+    let Some(u) = act else { return eval(op, inputs, outputs, scratch) };
+    if let Op::Conv { .. } | Op::ConvTranspose(_) = op {
+        return conv::eval_fused(op, act, inputs, outputs, scratch);
+    }
+    eval(op, inputs, outputs, scratch)?;
+    let y = outputs[0].as_mut_slice::<f32>().ok_or("a fused activation needs an f32 output")?;
+    activation::apply(u, y);
+    Ok(())
 }
 
 /// Runs `op` on the CPU.

@@ -50,6 +50,12 @@ fn pool(w: &Window, kind: Kind, x: &Tensor, outputs: &mut [Tensor]) -> KResult {
         (Kind::Max(_), Some(t)) => Some(t.reuse::<i64>(&oshape)),
         _ => None,
     };
+    if matches!(kind, Kind::Max(_)) && idx.is_none() && inside_2d(&g) {
+        for (xp, yp) in xv.chunks_exact(isz).zip(y.chunks_exact_mut(osz)) {
+            max_plane_inside(&g, xp, yp);
+        }
+        return Ok(());
+    }
     for p in 0..planes {
         let xp = &xv[p * isz..][..isz];
         let yp = &mut y[p * osz..][..osz];
@@ -125,6 +131,42 @@ fn max_plane(g: &Geom, x: &[f32], y: &mut [f32], mut idx: Option<&mut [i64]>, ba
                 }
                 p += 1;
             }
+        }
+    }
+}
+
+/// A 1-D/2-D window with every tap of every output inside the input (no padding reached),
+/// the common `MaxPool 2x2 stride 2` case.
+fn inside_2d(g: &Geom) -> bool {
+    g.kernel[0] == 1
+        && g.out[0] == 1
+        && g.input[0] == 1
+        && (1..3).all(|d| {
+            g.pad[d] == 0
+                && g.out[d] > 0
+                && (g.out[d] - 1) * g.stride[d] + (g.kernel[d] - 1) * g.dilation[d] < g.input[d]
+        })
+}
+
+/// Max over windows known to lie inside the plane: direct indexing, no per-output tap lists.
+/// Same tie and NaN rule as `max_plane` (first tap, then strictly greater values).
+fn max_plane_inside(g: &Geom, x: &[f32], y: &mut [f32]) {
+    let ([_, o1, o2], [_, k1, k2], [_, _, i2]) = (g.out, g.kernel, g.input);
+    let ([_, s1, s2], [_, d1, d2]) = (g.stride, g.dilation);
+    for (oy, yrow) in y.chunks_exact_mut(o2).take(o1).enumerate() {
+        for (ox, out) in yrow.iter_mut().enumerate() {
+            let base = oy * s1 * i2 + ox * s2;
+            let mut best = x[base];
+            for a in 0..k1 {
+                let line = &x[base + a * d1 * i2..];
+                for b in 0..k2 {
+                    let v = line[b * d2];
+                    if v > best {
+                        best = v;
+                    }
+                }
+            }
+            *out = best;
         }
     }
 }

@@ -1,0 +1,60 @@
+//! Parity of Alembic's CPU engine with tract and ONNX Runtime on a MobileNetV3-small-style CNN
+//! (depthwise convs, HardSwish, squeeze-excitation, unfolded BatchNorm, residual Adds).
+//!
+//! tests/data/mobilenetv3_tiny.onnx is `scripts/make_mobilenet.py --width 0.125 --height 32
+//! --image-width 64 --classes 10` (random weights, 190 KB): the benchmark model's graph at a
+//! size that runs in milliseconds. Same tolerance as parity.rs: |a - r| <= 1e-4 * max(|r|, 1).
+
+use alembic::teacher::{AlembicEngine, Engine, TractEngine};
+use alembic::Tensor;
+use std::path::PathBuf;
+
+const TOL: f32 = 1e-4;
+
+fn model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mobilenetv3_tiny.onnx")
+}
+
+/// Deterministic inputs in [-1, 1) (an LCG: no dependency on rand's stream stability).
+fn input(batch: usize) -> Tensor {
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15 ^ batch as u64;
+    let v: Vec<f32> = (0..batch * 3 * 32 * 64)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(vec![batch, 3, 32, 64], v).expect("shape matches")
+}
+
+fn logits(e: &dyn Engine, x: &Tensor) -> Vec<f32> {
+    let outs = e.run(&[("input", x)]).unwrap_or_else(|err| panic!("{} on {:?}: {err}", e.name(), x.shape()));
+    assert_eq!(outs[0].1.shape(), &[x.shape()[0], 10], "{}: logits shape", e.name());
+    outs[0].1.as_slice::<f32>().expect("f32 logits").to_vec()
+}
+
+#[test]
+fn mobilenet_parity() {
+    let path = model();
+    let alembic = AlembicEngine::load(&path).expect("alembic loads the MobileNetV3 fixture");
+    #[cfg_attr(not(feature = "ort"), allow(unused_mut))]
+    let mut refs: Vec<Box<dyn Engine>> = vec![Box::new(TractEngine::load(&path).expect("tract loads it"))];
+    #[cfg(feature = "ort")]
+    match alembic::teacher::ort::available() {
+        Ok(()) => refs.push(Box::new(alembic::teacher::OrtEngine::load(&path).expect("onnxruntime loads it"))),
+        Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => panic!("{e}"),
+        Err(e) => println!("SKIPPED mobilenet onnxruntime parity: {e}"),
+    }
+    for batch in [1, 3] {
+        let x = input(batch);
+        let a = logits(&alembic, &x);
+        // Random weights still give non-trivial logits: a kernel that zeroed a branch would show.
+        assert!(a.iter().any(|v| v.abs() > 1e-3), "alembic logits are all ~0");
+        for r in &refs {
+            let want = logits(r.as_ref(), &x);
+            let d = a.iter().zip(&want).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max);
+            println!("mobilenet batch {batch}: alembic vs {} max rel diff {d:.2e}", r.name());
+            assert!(d <= TOL, "mobilenet batch {batch}: alembic vs {} max rel diff {d:e} > {TOL:e}", r.name());
+        }
+    }
+}
