@@ -9,6 +9,7 @@
 pub mod device;
 pub mod kernels;
 mod plan;
+pub mod w8a8;
 
 pub use device::{validate_shaders, AdapterReport, Ctx};
 pub use plan::{ProfileClock, WgpuPlan};
