@@ -41,7 +41,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> scales: array<u32>;
 
 // Patch value t (channel-major, then ky, kx) of output (b, g, oy, ox); 0 in the padding.
-fn patch(b: u32, g: u32, oy: u32, ox: u32, t: u32) -> f32 {
+fn patch_at(b: u32, g: u32, oy: u32, ox: u32, t: u32) -> f32 {
     let khw = p.kh * p.kw;
     let ci = t / khw;
     let ky = (t % khw) / p.kw;
@@ -70,7 +70,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let kk = p.c_in / p.group * p.kh * p.kw;
     var amax = 0.0;
     for (var t = 0u; t < kk; t++) {
-        amax = max(amax, abs(patch(b, g, oy, ox, t)));
+        amax = max(amax, abs(patch_at(b, g, oy, ox, t)));
     }
     let fixed = bitcast<f32>(scales[p.c_out]);
     let sa = select(amax / 127.0, fixed, fixed > 0.0);
@@ -81,7 +81,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var e = 0u; e < 4u; e++) {
             let t = word * 4u + e;
             if t < kk {
-                let q = i32(clamp(round(patch(b, g, oy, ox, t) * inv), -127.0, 127.0));
+                let q = i32(clamp(round(patch_at(b, g, oy, ox, t) * inv), -127.0, 127.0));
                 packed |= (u32(q) & 0xFFu) << (8u * e);
             }
         }

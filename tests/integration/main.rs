@@ -14,4 +14,6 @@ mod gpu;
 mod grad;
 mod parity;
 mod quant;
+#[cfg(feature = "wgpu")]
+mod quant_gpu;
 mod readme;

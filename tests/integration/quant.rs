@@ -40,7 +40,7 @@ pub fn min_agreement(p: Precision) -> f64 {
     match p {
         Precision::F32 => 1.0,
         Precision::F16 => 0.995,
-        Precision::Int8 => 0.99,
+        Precision::Int8 | Precision::W8a8 => 0.99,
         Precision::Int4 => 0.97,
     }
 }
@@ -50,7 +50,7 @@ fn student_cpu_quantized_agreement() {
     let model = Model::load(models().join("student.onnx")).unwrap();
     let x = heldout();
     let reference = argmax_rows(&logits(&model, SessionOptions::default(), &x).unwrap());
-    for p in [Precision::F16, Precision::Int8, Precision::Int4] {
+    for p in [Precision::F16, Precision::Int8, Precision::Int4, Precision::W8a8] {
         let s = model.session(SessionOptions::default().precision(p)).unwrap();
         let (nq, bytes) = alembic::quant::quantized_stats(s.graph());
         assert!(nq >= 2, "{p}: expected the student's Gemms quantized, got {nq}");
@@ -83,7 +83,7 @@ fn teacher_cpu_quantized_agreement() {
             return;
         }
     };
-    for p in [Precision::F16, Precision::Int8, Precision::Int4] {
+    for p in [Precision::F16, Precision::Int8, Precision::Int4, Precision::W8a8] {
         let got = argmax_rows(&logits(&model, SessionOptions::default().precision(p), &x).unwrap());
         let agree = agreement(&reference, &got);
         println!("cpu teacher {p}: top-1 agreement with f32 {:.2}%", agree * 100.0);
