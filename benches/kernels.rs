@@ -104,8 +104,16 @@ fn qgemm(c: &mut Criterion) {
             let mut scratch = Vec::new();
             g.bench_function(BenchmarkId::new(p.to_string(), format!("{m}x{k}x{n}")), |bch| {
                 bch.iter(|| {
-                    alembic::backend::cpu::kernels::quant::qgemm(&q, black_box(&at), None, 1.0, 0.0, &mut o, &mut scratch)
-                        .unwrap();
+                    alembic::backend::cpu::kernels::quant::qgemm(
+                        &q,
+                        black_box(&at),
+                        None,
+                        1.0,
+                        0.0,
+                        &mut o,
+                        &mut scratch,
+                    )
+                    .unwrap();
                     black_box(&o);
                 })
             });

@@ -154,6 +154,18 @@ fn qdq_int8_export_matches_in_memory_int8() {
         println!("{name} int8 QDQ top-1 agreement with f32: {:.2}%", agree * 100.0);
         assert!(agree >= 0.99, "{name}: agreement {agree}");
 
+        // The int8 file loaded at w8a8 runs the same weights on the w8a8 kernels, as the f32
+        // model quantized to w8a8 in memory. Exact for the student; the teacher's in-memory
+        // weights differ by the BatchNorm fold (~1e-6, see above), which can move an
+        // activation across a rounding boundary (one step: ~1e-4 of a logit).
+        let w8 = logits(&qdq, SessionOptions::default().precision(Precision::W8a8), &x).unwrap();
+        let mem8 = logits(&f32_model, SessionOptions::default().precision(Precision::W8a8), &x).unwrap();
+        let d8 = max_abs_diff(&w8, &mem8);
+        println!("{name} int8 QDQ at w8a8 vs in-memory w8a8: max |diff| {d8:e}");
+        let tol = if name == "student" { 1e-5 } else { 1e-3 };
+        assert!(d8 <= tol, "{name}: int8 QDQ at w8a8 vs in-memory w8a8 differ by {d8}");
+        assert!(max_abs_diff(&w8, &got) > 0.0, "{name}: w8a8 did not quantize the activations");
+
         #[cfg(feature = "ort")]
         match alembic::teacher::ort::available() {
             Ok(()) => {
@@ -200,7 +212,7 @@ fn quantize_cli_writes_qdq_and_rejects_bad_precision() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("quantized 2 weight tensors to int8"));
     assert!(out.exists());
-    for bad in ["int3", "int4"] {
+    for bad in ["int3", "int4", "w8a8"] {
         let o = run(bad);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success());

@@ -167,8 +167,7 @@ pub fn qconv_w8a8(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], s
     let xv = x.as_slice::<f32>().ok_or_else(|| format!("QConv needs f32 input, got {}", x.dtype()))?;
     let xs = x.shape();
     let group = *group;
-    if xs.len() != wshape.len() || xs.len() < 3 || group == 0 || xs[1] != wshape[1] * group || wshape[0] % group != 0
-    {
+    if xs.len() != wshape.len() || xs.len() < 3 || group == 0 || xs[1] != wshape[1] * group || wshape[0] % group != 0 {
         return Err(format!("QConv of {xs:?} with weight {wshape:?} (group {group}) is inconsistent"));
     }
     let g = resolve(window, &xs[2..], &wshape[2..])?;
