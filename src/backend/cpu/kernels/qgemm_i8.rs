@@ -103,7 +103,7 @@ pub fn dot_portable(a: &[i8], b: &[i8]) -> i32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// Four dot products of `a` with `w[0..4]` into `out`.
+    /// Four dot products of `a` with `w[0..4]` (each as long as `a`) into `out`.
     #[target_feature(enable = "avx2")]
     pub unsafe fn dot4(a: &[i8], w: [&[i8]; 4], out: &mut [i32; 4]) {
         let k = a.len();
@@ -121,14 +121,25 @@ mod avx2 {
             }
             p += 32;
         }
+        if p < k {
+            // Tail (k % 32 values): zero-padded copies, one more full-width step.
+            let mut ta = [0i8; 32];
+            ta[..k - p].copy_from_slice(&a[p..]);
+            let va = _mm256_loadu_si256(ta.as_ptr().cast());
+            let abs_a = _mm256_sign_epi8(va, va);
+            for r in 0..4 {
+                let mut tw = [0i8; 32];
+                tw[..k - p].copy_from_slice(&w[r][p..]);
+                let vw = _mm256_loadu_si256(tw.as_ptr().cast());
+                let prod = _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(vw, va));
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod, ones));
+            }
+        }
         let s01 = _mm256_hadd_epi32(acc[0], acc[1]);
         let s23 = _mm256_hadd_epi32(acc[2], acc[3]);
         let s = _mm256_hadd_epi32(s01, s23);
         let v = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
         _mm_storeu_si128(out.as_mut_ptr().cast(), v);
-        for (r, o) in out.iter_mut().enumerate() {
-            *o += a[p..].iter().zip(&w[r][p..]).map(|(&x, &y)| x as i32 * y as i32).sum::<i32>();
-        }
     }
 }
 
