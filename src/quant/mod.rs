@@ -3,6 +3,7 @@
 //!
 //! Layouts and tolerances: docs/quantized-format.md.
 
+pub mod nbits;
 pub mod qdq;
 pub mod scheme;
 

@@ -9,7 +9,7 @@
 //! [-127, 127], so the i16 pair sums (at most 2 * 127 * 127 = 32258) never saturate. Elsewhere
 //! a plain widening loop that LLVM vectorizes (NEON `smull`/`sadalp` on phones).
 
-use super::window::{resolve, Geom};
+use super::window::resolve;
 use super::{opt, req, KResult};
 use crate::ir::Op;
 use crate::quant::{QData, QWeight};
@@ -195,15 +195,30 @@ pub fn qconv_w8a8(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], s
     oshape.extend_from_slice(&g.out_dims);
     let y = outputs[0].reuse_f32(&oshape);
     let (isz, osz) = (g.in_size(), g.out_size());
-    // Scratch: per-patch scales, then the f32 patch being gathered, then the int8 patches.
-    let (head, qa) = split_scratch(scratch, osz + kdim, osz * kdim);
-    let (sa, patch) = head.split_at_mut(osz);
+    // Scratch: the f32 patch matrix [kdim, osz] (im2col), per-position scales, then the int8
+    // patches [osz, kdim] (one activation row per output position).
+    let (head, qa) = split_scratch(scratch, kdim * osz + osz, osz * kdim);
+    let (col, sa) = head.split_at_mut(kdim * osz);
     for img in 0..nb {
         for grp in 0..group {
             let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
-            for (p, q) in qa.chunks_exact_mut(kdim).enumerate() {
-                gather_patch(&g, xg, cg, p, patch);
-                sa[p] = quantize_row(patch, fixed, q);
+            super::conv::im2col(&g, xg, cg, col, osz);
+            // Column maxima (vectorizes along the row), then quantize while transposing.
+            sa.fill(0.0);
+            for row in col.chunks_exact(osz) {
+                for (m, &v) in sa.iter_mut().zip(row) {
+                    *m = m.max(v.abs());
+                }
+            }
+            for (p, s) in sa.iter_mut().enumerate() {
+                *s = fixed.unwrap_or(*s / QMAX);
+                if !(*s > 0.0 && s.is_finite()) {
+                    *s = 0.0;
+                }
+                let inv = if *s > 0.0 { 1.0 / *s } else { 0.0 };
+                for (r, q) in qa[p * kdim..][..kdim].iter_mut().enumerate() {
+                    *q = (col[r * osz + p] * inv).round_ties_even().clamp(-QMAX, QMAX) as i8;
+                }
             }
             let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
             gemm_i8(osz, mg, kdim, qa, &qw[grp * mg * kdim..][..mg * kdim], |p, j, d| {
@@ -213,37 +228,6 @@ pub fn qconv_w8a8(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], s
         }
     }
     Ok(())
-}
-
-/// Input values under output position `p`'s window, channel-major then taps (the weight's
-/// `[c_in/group, k0, k1, k2]` order), zero in the padding.
-fn gather_patch(g: &Geom, x: &[f32], cg: usize, p: usize, out: &mut [f32]) {
-    let [_, o1, o2] = g.out;
-    let o = [p / (o1 * o2), (p / o2) % o1, p % o2];
-    let at = |d: usize, t: usize| -> Option<usize> {
-        let i = (o[d] * g.stride[d] + t * g.dilation[d]) as isize - g.pad[d] as isize;
-        (i >= 0 && (i as usize) < g.input[d]).then_some(i as usize)
-    };
-    let [k0, k1, k2] = g.kernel;
-    let [_, i1, i2] = g.input;
-    let isz = g.in_size();
-    let mut r = 0;
-    for ch in 0..cg {
-        let xc = &x[ch * isz..][..isz];
-        for a in 0..k0 {
-            let ia = at(0, a);
-            for b in 0..k1 {
-                let ib = at(1, b);
-                for cc in 0..k2 {
-                    out[r] = match (ia, ib, at(2, cc)) {
-                        (Some(ia), Some(ib), Some(ic)) => xc[(ia * i1 + ib) * i2 + ic],
-                        _ => 0.0,
-                    };
-                    r += 1;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
