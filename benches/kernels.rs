@@ -1,6 +1,8 @@
 //! Criterion micro-benchmarks: the CPU GEMM at a few shapes, the CPU Conv at the teacher's layer
-//! shapes, depthwise and Conv+HardSwish at MobileNetV3-small's shapes, the bench's latency statistics, and the fixtures end to end at batch 1 with f32 and int8 weights. Run with `cargo bench --bench kernels` (release profile); for model-level numbers
-//! across backends use `alembic bench`.
+//! shapes, quantized GEMM/GEMV (int8 weight-only, w8a8) against f32, depthwise and Conv+HardSwish
+//! at MobileNetV3-small's shapes, the bench's latency statistics, and the fixtures end to end at
+//! batch 1 in f32, int8 and w8a8. Run with `cargo bench --bench kernels` (release profile); for
+//! model-level numbers across backends use `alembic bench`.
 
 use alembic::backend::cpu::kernels::linalg::sgemm;
 use alembic::ir::{AutoPad, Op, Unary, Window};
@@ -78,6 +80,48 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
+/// Quantized GEMM/GEMV (`Op::QGemm` on the CPU) against f32 sgemm at the same shapes: int8
+/// weight-only (dequantize a block, then sgemm) and w8a8 (int8 activations, integer dot
+/// products). Throughput is 2mnk FLOP per iteration (criterion's elem/s = FLOP/s).
+fn qgemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("qgemm");
+    for &(m, k, n) in &[(1, 512, 512), (1, 1024, 1024), (8, 64, 128), (64, 256, 256), (256, 256, 256)] {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let at = Tensor::from_vec(vec![m, k], a.clone()).unwrap();
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let mut out = vec![0.0f32; m * n];
+        g.bench_function(BenchmarkId::new("f32", format!("{m}x{k}x{n}")), |bch| {
+            bch.iter(|| {
+                let (a, w) = (black_box(&a), black_box(&w));
+                sgemm(m, k, n, 1.0, a, (k as isize, 1), w, (1, k as isize), 0.0, &mut out, n as isize);
+                black_box(&out);
+            })
+        });
+        for p in [Precision::Int8, Precision::W8a8] {
+            let q = alembic::quant::QWeight::quantize(&w, n, k, p).unwrap();
+            let mut o = Tensor::empty(alembic::DType::F32);
+            let mut scratch = Vec::new();
+            g.bench_function(BenchmarkId::new(p.to_string(), format!("{m}x{k}x{n}")), |bch| {
+                bch.iter(|| {
+                    alembic::backend::cpu::kernels::quant::qgemm(
+                        &q,
+                        black_box(&at),
+                        None,
+                        1.0,
+                        0.0,
+                        &mut o,
+                        &mut scratch,
+                    )
+                    .unwrap();
+                    black_box(&o);
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 /// Summary statistics of 10 000 samples (what `alembic bench` computes per combination).
 fn stats(c: &mut Criterion) {
     let x: Vec<f64> = (0..10_000u64).map(|i| ((i * 7919) % 10_007) as f64 * 1e-3).collect();
@@ -91,6 +135,8 @@ fn models(c: &mut Criterion) {
         ("teacher", Precision::F32),
         ("student", Precision::Int8),
         ("teacher", Precision::Int8),
+        ("student", Precision::W8a8),
+        ("teacher", Precision::W8a8),
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.onnx"));
         let name = format!("{name}_{p}");
@@ -193,5 +239,5 @@ fn fused_conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, conv, depthwise, fused_conv, stats, models);
+criterion_group!(benches, gemm, conv, qgemm, depthwise, fused_conv, stats, models);
 criterion_main!(benches);

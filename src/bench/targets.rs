@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Numeric precision a combination runs at. `f16`, `int8` and `int4` are Alembic's weight-only
-/// quantization (f32 activations); `w8a8` (int8 activations too) is accepted so one command line
-/// keeps working when it lands, and reported as unsupported until then.
+/// quantization (f32 activations); `w8a8` quantizes the activations of those layers to int8 per
+/// row as well (integer GEMM/Conv).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Precision {
     F32,
@@ -48,7 +48,7 @@ impl Precision {
             Precision::F16 => Some(quant::Precision::F16),
             Precision::Int8 => Some(quant::Precision::Int8),
             Precision::Int4 => Some(quant::Precision::Int4),
-            Precision::W8A8 => None,
+            Precision::W8A8 => Some(quant::Precision::W8a8),
         }
     }
 }
@@ -129,7 +129,7 @@ pub fn open(
     match backend {
         "cpu" | "wgpu" => {
             let Some(wp) = precision.weights() else {
-                return unsupported("activation quantization (w8a8) is not implemented; int8 is weight-only");
+                return unsupported("no Alembic precision for this");
             };
             if backend == "wgpu" {
                 // Opening the adapter is once per process, so it is not part of any init.

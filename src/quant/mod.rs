@@ -3,6 +3,7 @@
 //!
 //! Layouts and tolerances: docs/quantized-format.md.
 
+pub mod nbits;
 pub mod qdq;
 pub mod scheme;
 
@@ -18,12 +19,22 @@ use std::sync::Arc;
 /// (the graph itself for [`Precision::F32`]). Eligible: a constant 2-D f32 weight (Gemm's B,
 /// MatMul's right operand), f32 activations, Gemm without `transA`; and Conv with a constant
 /// f32 weight (becomes [`Op::QConv`], the weight a `[c_out, c_in/group * prod(kernel)]` matrix).
+/// For [`Precision::W8a8`], int8 QGemm/QConv nodes already in the graph (an int8 QDQ file)
+/// also get their activations quantized: the same weights, run by the w8a8 kernels.
 pub fn quantize_graph(graph: &Graph, p: Precision) -> Graph {
     let mut g = graph.clone();
     if p == Precision::F32 {
         return g;
     }
     for n in 0..g.nodes.len() {
+        if p == Precision::W8a8 {
+            if let Op::QGemm { w, .. } | Op::QConv { w, .. } = &mut g.nodes[n].op {
+                if let QData::Int8 { q, scales } = &w.data {
+                    let data = QData::W8a8 { q: q.clone(), scales: scales.clone(), act_scale: None };
+                    *w = Arc::new(QWeight { n: w.n, k: w.k, data });
+                }
+            }
+        }
         let node = &g.nodes[n];
         if let Op::Conv { window, group } = &node.op {
             let (Some(x), Some(wv)) = (node.input(0), node.input(1)) else { continue };

@@ -37,7 +37,13 @@ pub struct QdqReport {
 pub fn export_qdq(model: &Path, p: Precision, out: &Path) -> Result<QdqReport> {
     let what = model.display().to_string();
     if !matches!(p, Precision::F16 | Precision::Int8) {
-        return Err(Error::input("precision", format!("QDQ export supports f16 and int8, not {p}")));
+        let hint = match p {
+            Precision::W8a8 => {
+                " (write int8 and load it with precision w8a8: per-row activation scales are computed per run)"
+            }
+            _ => "",
+        };
+        return Err(Error::input("precision", format!("QDQ export supports f16 and int8, not {p}{hint}")));
     }
     let mut proto = read_model_proto(model)?;
     let opset = crate::onnx::import::default_opset(&proto).unwrap_or(1);

@@ -18,6 +18,9 @@ pub enum Precision {
     Int8,
     /// int4 symmetric, groups of 32 along K with an f16 scale, eight values per u32.
     Int4,
+    /// int8 weights as [`Precision::Int8`] times int8 activations quantized per row (symmetric,
+    /// scale = max|row| / 127, computed every run), i32 accumulation.
+    W8a8,
 }
 
 impl std::str::FromStr for Precision {
@@ -28,7 +31,8 @@ impl std::str::FromStr for Precision {
             "f16" | "fp16" => Ok(Precision::F16),
             "int8" | "i8" => Ok(Precision::Int8),
             "int4" | "i4" => Ok(Precision::Int4),
-            other => Err(format!("unknown precision '{other}' (available: f32, f16, int8, int4)")),
+            "w8a8" => Ok(Precision::W8a8),
+            other => Err(format!("unknown precision '{other}' (available: f32, f16, int8, int4, w8a8)")),
         }
     }
 }
@@ -40,6 +44,7 @@ impl std::fmt::Display for Precision {
             Precision::F16 => "f16",
             Precision::Int8 => "int8",
             Precision::Int4 => "int4",
+            Precision::W8a8 => "w8a8",
         })
     }
 }
@@ -55,6 +60,10 @@ pub enum QData {
     /// sits in word `j / 8`, bits `4 * (j % 8)..`, two's-complement in [-8, 7] (-8 unused).
     /// Padding past `k` is zero. `w = q * scales[row * groups + j / 32]`.
     Int4 { packed: Vec<u32>, scales: Vec<f16> },
+    /// Weights as [`QData::Int8`]; activations are quantized to int8 when the kernel runs:
+    /// per row with a scale computed from that row (`act_scale` None), or with one static
+    /// per-tensor scale picked by calibration.
+    W8a8 { q: Vec<i8>, scales: Vec<f32>, act_scale: Option<f32> },
 }
 
 /// A quantized `[n, k]` weight matrix.
@@ -80,6 +89,10 @@ impl QWeight {
                 let (packed, scales) = quantize_int4(w, n, k);
                 QData::Int4 { packed, scales }
             }
+            Precision::W8a8 => {
+                let (q, scales) = quantize_int8(w, n, k);
+                QData::W8a8 { q, scales, act_scale: None }
+            }
         };
         Some(QWeight { n, k, data })
     }
@@ -89,6 +102,7 @@ impl QWeight {
             QData::F16(_) => Precision::F16,
             QData::Int8 { .. } => Precision::Int8,
             QData::Int4 { .. } => Precision::Int4,
+            QData::W8a8 { .. } => Precision::W8a8,
         }
     }
 
@@ -106,7 +120,7 @@ impl QWeight {
                     *o = x.to_f32();
                 }
             }
-            QData::Int8 { q, scales } => {
+            QData::Int8 { q, scales } | QData::W8a8 { q, scales, .. } => {
                 let s = scales[r];
                 for (o, &x) in out[..k].iter_mut().zip(&q[r * k..(r + 1) * k]) {
                     *o = x as f32 * s;
@@ -140,7 +154,7 @@ impl QWeight {
     pub fn byte_size(&self) -> usize {
         match &self.data {
             QData::F16(h) => h.len() * 2,
-            QData::Int8 { q, scales } => q.len() + scales.len() * 4,
+            QData::Int8 { q, scales } | QData::W8a8 { q, scales, .. } => q.len() + scales.len() * 4,
             QData::Int4 { packed, scales } => packed.len() * 4 + scales.len() * 2,
         }
     }

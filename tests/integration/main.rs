@@ -19,4 +19,6 @@ mod grad;
 mod mobilenet;
 mod parity;
 mod quant;
+#[cfg(feature = "wgpu")]
+mod quant_gpu;
 mod readme;

@@ -25,6 +25,9 @@ pub const SHADERS: &[(&str, &str)] = &[
 
 /// Full source of a kernel family as compiled: act.wgsl and quant.wgsl prepended where used.
 pub fn shader_source(family: &str) -> Option<String> {
+    if let Some(src) = super::w8a8::source(family) {
+        return Some(src);
+    }
     let body = SHADERS.iter().find(|(n, _)| *n == family)?.1;
     Some(match family {
         "elementwise" => format!("{}\n{}", SHADERS[0].1, body),
@@ -345,7 +348,8 @@ pub fn one_line(s: &str) -> String {
 
 /// Validates every shader family with naga (no adapter needed): parse + validate.
 pub fn validate_shaders() -> Result<(), String> {
-    for (family, _) in SHADERS.iter().filter(|(n, _)| !matches!(*n, "act" | "quant")) {
+    let families = SHADERS.iter().map(|(n, _)| *n).filter(|n| !matches!(*n, "act" | "quant"));
+    for family in families.chain(super::w8a8::FAMILIES.iter().copied()) {
         let src = shader_source(family).expect("listed");
         let module = wgpu::naga::front::wgsl::parse_str(&src)
             .map_err(|e| format!("{family}.wgsl: {}", e.emit_to_string(&src)))?;

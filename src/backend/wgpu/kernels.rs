@@ -398,5 +398,17 @@ pub fn pack_qweight(w: &QWeight) -> (u32, Vec<u32>, Vec<u32>) {
             (2, words, scales.iter().map(|s| s.to_bits()).collect())
         }
         QData::Int4 { packed, scales } => (3, packed.clone(), pairs(scales)),
+        QData::W8a8 { .. } => {
+            let (words, scales) = super::w8a8::pack(w).expect("w8a8 weight");
+            (super::w8a8::MODE, words, scales)
+        }
+    }
+}
+
+/// The `groups` uniform of a packed weight: int4 groups per row, or w8a8 words per row.
+pub fn qweight_groups(w: &QWeight) -> usize {
+    match w.data {
+        QData::W8a8 { .. } => super::w8a8::row_words(w),
+        _ => w.groups(),
     }
 }

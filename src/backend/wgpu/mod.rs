@@ -10,6 +10,7 @@ pub mod device;
 pub mod disk_cache;
 pub mod kernels;
 mod plan;
+pub mod w8a8;
 
 pub use device::{validate_shaders, AdapterReport, Ctx, CtxOptions};
 pub use plan::{ProfileClock, WgpuPlan};

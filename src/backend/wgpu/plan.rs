@@ -18,7 +18,8 @@ mod profile;
 pub use profile::ProfileClock;
 
 use super::device::Ctx;
-use super::kernels::{classify, geometry, layout::reads_input, out_shape, pack_qweight, Act, GpuOp};
+use super::kernels::{classify, geometry, layout::reads_input, out_shape, pack_qweight, qweight_groups, Act, GpuOp};
+use super::w8a8;
 use crate::backend::cpu::kernels;
 use crate::backend::cpu::kernels::broadcast::broadcast_strides;
 use crate::backend::Executable;
@@ -426,7 +427,7 @@ impl WgpuPlan {
                 let (mut m, mut batch, mut batch_a, mut batch_b) = (numel(&x) / k.max(1), 1, 0, 0);
                 let (alpha, beta, trans_b, mode, groups_k) = match op {
                     GpuOp::Gemm { alpha, beta, trans_b } => (*alpha, *beta, *trans_b, 0, 0),
-                    GpuOp::QGemm { w, alpha, beta } => (*alpha, *beta, true, self.qbufs[&si].0, w.groups()),
+                    GpuOp::QGemm { w, alpha, beta } => (*alpha, *beta, true, self.qbufs[&si].0, qweight_groups(w)),
                     _ => (1.0, 0.0, false, 0, 0),
                 };
                 if let GpuOp::MatMul = op {
@@ -494,8 +495,9 @@ impl WgpuPlan {
                     return Err(too_big());
                 }
                 let bufs = vec![(1, a_buf), (2, w_buf), (3, s_buf), (4, bias_buf), (5, y)];
+                let family = if mode == w8a8::MODE { w8a8::family(&self.ctx.report, false) } else { "gemm" };
                 let job = layout::Job {
-                    key: ("gemm", "main", mode),
+                    key: (family, "main", mode),
                     params: p,
                     bufs,
                     aux: None,
@@ -508,7 +510,7 @@ impl WgpuPlan {
                 let (w, w_buf, s_buf, mode, groups_k, bias_in) = match q {
                     Some((qw, ws)) => {
                         let qb = &self.qbufs[&si];
-                        (ws.clone(), &qb.1, &qb.2, qb.0, qw.groups(), node.input(1))
+                        (ws.clone(), &qb.1, &qb.2, qb.0, qweight_groups(qw), node.input(1))
                     }
                     None => {
                         let w = sh(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight shape unknown"))?;
@@ -542,7 +544,8 @@ impl WgpuPlan {
                 .chain([u32c(groups_k), Ok(0), Ok(0), Ok(0)])
                 .collect::<Result<Vec<u32>>>()?;
                 let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf.unwrap_or(&self.dummy)), (4, y), (5, s_buf)];
-                (("conv2d", "main", mode), p, bufs, grid(len))
+                let family = if mode == w8a8::MODE { w8a8::family(&self.ctx.report, true) } else { "conv2d" };
+                ((family, "main", mode), p, bufs, grid(len))
             }
             GpuOp::Pool { window, max, count_include_pad } => {
                 let geo = geometry(window, [window.kernel[0], window.kernel[1]], [x[2], x[3]], true)

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 pub struct Args {
     /// ONNX model file (f32 weights).
     model: PathBuf,
-    /// Weight precision: f16 or int8 (parsed here so a bad value is a one-line error).
+    /// Weight precision: f16 or int8 (parsed here so a bad value is a one-line error). For w8a8,
+    /// write int8 and run it with `--precision w8a8`: the activation scales are per row and
+    /// per run, which no standard ONNX operator expresses.
     #[arg(long)]
     precision: String,
     /// Output ONNX file (written atomically).

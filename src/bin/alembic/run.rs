@@ -19,7 +19,8 @@ pub struct Args {
     /// Engine to run on.
     #[arg(long, default_value = "cpu")]
     backend: BackendKind,
-    /// Weight precision: f32, f16, int8 (per-channel) or int4 (groups of 32).
+    /// Precision: f32, f16, int8 (per-channel weights), int4 (groups of 32) or w8a8 (int8
+    /// weights and int8 activations with per-row scales).
     #[arg(long, default_value = "f32")]
     precision: Precision,
 }

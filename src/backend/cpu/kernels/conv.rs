@@ -224,7 +224,7 @@ fn valid(k: usize, g: &Geom, d: usize) -> (usize, usize, usize) {
 
 /// Rows (channel, tap) by columns (output position) of the input patches of `cg` channels;
 /// row `r` starts at `col[r * ld]`, so several images can fill side by side.
-fn im2col(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
+pub(super) fn im2col(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
     let [o0, o1, o2] = g.out;
     let [k0, k1, k2] = g.kernel;
     let [_, i1, i2] = g.input;

@@ -14,6 +14,7 @@ pub mod gather;
 pub mod linalg;
 pub mod norm;
 pub mod pool;
+pub mod qgemm_i8;
 pub mod qlinear;
 pub mod quant;
 pub mod reduce;

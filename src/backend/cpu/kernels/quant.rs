@@ -48,6 +48,9 @@ pub fn qgemm(
         }
         None => 0.0,
     };
+    if super::qgemm_i8::parts(w).is_some() {
+        return super::qgemm_i8::qgemm_w8a8(w, av, m, alpha, acc_beta != 0.0, o, scratch);
+    }
     let bn = BLOCK_N.min(n.max(1));
     scratch.resize(bn * k, 0.0);
     let mut j0 = 0;
@@ -73,6 +76,9 @@ pub fn qconv(
     scratch: &mut Vec<f32>,
 ) -> KResult {
     let crate::ir::Op::QConv { window, group, w, wshape } = op else { return Err("not a QConv".into()) };
+    if super::qgemm_i8::parts(w).is_some() {
+        return super::qgemm_i8::qconv_w8a8(op, inputs, outputs, scratch);
+    }
     let mut buf = std::mem::take(scratch);
     buf.resize(w.n * w.k, 0.0);
     for r in 0..w.n {
@@ -100,7 +106,7 @@ mod tests {
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
         let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1).collect();
-        for p in [Precision::F16, Precision::Int8, Precision::Int4] {
+        for p in [Precision::F16, Precision::Int8, Precision::Int4, Precision::W8a8] {
             let q = QWeight::quantize(&w, n, k, p).unwrap();
             let d = q.dequantize();
             let a = Tensor::from_vec(vec![m, k], x.clone()).unwrap();
@@ -113,7 +119,15 @@ mod tests {
             for i in 0..m {
                 for j in 0..n {
                     let e: f32 = 0.5 * (0..k).map(|kk| x[i * k + kk] * d[j * k + kk]).sum::<f32>() + 2.0 * bias[j];
-                    assert!((o[i * n + j] - e).abs() < 1e-4 * (1.0 + e.abs()), "{p} {i},{j}: {} vs {e}", o[i * n + j]);
+                    // w8a8 also rounds the activations: at most half a step (max|row| / 254) each.
+                    let tol = match p {
+                        Precision::W8a8 => {
+                            let amax = x[i * k..][..k].iter().fold(0f32, |m, v| m.max(v.abs()));
+                            0.5 * (0..k).map(|kk| d[j * k + kk].abs()).sum::<f32>() * amax / 254.0 + 1e-4
+                        }
+                        _ => 1e-4 * (1.0 + e.abs()),
+                    };
+                    assert!((o[i * n + j] - e).abs() <= tol, "{p} {i},{j}: {} vs {e}", o[i * n + j]);
                 }
             }
         }

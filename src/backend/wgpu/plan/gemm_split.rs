@@ -7,6 +7,7 @@
 use super::layout::Job;
 use super::{Kind, WgpuPlan};
 use crate::backend::wgpu::kernels::GpuOp;
+use crate::backend::wgpu::w8a8;
 use crate::error::{Error, Result};
 use crate::ir::ValueId;
 
@@ -38,6 +39,8 @@ fn weight_words(mode: u32, k: u64, groups: u64, n0: u64, n1: u64) -> ((u64, u64)
         1 => ((n0 * k / 2, (n1 * k).div_ceil(2)), (0, 1)),
         2 => ((n0 * k / 4, (n1 * k).div_ceil(4)), (n0, n1)),
         3 => ((n0 * groups * 4, n1 * groups * 4), (n0 * groups / 2, (n1 * groups).div_ceil(2))),
+        // w8a8: `groups` words of four int8 per row, one f32 scale per row.
+        w8a8::MODE => ((n0 * groups, n1 * groups), (n0, n1)),
         _ => ((n0 * k, n1 * k), (0, 1)),
     }
 }
@@ -61,6 +64,10 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
     let bias = job.bufs.iter().find(|b| b.0 == 4).map_or(0, |b| b.1.size());
     if fits_a && fits_w {
         return Ok(vec![job]);
+    }
+    // gemm_w8a8.wgsl reads no window offsets.
+    if mode == w8a8::MODE {
+        return Err(refuse(&format!("a w8a8 GEMM of {m}x{k}x{n}"), limit));
     }
     if bias > limit {
         return Err(refuse("a GEMM bias", limit));

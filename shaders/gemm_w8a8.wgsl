@@ -1,0 +1,100 @@
+// w8a8 GEMM: y[b, m, n] = act(alpha * sa[m] * sw[n] * sum_k qa[m, k] * qw[n, k] + beta * bias).
+// Activations are quantized here, per row (symmetric, sa = max|row| / 127, round half to
+// even, clamp to +-127) unless scales[n] holds a static calibrated scale (> 0). Weights: int8
+// [n, k], each row padded to `groups` = ceil(k / 4) u32 words of four bytes; scales[0..n] are
+// the per-row f32 weight scales. Integer accumulation (i32) through dot4 (prepended:
+// dot4_packed.wgsl or dot4_unpacked.wgsl, chosen at pipeline creation), tiles of 16 rows x 16
+// columns x 64 k staged in workgroup memory. Prepended with act.wgsl.
+// The uniform layout is gemm.wgsl's, so the plan fills both the same way.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    trans_b: u32,
+    alpha: f32,
+    beta: f32,
+    bias_sm: u32,
+    bias_sn: u32,
+    batch_a: u32,
+    batch_b: u32,
+    groups: u32,
+    has_bias: u32,
+    act: u32,
+    fa: f32,
+    fb: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+var<workgroup> ta: array<array<u32, 16>, 16>;
+var<workgroup> tb: array<array<u32, 16>, 16>;
+var<workgroup> red: array<array<f32, 16>, 16>;
+
+fn q8(v: f32, inv: f32) -> u32 {
+    return u32(i32(clamp(round(v * inv), -127.0, 127.0))) & 0xFFu;
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = wg.y * 16u + lid.y;
+    let col = wg.x * 16u + lid.x;
+    let abase = wg.z * p.batch_a;
+    // Row maxima: the 16 threads of a tile row stride along its k values.
+    var mx = 0.0;
+    if row < p.m {
+        for (var kk = lid.x; kk < p.k; kk += 16u) {
+            mx = max(mx, abs(a[abase + row * p.k + kk]));
+        }
+    }
+    red[lid.y][lid.x] = mx;
+    workgroupBarrier();
+    var amax = 0.0;
+    for (var i = 0u; i < 16u; i++) {
+        amax = max(amax, red[lid.y][i]);
+    }
+    let fixed = bitcast<f32>(scales[p.n]);
+    let sa = select(amax / 127.0, fixed, fixed > 0.0);
+    let inv = select(0.0, 1.0 / sa, sa > 0.0);
+    var acc = 0i;
+    let tiles = (p.groups + 15u) / 16u;
+    for (var t = 0u; t < tiles; t++) {
+        // A: thread (word lid.x, row lid.y) packs four quantized values.
+        let k0 = (t * 16u + lid.x) * 4u;
+        var packed = 0u;
+        if row < p.m {
+            for (var e = 0u; e < 4u; e++) {
+                if k0 + e < p.k {
+                    packed |= q8(a[abase + row * p.k + k0 + e], inv) << (8u * e);
+                }
+            }
+        }
+        ta[lid.y][lid.x] = packed;
+        // W: thread (word lid.x, column wg.x * 16 + lid.y).
+        let wc = wg.x * 16u + lid.y;
+        let word = t * 16u + lid.x;
+        var wv = 0u;
+        if wc < p.n && word < p.groups {
+            wv = w[wc * p.groups + word];
+        }
+        tb[lid.y][lid.x] = wv;
+        workgroupBarrier();
+        for (var i = 0u; i < 16u; i++) {
+            acc += dot4(ta[lid.y][i], tb[lid.x][i]);
+        }
+        workgroupBarrier();
+    }
+    if row < p.m && col < p.n {
+        var v = p.alpha * sa * bitcast<f32>(scales[col]) * f32(acc);
+        if p.has_bias == 1u {
+            v += p.beta * bias[row * p.bias_sm + col * p.bias_sn];
+        }
+        y[wg.z * p.m * p.n + row * p.n + col] = activate(p.act, v, p.fa, p.fb);
+    }
+}

@@ -1,0 +1,325 @@
+//! w8a8 GEMM and Conv ([`QData::W8a8`]): activations are quantized to int8 per row when the
+//! kernel runs (symmetric, `scale = max|row| / 127`, or a calibrated static scale), multiplied
+//! with the int8 weights in exact i32 arithmetic, and rescaled once per output:
+//! `y[i, j] = sa[i] * sw[j] * sum_k qa[i, k] * qw[j, k]`.
+//!
+//! The dot products run four weight rows per activation row. On x86-64 with AVX2 (detected at
+//! run time) they use `vpmaddubsw` (|a| as u8 times w with a's sign, pairs to i16) and
+//! `vpmaddwd` (pairs to i32): 32 multiply-adds per instruction pair. Both operands stay in
+//! [-127, 127], so the i16 pair sums (at most 2 * 127 * 127 = 32258) never saturate. Elsewhere
+//! a plain widening loop that LLVM vectorizes (NEON `smull`/`sadalp` on phones).
+
+use super::window::resolve;
+use super::{opt, req, KResult};
+use crate::ir::Op;
+use crate::quant::{QData, QWeight};
+use crate::tensor::Tensor;
+
+/// Largest int8 magnitude used on both sides (symmetric; -128 is never produced).
+const QMAX: f32 = 127.0;
+
+/// The int8 weight matrix `[n, k]`, its per-row scales and the static activation scale.
+pub fn parts(w: &QWeight) -> Option<(&[i8], &[f32], Option<f32>)> {
+    match &w.data {
+        QData::W8a8 { q, scales, act_scale } => Some((q, scales, *act_scale)),
+        _ => None,
+    }
+}
+
+/// Quantizes `row` into `q` (round half to even, as ONNX and WGSL do) and returns its scale: `max|row| / 127` unless `fixed` is given
+/// (then values beyond `127 * fixed` saturate). An all-zero row gets scale 0 and zeros.
+pub fn quantize_row(row: &[f32], fixed: Option<f32>, q: &mut [i8]) -> f32 {
+    let s = fixed.unwrap_or_else(|| row.iter().fold(0f32, |m, x| m.max(x.abs())) / QMAX);
+    if !(s > 0.0 && s.is_finite()) {
+        q.fill(0);
+        return 0.0;
+    }
+    let inv = 1.0 / s;
+    for (o, &x) in q.iter_mut().zip(row) {
+        *o = (x * inv).round_ties_even().clamp(-QMAX, QMAX) as i8;
+    }
+    s
+}
+
+/// Splits an f32 scratch buffer into `m` f32 scales and `bytes` of i8 storage, growing it.
+fn split_scratch(scratch: &mut Vec<f32>, m: usize, bytes: usize) -> (&mut [f32], &mut [i8]) {
+    scratch.resize(m + bytes.div_ceil(4), 0.0);
+    let (s, rest) = scratch.split_at_mut(m);
+    // SAFETY: i8 has alignment 1 and every bit pattern is valid for both f32 and i8; the
+    // byte slice covers exactly the f32 elements of `rest` it was made from.
+    let q = unsafe { std::slice::from_raw_parts_mut(rest.as_mut_ptr().cast::<i8>(), bytes) };
+    (s, q)
+}
+
+/// `acc[i * ldc + j] (op)= sum_k a[i, k] * w[j, k]` as i32 through `emit(i, j, dot)`.
+/// `a` is `[m, k]`, `w` is `[n, k]`, both row-major int8 in [-127, 127].
+pub fn gemm_i8(m: usize, n: usize, k: usize, a: &[i8], w: &[i8], mut emit: impl FnMut(usize, usize, i32)) {
+    assert!(a.len() >= m * k && w.len() >= n * k, "gemm_i8 operand lengths");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        let mut d = [0i32; 4];
+        let mut j = 0;
+        while j + 4 <= n {
+            let rows = [&w[j * k..][..k], &w[(j + 1) * k..][..k], &w[(j + 2) * k..][..k], &w[(j + 3) * k..][..k]];
+            for i in 0..m {
+                // SAFETY: AVX2 was detected above; slices are exactly k long.
+                unsafe { avx2::dot4(&a[i * k..][..k], rows, &mut d) };
+                for (r, &v) in d.iter().enumerate() {
+                    emit(i, j + r, v);
+                }
+            }
+            j += 4;
+        }
+        for jj in j..n {
+            for i in 0..m {
+                emit(i, jj, dot_portable(&a[i * k..][..k], &w[jj * k..][..k]));
+            }
+        }
+        return;
+    }
+    for j in 0..n {
+        let wr = &w[j * k..][..k];
+        for i in 0..m {
+            emit(i, j, dot_portable(&a[i * k..][..k], wr));
+        }
+    }
+}
+
+/// i8 x i8 -> i32 dot product written so LLVM vectorizes it (widen to i16, multiply-add pairs).
+#[inline]
+pub fn dot_portable(a: &[i8], b: &[i8]) -> i32 {
+    let mut acc = [0i32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] as i16 as i32 * y[l] as i16 as i32;
+        }
+    }
+    acc.iter().sum::<i32>() + ta.iter().zip(tb).map(|(&x, &y)| x as i32 * y as i32).sum::<i32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Four dot products of `a` with `w[0..4]` (each as long as `a`) into `out`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dot4(a: &[i8], w: [&[i8]; 4], out: &mut [i32; 4]) {
+        let k = a.len();
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut p = 0;
+        while p + 32 <= k {
+            let va = _mm256_loadu_si256(a.as_ptr().add(p).cast());
+            let abs_a = _mm256_sign_epi8(va, va);
+            for r in 0..4 {
+                let vw = _mm256_loadu_si256(w[r].as_ptr().add(p).cast());
+                // |a| (u8) * (w * sign a) (i8) = a * w, pairs summed to i16, then to i32.
+                let prod = _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(vw, va));
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod, ones));
+            }
+            p += 32;
+        }
+        if p < k {
+            // Tail (k % 32 values): zero-padded copies, one more full-width step.
+            let mut ta = [0i8; 32];
+            ta[..k - p].copy_from_slice(&a[p..]);
+            let va = _mm256_loadu_si256(ta.as_ptr().cast());
+            let abs_a = _mm256_sign_epi8(va, va);
+            for r in 0..4 {
+                let mut tw = [0i8; 32];
+                tw[..k - p].copy_from_slice(&w[r][p..]);
+                let vw = _mm256_loadu_si256(tw.as_ptr().cast());
+                let prod = _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(vw, va));
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod, ones));
+            }
+        }
+        let s01 = _mm256_hadd_epi32(acc[0], acc[1]);
+        let s23 = _mm256_hadd_epi32(acc[2], acc[3]);
+        let s = _mm256_hadd_epi32(s01, s23);
+        let v = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+        _mm_storeu_si128(out.as_mut_ptr().cast(), v);
+    }
+}
+
+/// w8a8 [`Op::QGemm`]: `out[.., n] = alpha * a[.., k] . w[n, k]^T + beta * c`, `out` already
+/// holding `beta * c` when `accumulate` is set.
+pub fn qgemm_w8a8(
+    w: &QWeight,
+    av: &[f32],
+    m: usize,
+    alpha: f32,
+    accumulate: bool,
+    o: &mut [f32],
+    scratch: &mut Vec<f32>,
+) -> KResult {
+    let (qw, sw, fixed) = parts(w).ok_or("not a w8a8 weight")?;
+    let (n, k) = (w.n, w.k);
+    let (sa, qa) = split_scratch(scratch, m, m * k);
+    for i in 0..m {
+        sa[i] = quantize_row(&av[i * k..][..k], fixed, &mut qa[i * k..][..k]);
+    }
+    gemm_i8(m, n, k, qa, qw, |i, j, d| {
+        let v = alpha * sa[i] * sw[j] * d as f32;
+        let y = &mut o[i * n + j];
+        *y = if accumulate { *y + v } else { v };
+    });
+    Ok(())
+}
+
+/// w8a8 [`Op::QConv`]: each output position's input patch (`c_in/group * prod(kernel)`
+/// values) is one activation row, quantized with its own scale; the weight rows are the
+/// output channels. Any rank the CPU Conv supports (1-3 spatial dims), groups included.
+pub fn qconv_w8a8(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch: &mut Vec<f32>) -> KResult {
+    let Op::QConv { window, group, w, wshape } = op else { return Err("not a QConv".into()) };
+    let (qw, sw, fixed) = parts(w).ok_or("not a w8a8 weight")?;
+    let x = req(inputs, 0)?;
+    let xv = x.as_slice::<f32>().ok_or_else(|| format!("QConv needs f32 input, got {}", x.dtype()))?;
+    let xs = x.shape();
+    let group = *group;
+    if xs.len() != wshape.len() || xs.len() < 3 || group == 0 || xs[1] != wshape[1] * group || wshape[0] % group != 0 {
+        return Err(format!("QConv of {xs:?} with weight {wshape:?} (group {group}) is inconsistent"));
+    }
+    let g = resolve(window, &xs[2..], &wshape[2..])?;
+    let (nb, c, m) = (xs[0], xs[1], wshape[0]);
+    let (cg, mg, kdim) = (c / group, m / group, w.k);
+    if kdim != cg * g.kernel_size() || w.n != m {
+        return Err(format!("QConv weight [{}, {}] does not fit {wshape:?}", w.n, w.k));
+    }
+    let bias = match opt(inputs, 1) {
+        Some(b) => Some(b.as_slice::<f32>().filter(|v| v.len() == m).ok_or("QConv bias must be f32 [c_out]")?),
+        None => None,
+    };
+    let mut oshape = vec![nb, m];
+    oshape.extend_from_slice(&g.out_dims);
+    let y = outputs[0].reuse_f32(&oshape);
+    let (isz, osz) = (g.in_size(), g.out_size());
+    // Scratch: the f32 patch matrix [kdim, osz] (im2col), per-position scales, then the int8
+    // patches [osz, kdim] (one activation row per output position).
+    let (head, qa) = split_scratch(scratch, kdim * osz + osz, osz * kdim);
+    let (col, sa) = head.split_at_mut(kdim * osz);
+    for img in 0..nb {
+        for grp in 0..group {
+            let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
+            super::conv::im2col(&g, xg, cg, col, osz);
+            // Column maxima (vectorizes along the row), then quantize while transposing.
+            sa.fill(0.0);
+            for row in col.chunks_exact(osz) {
+                for (m, &v) in sa.iter_mut().zip(row) {
+                    *m = m.max(v.abs());
+                }
+            }
+            for (p, s) in sa.iter_mut().enumerate() {
+                *s = fixed.unwrap_or(*s / QMAX);
+                if !(*s > 0.0 && s.is_finite()) {
+                    *s = 0.0;
+                }
+                let inv = if *s > 0.0 { 1.0 / *s } else { 0.0 };
+                for (r, q) in qa[p * kdim..][..kdim].iter_mut().enumerate() {
+                    *q = (col[r * osz + p] * inv).round_ties_even().clamp(-QMAX, QMAX) as i8;
+                }
+            }
+            let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
+            gemm_i8(osz, mg, kdim, qa, &qw[grp * mg * kdim..][..mg * kdim], |p, j, d| {
+                let ch = grp * mg + j;
+                yg[j * osz + p] = sa[p] * sw[ch] * d as f32 + bias.map_or(0.0, |b| b[ch]);
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::Precision;
+
+    fn vals(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn integer_gemm_is_exact_for_every_tail() {
+        // k covers 32-wide blocks plus every tail length class; n not a multiple of 4.
+        for (m, n, k) in [(3, 7, 1), (2, 5, 31), (4, 9, 32), (1, 6, 77), (5, 4, 144)] {
+            let a: Vec<i8> = vals(m * k, 1).iter().map(|v| (v * 127.0) as i8).collect();
+            let w: Vec<i8> = vals(n * k, 2).iter().map(|v| (v * 127.0) as i8).collect();
+            let mut got = vec![0i32; m * n];
+            gemm_i8(m, n, k, &a, &w, |i, j, d| got[i * n + j] = d);
+            for i in 0..m {
+                for j in 0..n {
+                    let e: i32 = (0..k).map(|t| a[i * k + t] as i32 * w[j * k + t] as i32).sum();
+                    assert_eq!(got[i * n + j], e, "{m}x{n}x{k} at {i},{j}");
+                    assert_eq!(dot_portable(&a[i * k..][..k], &w[j * k..][..k]), e);
+                }
+            }
+        }
+        // Extremes: 127 * 127 everywhere and alternating signs never saturate.
+        let a = vec![127i8; 64];
+        let w: Vec<i8> = (0..256).map(|i| if i % 3 == 0 { -127 } else { 127 }).collect();
+        let mut got = [0i32; 4];
+        gemm_i8(1, 4, 64, &a, &w, |_, j, d| got[j] = d);
+        for (j, &g) in got.iter().enumerate() {
+            assert_eq!(g, (0..64).map(|t| 127 * w[j * 64 + t] as i32).sum::<i32>());
+        }
+    }
+
+    #[test]
+    fn w8a8_gemm_close_to_f32() {
+        let (m, n, k) = (5, 11, 70);
+        let (a, wf) = (vals(m * k, 3), vals(n * k, 4));
+        let w = QWeight::quantize(&wf, n, k, Precision::W8a8).unwrap();
+        let mut o = vec![0.0; m * n];
+        qgemm_w8a8(&w, &a, m, 1.0, false, &mut o, &mut Vec::new()).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let e: f32 = (0..k).map(|t| a[i * k + t] * wf[j * k + t]).sum();
+                // Two half-steps of 1/254 relative to the row maxima, summed over k terms.
+                let bound = k as f32 * 2.0 / 254.0 * 1.01;
+                assert!((o[i * n + j] - e).abs() <= bound * 0.25, "{i},{j}: {} vs {e}", o[i * n + j]);
+            }
+        }
+    }
+
+    #[test]
+    fn w8a8_conv_matches_f32_conv_on_dequantized_weights() {
+        use crate::ir::{AutoPad, Window};
+        // Odd sizes, padding, stride 2, dilation, two groups, batch 2.
+        let (nb, c, m, h, wd, kh, kw, group) = (2, 4, 6, 7, 5, 3, 2, 2);
+        let window = Window {
+            kernel: vec![],
+            strides: vec![2, 1],
+            pads: vec![1, 0, 1, 1],
+            dilations: vec![1, 2],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let wshape = vec![m, c / group, kh, kw];
+        let k = c / group * kh * kw;
+        let wf = vals(m * k, 5);
+        let q = QWeight::quantize(&wf, m, k, Precision::W8a8).unwrap();
+        let x = Tensor::from_vec(vec![nb, c, h, wd], vals(nb * c * h * wd, 6)).unwrap();
+        let b = Tensor::from_vec(vec![m], vals(m, 7)).unwrap();
+        let op = Op::QConv { window: window.clone(), group, w: std::sync::Arc::new(q.clone()), wshape: wshape.clone() };
+        let mut got = vec![Tensor::placeholder()];
+        super::super::eval(&op, &[Some(&x), Some(&b)], &mut got, &mut Vec::new()).unwrap();
+        let wt = Tensor::from_vec(wshape, q.dequantize()).unwrap();
+        let mut want = vec![Tensor::placeholder()];
+        let conv = Op::Conv { window, group };
+        super::super::eval(&conv, &[Some(&x), Some(&wt), Some(&b)], &mut want, &mut Vec::new()).unwrap();
+        assert_eq!(got[0].shape(), want[0].shape());
+        let (g, e) = (got[0].as_slice::<f32>().unwrap(), want[0].as_slice::<f32>().unwrap());
+        // Inputs in [-1, 1]: half a step of 1/127 per tap, times |w| <= 1, over k taps.
+        let bound = k as f32 / 254.0;
+        let worst = g.iter().zip(e).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(worst <= bound, "max |diff| {worst} > {bound}");
+        assert!(worst > 0.0, "activations were not quantized");
+    }
+}
