@@ -12,6 +12,8 @@ use crate::tensor::DType;
 #[derive(Clone, Debug)]
 pub struct Step {
     pub node: usize,
+    /// The name a profile shows: the node's, or `producer+activation` for a fused step.
+    pub name: String,
     pub outputs: Vec<ValueId>,
     pub act: Option<Unary>,
 }
@@ -31,7 +33,7 @@ pub fn steps(g: &Graph) -> Vec<Step> {
         if absorbed[n] {
             continue;
         }
-        let mut step = Step { node: n, outputs: node.outputs.clone(), act: None };
+        let mut step = Step { node: n, name: node.name.clone(), outputs: node.outputs.clone(), act: None };
         if let ([o], true) = (&node.outputs[..], can_absorb(&node.op)) {
             let o = *o;
             let sole = match &consumers[o][..] {
@@ -44,6 +46,7 @@ pub fn steps(g: &Graph) -> Vec<Step> {
                     if fusable(u) && cn.input(0) == Some(o) && f32_value(o) && f32_value(*co) {
                         step.outputs = vec![*co];
                         step.act = Some(u.clone());
+                        step.name = format!("{}+{}", node.name, cn.name);
                         absorbed[c] = true;
                     }
                 }

@@ -173,7 +173,7 @@ impl CpuPlan {
             let t0 = times.as_ref().map(|_| Instant::now());
             let res = kernels::eval_fused(&node.op, step.act.as_ref(), ins, outs, &mut scratch[n]);
             if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
-                t.push((node.name.clone(), node.op.name(), t0.elapsed()));
+                t.push((step.name.clone(), node.op.name(), t0.elapsed()));
             }
             for (k, &o) in step.outputs.iter().enumerate() {
                 if let Some(Slot::Arena(s)) = self.slots[o] {
