@@ -1,41 +1,9 @@
 // Direct 2-D convolution, NCHW, one invocation per output element; groups (depthwise
 // included), any stride / padding / dilation; fused bias and activation.
 // Weight layout [c_out, c_in / group, kh, kw], f32 or quantized as a [c_out, c_in / group * kh * kw]
-// matrix (W_MODE). Prepended with act.wgsl and quant.wgsl.
+// matrix (W_MODE). Prepended with act.wgsl, quant.wgsl and conv2d_io.wgsl (Params, bindings).
 
-struct Params {
-    n: u32,
-    c_in: u32,
-    h: u32,
-    w: u32,
-    c_out: u32,
-    oh: u32,
-    ow: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    ph: u32,
-    pw: u32,
-    dh: u32,
-    dw: u32,
-    group: u32,
-    has_bias: u32,
-    act: u32,
-    fa: f32,
-    fb: f32,
-    groups: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> scales: array<u32>;
+// Params and bindings: conv2d_io.wgsl.
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -4,41 +4,9 @@
 // scales[c_out] when > 0, and multiplied four lanes at a time with the int8 weight row through
 // dot4 (prepended: packed or unpacked variant). Weights as in gemm_w8a8.wgsl: [c_out, kdim]
 // rows padded to `groups` = ceil(kdim / 4) words, f32 scales per output channel. Bindings
-// and uniforms are conv2d.wgsl's. Prepended with act.wgsl.
+// and uniforms are conv2d.wgsl's (conv2d_io.wgsl). Prepended with act.wgsl.
 
-struct Params {
-    n: u32,
-    c_in: u32,
-    h: u32,
-    w: u32,
-    c_out: u32,
-    oh: u32,
-    ow: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    ph: u32,
-    pw: u32,
-    dh: u32,
-    dw: u32,
-    group: u32,
-    has_bias: u32,
-    act: u32,
-    fa: f32,
-    fb: f32,
-    groups: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> scales: array<u32>;
+// Params and bindings: conv2d_io.wgsl.
 
 // Patch value t (channel-major, then ky, kx) of output (b, g, oy, ox); 0 in the padding.
 fn patch_at(b: u32, g: u32, oy: u32, ox: u32, t: u32) -> f32 {

@@ -5,44 +5,12 @@
 //   2: int8, w[n, k] as four bytes per u32, scales[n] as f32 bits
 //   3: int4, per row `groups` groups of four u32 (eight nibbles each), f16 scale per group
 // Accumulation is f32. Tiles of 16x16 staged in workgroup memory; edges padded with zeros.
-// Prepended with act.wgsl and quant.wgsl (W_MODE, qweight).
+// Prepended with act.wgsl, quant.wgsl (W_MODE, qweight) and gemm_io.wgsl (Params, bindings).
 // A dispatch covers rows [m0, m1) and columns [n0, n1) of Y: tensors larger than the storage
 // binding limit are split over several dispatches, each binding a window of a, w, scales and y
 // that starts `*_off` elements (words) into the buffer; indices stay global.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    trans_b: u32,
-    alpha: f32,
-    beta: f32,
-    bias_sm: u32,
-    bias_sn: u32,
-    batch_a: u32,
-    batch_b: u32,
-    groups: u32,
-    has_bias: u32,
-    act: u32,
-    fa: f32,
-    fb: f32,
-    _pad: u32,
-    m0: u32,
-    m1: u32,
-    n0: u32,
-    n1: u32,
-    a_off: u32,
-    w_off: u32,
-    s_off: u32,
-    y_off: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> scales: array<u32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+// Params and bindings: gemm_io.wgsl.
 
 const TILE: u32 = 16u;
 var<workgroup> ta: array<array<f32, 16>, 16>;

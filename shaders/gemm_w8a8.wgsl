@@ -5,33 +5,9 @@
 // the per-row f32 weight scales. Integer accumulation (i32) through dot4 (prepended:
 // dot4_packed.wgsl or dot4_unpacked.wgsl, chosen at pipeline creation), tiles of 16 rows x 16
 // columns x 64 k staged in workgroup memory. Prepended with act.wgsl.
-// The uniform layout is gemm.wgsl's, so the plan fills both the same way.
+// Uniforms and bindings are gemm.wgsl's (gemm_io.wgsl), so the plan fills both the same way.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    trans_b: u32,
-    alpha: f32,
-    beta: f32,
-    bias_sm: u32,
-    bias_sn: u32,
-    batch_a: u32,
-    batch_b: u32,
-    groups: u32,
-    has_bias: u32,
-    act: u32,
-    fa: f32,
-    fb: f32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> scales: array<u32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+// Params and bindings: gemm_io.wgsl.
 
 var<workgroup> ta: array<array<u32, 16>, 16>;
 var<workgroup> tb: array<array<u32, 16>, 16>;

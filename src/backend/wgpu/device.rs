@@ -14,7 +14,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("quant", include_str!("../../../shaders/quant.wgsl")),
     ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
+    ("gemm_io", include_str!("../../../shaders/gemm_io.wgsl")),
     ("conv2d", include_str!("../../../shaders/conv2d.wgsl")),
+    ("conv2d_io", include_str!("../../../shaders/conv2d_io.wgsl")),
     ("pool", include_str!("../../../shaders/pool.wgsl")),
     ("softmax", include_str!("../../../shaders/softmax.wgsl")),
     ("norm", include_str!("../../../shaders/norm.wgsl")),
@@ -23,15 +25,23 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("resize", include_str!("../../../shaders/resize.wgsl")),
 ];
 
-/// Full source of a kernel family as compiled: act.wgsl and quant.wgsl prepended where used.
+/// One file of shaders/ by name (no prelude).
+pub(super) fn part(name: &str) -> Option<&'static str> {
+    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Full source of a kernel family as compiled: act.wgsl, quant.wgsl and the kernel's interface
+/// (`*_io.wgsl`) prepended where used.
 pub fn shader_source(family: &str) -> Option<String> {
     if let Some(src) = super::w8a8::source(family) {
         return Some(src);
     }
-    let body = SHADERS.iter().find(|(n, _)| *n == family)?.1;
+    let body = part(family)?;
     Some(match family {
         "elementwise" => format!("{}\n{}", SHADERS[0].1, body),
-        "gemm" | "conv2d" => format!("{}\n{}\n{}", SHADERS[0].1, SHADERS[1].1, body),
+        "gemm" | "conv2d" => {
+            format!("{}\n{}\n{}\n{}", SHADERS[0].1, SHADERS[1].1, part(&format!("{family}_io"))?, body)
+        }
         _ => body.to_string(),
     })
 }
@@ -348,7 +358,7 @@ pub fn one_line(s: &str) -> String {
 
 /// Validates every shader family with naga (no adapter needed): parse + validate.
 pub fn validate_shaders() -> Result<(), String> {
-    let families = SHADERS.iter().map(|(n, _)| *n).filter(|n| !matches!(*n, "act" | "quant"));
+    let families = SHADERS.iter().map(|(n, _)| *n).filter(|n| !matches!(*n, "act" | "quant") && !n.ends_with("_io"));
     for family in families.chain(super::w8a8::FAMILIES.iter().copied()) {
         let src = shader_source(family).expect("listed");
         let module = wgpu::naga::front::wgsl::parse_str(&src)

@@ -6,7 +6,7 @@
 //! (naga then emits SPIR-V `OpSDot` on devices with integer dot products, its own unpacking
 //! elsewhere), and a hand-unpacked one for implementations without it.
 
-use super::device::{AdapterReport, SHADERS};
+use super::device::{part, AdapterReport};
 use crate::quant::{QData, QWeight};
 
 /// The language extension's name in [`AdapterReport::features`].
@@ -45,8 +45,8 @@ pub fn source(family: &str) -> Option<String> {
         None if FAMILIES.contains(&family) => (get(family)?, get("dot4_packed")?),
         None => return None,
     };
-    let act = SHADERS.iter().find(|(n, _)| *n == "act")?.1;
-    Some(format!("{act}\n{dot}\n{body}"))
+    let io = if family.starts_with("gemm") { "gemm_io" } else { "conv2d_io" };
+    Some(format!("{}\n{dot}\n{}\n{body}", part("act")?, part(io)?))
 }
 
 /// Words per packed weight row (the shaders' `groups` uniform).

@@ -1,0 +1,37 @@
+// GEMM interface shared by gemm.wgsl and gemm_w8a8.wgsl (prepended to both): the uniform
+// layout the plan fills and the bindings. m0..y_off: the block and buffer windows of a split
+// dispatch (see gemm.wgsl); gemm_w8a8.wgsl is never split and ignores them.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    trans_b: u32,
+    alpha: f32,
+    beta: f32,
+    bias_sm: u32,
+    bias_sn: u32,
+    batch_a: u32,
+    batch_b: u32,
+    groups: u32,
+    has_bias: u32,
+    act: u32,
+    fa: f32,
+    fb: f32,
+    _pad: u32,
+    m0: u32,
+    m1: u32,
+    n0: u32,
+    n1: u32,
+    a_off: u32,
+    w_off: u32,
+    s_off: u32,
+    y_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
