@@ -3,11 +3,12 @@
 //!
 //! Layouts and tolerances: docs/quantized-format.md.
 
+pub mod calibrate;
 pub mod nbits;
 pub mod qdq;
 pub mod scheme;
 
-pub use qdq::{export_qdq, QdqReport};
+pub use qdq::{export_qdq, export_qdq_calibrated, QdqReport};
 
 pub use scheme::{Precision, QData, QWeight, INT4_GROUP};
 

@@ -9,10 +9,11 @@
 //! The rest of the graph is untouched, so ONNX Runtime and tract load the file, and Alembic's
 //! importer folds the pairs back into QGemm/QConv ([`crate::ir::passes::fold_qdq`]).
 
+use super::calibrate::{act_scale, activation_ranges};
 use super::scheme::quantize_int8;
 use super::Precision;
 use crate::error::{Error, Result};
-use crate::onnx::pb::{AttributeProto, NodeProto};
+use crate::onnx::pb::{AttributeProto, ModelProto, NodeProto};
 use crate::onnx::read_model_proto;
 use crate::onnx::tensor_proto::{decode, encode};
 use crate::tensor::npy::write_atomic;
@@ -30,24 +31,44 @@ pub struct QdqReport {
     /// Their f32 bytes before, and the bytes of their replacements (values + scales).
     pub f32_bytes: usize,
     pub quantized_bytes: usize,
+    /// Activations given a static QuantizeLinear -> DequantizeLinear pair (w8a8 only).
+    pub activations: usize,
 }
 
 /// Reads `model`, quantizes its weights to `p` (f16 or int8) and writes QDQ ONNX to `out`
 /// atomically.
 pub fn export_qdq(model: &Path, p: Precision, out: &Path) -> Result<QdqReport> {
+    export(model, p, None, out)
+}
+
+/// Writes static w8a8 QDQ ONNX: int8 weights as [`export_qdq`], plus an int8
+/// `QuantizeLinear -> DequantizeLinear` (zero point 0) on the activation input of each
+/// Gemm/MatMul/Conv with an int8 weight, its scale calibrated on the samples in `data`
+/// ([`super::calibrate`]). This is the form ONNX Runtime's static quantizer writes.
+pub fn export_qdq_calibrated(model: &Path, data: &Path, out: &Path) -> Result<QdqReport> {
+    export(model, Precision::W8a8, Some(data), out)
+}
+
+fn export(model: &Path, p: Precision, calibration: Option<&Path>, out: &Path) -> Result<QdqReport> {
     let what = model.display().to_string();
-    if !matches!(p, Precision::F16 | Precision::Int8) {
+    let supported = matches!(p, Precision::F16 | Precision::Int8) || (p == Precision::W8a8 && calibration.is_some());
+    if !supported {
         let hint = match p {
             Precision::W8a8 => {
-                " (write int8 and load it with precision w8a8: per-row activation scales are computed per run)"
+                " without --calibrate DATA (dynamic per-row activation scales have no standard ONNX form: give sample inputs for static scales, or write int8 and load it with precision w8a8)"
             }
             _ => "",
         };
-        return Err(Error::input("precision", format!("QDQ export supports f16 and int8, not {p}{hint}")));
+        return Err(Error::input(
+            "precision",
+            format!("QDQ export supports f16, int8 and calibrated w8a8, not {p}{hint}"),
+        ));
     }
     let mut proto = read_model_proto(model)?;
+    // Calibration runs the f32 model, as ONNX Runtime's quantizer does.
+    let f32_proto = calibration.map(|_| proto.clone());
     let opset = crate::onnx::import::default_opset(&proto).unwrap_or(1);
-    if p == Precision::Int8 && opset < 13 {
+    if p != Precision::F16 && opset < 13 {
         return Err(Error::import(&what, format!("opset {opset}: per-axis DequantizeLinear needs opset >= 13")));
     }
     let g = proto.graph.as_mut().ok_or_else(|| Error::import(&what, "no graph"))?;
@@ -88,7 +109,7 @@ pub fn export_qdq(model: &Path, p: Precision, out: &Path) -> Result<QdqReport> {
         }
         let name = init.name.clone();
         match p {
-            Precision::Int8 => {
+            Precision::Int8 | Precision::W8a8 => {
                 // Output channels first ([n, k]), as the in-memory scheme; [k, n] is transposed.
                 let (n, k) = if axis == 0 { (shape[0], w.len() / shape[0]) } else { (shape[1], shape[0]) };
                 let nk = if axis == 0 { w.to_vec() } else { transpose(w, shape[0], shape[1]) };
@@ -120,10 +141,66 @@ pub fn export_qdq(model: &Path, p: Precision, out: &Path) -> Result<QdqReport> {
     g.initializer.extend(replaced);
     new_nodes.append(&mut g.node);
     g.node = new_nodes;
+    if let (Some(data), Some(f32_proto)) = (calibration, &f32_proto) {
+        report.activations = add_activation_qdq(&mut proto, f32_proto, &names, data)?;
+    }
     proto.producer_name = "alembic".into();
     proto.producer_version = env!("CARGO_PKG_VERSION").into();
     write_atomic(out, &proto.encode_to_vec())?;
     Ok(report)
+}
+
+/// Inserts the static activation QuantizeLinear -> DequantizeLinear pairs (one per activation,
+/// shared by its quantized consumers, placed just before the first of them so the node list
+/// stays topologically sorted). Returns how many.
+fn add_activation_qdq(
+    proto: &mut ModelProto,
+    f32_proto: &ModelProto,
+    weights: &[String],
+    data: &Path,
+) -> Result<usize> {
+    let g = proto.graph.as_ref().expect("checked above");
+    let quantized = |n: &NodeProto| {
+        matches!(n.op_type.as_str(), "MatMul" | "Gemm" | "Conv")
+            && n.domain.is_empty()
+            && n.input.len() >= 2
+            && weights.contains(&n.input[1])
+    };
+    let mut wanted: Vec<String> = Vec::new();
+    for n in g.node.iter().filter(|n| quantized(n)) {
+        if !wanted.contains(&n.input[0]) {
+            wanted.push(n.input[0].clone());
+        }
+    }
+    let ranges = activation_ranges(f32_proto, &wanted, data)?;
+    let g = proto.graph.as_mut().expect("checked above");
+    let mut nodes = Vec::with_capacity(g.node.len() + 2 * wanted.len());
+    let mut done: HashMap<String, String> = HashMap::new();
+    for mut n in std::mem::take(&mut g.node) {
+        if quantized(&n) {
+            let a = n.input[0].clone();
+            if let Some(&max) = ranges.get(&a) {
+                if !done.contains_key(&a) {
+                    let (sn, zn) = (format!("{a}_act_scale"), format!("{a}_act_zero_point"));
+                    let (qn, dn) = (format!("{a}_act_quantized"), format!("{a}_act_dequantized"));
+                    g.initializer.push(encode(&Tensor::scalar(act_scale(max)), &sn));
+                    g.initializer.push(encode(&Tensor::scalar(0i8), &zn));
+                    let io = |x: &str| vec![x.to_string(), sn.clone(), zn.clone()];
+                    nodes.push(plain_node(&format!("{a}_act_quantize"), "QuantizeLinear", io(&a), &qn));
+                    nodes.push(plain_node(&format!("{a}_act_dequantize"), "DequantizeLinear", io(&qn), &dn));
+                    done.insert(a.clone(), dn);
+                }
+                n.input[0] = done[&a].clone();
+            }
+        }
+        nodes.push(n);
+    }
+    g.node = nodes;
+    Ok(done.len())
+}
+
+fn plain_node(name: &str, op: &str, input: Vec<String>, output: &str) -> NodeProto {
+    NodeProto { name: name.into(), op_type: op.into(), input, output: vec![output.into()], ..Default::default() }
 }
 
 fn node(name: &str, op: &str, input: Vec<String>, output: &str, attr: AttributeProto) -> NodeProto {

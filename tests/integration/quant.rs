@@ -414,3 +414,103 @@ fn matmul_nbits_imports_onto_int4() {
         assert!(e.contains(what) && !e.contains('\n'), "{e}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Static w8a8 QDQ (`alembic quantize --precision w8a8 --calibrate DATA`).
+
+/// Calibrated on the training split, the w8a8 QDQ file folds back into w8a8 nodes with static
+/// activation scales (no Q/DQ left), keeps top-1 within 1% of f32 on the held-out split, and
+/// ONNX Runtime computes the same logits from it.
+#[test]
+fn qdq_w8a8_calibrated_export_folds_and_matches_ort() {
+    use alembic::ir::Op;
+    use alembic::quant::QData;
+    let dir = qdq_dir("w8a8");
+    let x = heldout();
+    let calib = models().join("data/train_x.npy");
+    for name in ["student", "teacher"] {
+        let src = models().join(format!("{name}.onnx"));
+        let out = dir.join(format!("{name}.w8a8.onnx"));
+        let r = alembic::quant::export_qdq_calibrated(&src, &calib, &out).unwrap();
+        println!("{name} w8a8 QDQ: {} weights, {} static activation scales", r.weights, r.activations);
+        assert!(r.activations >= 1 && r.activations <= r.weights, "{name}: {r:?}");
+
+        let qdq = Model::load(&out).unwrap();
+        let g = qdq.graph();
+        assert!(
+            !g.nodes.iter().any(|n| matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear")),
+            "{name}: Q/DQ left in the graph"
+        );
+        let statics = g
+            .nodes
+            .iter()
+            .filter(|n| match &n.op {
+                Op::QGemm { w, .. } | Op::QConv { w, .. } => {
+                    matches!(w.data, QData::W8a8 { act_scale: Some(s), .. } if s > 0.0)
+                }
+                _ => false,
+            })
+            .count();
+        assert_eq!(statics, r.weights, "{name}: every quantized node runs w8a8 with a static scale");
+
+        let got = logits(&qdq, SessionOptions::default(), &x).unwrap();
+        let reference = argmax_rows(&logits(&Model::load(&src).unwrap(), SessionOptions::default(), &x).unwrap());
+        let agree = agreement(&reference, &argmax_rows(&got));
+        println!(
+            "{name} static w8a8 QDQ top-1 agreement with f32: {:.2}% on {} held-out samples",
+            agree * 100.0,
+            reference.len()
+        );
+        assert!(agree >= 0.99, "{name}: agreement {agree}");
+
+        #[cfg(feature = "ort")]
+        match alembic::teacher::ort::available() {
+            Ok(()) => {
+                use alembic::teacher::Engine;
+                let ort = alembic::teacher::OrtEngine::load(&out).expect("onnxruntime loads the w8a8 QDQ file");
+                let o = ort.run(&[("input", &x)]).unwrap();
+                let d = max_abs_diff(&o[0].1, &got);
+                let scale = got.as_slice::<f32>().unwrap().iter().fold(0f32, |m, v| m.max(v.abs()));
+                println!("{name} w8a8 QDQ: onnxruntime vs alembic max |diff| {d:e} (max |logit| {scale})");
+                assert!(d <= W8A8_ORT_TOLERANCE * scale, "{name}: onnxruntime differs by {d}");
+            }
+            Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => panic!("{e}"),
+            Err(e) => println!("SKIPPED onnxruntime w8a8 QDQ check: {e}"),
+        }
+    }
+}
+
+/// Max |ORT - Alembic| on the static w8a8 file, relative to the largest |logit|.
+const W8A8_ORT_TOLERANCE: f32 = 1e-2;
+
+#[test]
+fn quantize_cli_calibrate_errors_are_one_line() {
+    let dir = qdq_dir("calib-cli");
+    let out = dir.join("s.onnx");
+    let run = |p: &str, data: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_alembic"))
+            .args(["quantize", models().join("student.onnx").to_str().unwrap(), "--precision", p, "--out"])
+            .arg(&out)
+            .arg("--calibrate")
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+    let ok = run("w8a8", &models().join("data/train_x.npy"));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("activations (static scales) to w8a8"));
+    // A missing path, labels instead of samples (wrong shape), calibration for int8.
+    let missing = dir.join("nope.npy");
+    let cases = [
+        ("w8a8", missing.clone(), "nope.npy"),
+        ("w8a8", models().join("data/heldout_y.npy"), "shape"),
+        ("int8", models().join("data/train_x.npy"), "w8a8"),
+    ];
+    for (p, data, needle) in cases {
+        let o = run(p, &data);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{p} {}", data.display());
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
+    }
+}

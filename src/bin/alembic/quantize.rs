@@ -1,5 +1,5 @@
-//! `alembic quantize MODEL --precision f16|int8 --out FILE.onnx`: standard QDQ ONNX (see
-//! docs/quantized-format.md) that ONNX Runtime, tract and Alembic all load.
+//! `alembic quantize MODEL --precision f16|int8|w8a8 [--calibrate DATA] --out FILE.onnx`:
+//! standard QDQ ONNX (see docs/quantized-format.md) that ONNX Runtime, tract and Alembic all load.
 
 use alembic::Precision;
 use std::path::PathBuf;
@@ -8,11 +8,14 @@ use std::path::PathBuf;
 pub struct Args {
     /// ONNX model file (f32 weights).
     model: PathBuf,
-    /// Weight precision: f16 or int8 (parsed here so a bad value is a one-line error). For w8a8,
-    /// write int8 and run it with `--precision w8a8`: the activation scales are per row and
-    /// per run, which no standard ONNX operator expresses.
+    /// Precision: f16 or int8 weights, or w8a8 (int8 weights and activations; needs
+    /// --calibrate, since dynamic per-row activation scales have no standard ONNX form).
     #[arg(long)]
     precision: String,
+    /// Sample inputs (.npy, .npz or a folder) for static activation scales (w8a8 only): the
+    /// f32 model runs on its first batches and each activation gets max|x| / 127.
+    #[arg(long, value_name = "DATA")]
+    calibrate: Option<PathBuf>,
     /// Output ONNX file (written atomically).
     #[arg(long)]
     out: PathBuf,
@@ -20,10 +23,16 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let p: Precision = a.precision.parse().map_err(anyhow::Error::msg)?;
-    let r = alembic::quant::export_qdq(&a.model, p, &a.out)?;
+    let r = match &a.calibrate {
+        Some(data) if p == Precision::W8a8 => alembic::quant::export_qdq_calibrated(&a.model, data, &a.out)?,
+        Some(_) => anyhow::bail!("--calibrate picks activation scales, which only --precision w8a8 uses (not {p})"),
+        None => alembic::quant::export_qdq(&a.model, p, &a.out)?,
+    };
     let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let acts =
+        if r.activations > 0 { format!(" and {} activations (static scales)", r.activations) } else { String::new() };
     println!(
-        "quantized {} weight tensors to {}: {} -> {} weight bytes; {} ({} bytes) -> {} ({} bytes)",
+        "quantized {} weight tensors{acts} to {}: {} -> {} weight bytes; {} ({} bytes) -> {} ({} bytes)",
         r.weights,
         p,
         r.f32_bytes,

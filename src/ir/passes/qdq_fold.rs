@@ -36,7 +36,16 @@ pub fn fold_qdq(g: &mut Graph) {
             continue;
         }
         let Some(p) = producers[w] else { continue };
-        let Some(q) = packed_weight(g, p, layout, conv) else { continue };
+        let Some(mut q) = packed_weight(g, p, layout, conv) else { continue };
+        // A static activation Q -> DQ pair in front of an int8 weight: the w8a8 kernels
+        // quantize with that scale themselves, so the node reads the f32 activation directly.
+        let mut a = a;
+        if let QData::Int8 { q: wq, scales } = &q.0.data {
+            if let Some((x, s)) = static_act_qdq(g, &producers, a) {
+                q.0.data = QData::W8a8 { q: wq.clone(), scales: scales.clone(), act_scale: Some(s) };
+                a = x;
+            }
+        }
         let bias = node.input(2);
         let node = &mut g.nodes[n];
         node.op = match &node.op {
@@ -52,6 +61,30 @@ pub fn fold_qdq(g: &mut Graph) {
     if changed {
         g.prune_dead_nodes();
     }
+}
+
+/// `(x, scale)` when `v` is `DequantizeLinear(QuantizeLinear(x, s, 0), s, 0)` with int8 zero
+/// points and one constant positive f32 scale `s` (ONNX Runtime's static QDQ activation form).
+/// The kernels clamp to [-127, 127] where QuantizeLinear allows -128: the two differ only for
+/// inputs below -127.5 steps, beyond the calibrated range.
+fn static_act_qdq(g: &Graph, producers: &[Option<usize>], v: usize) -> Option<(usize, f32)> {
+    let scalar_scale = |node: &crate::ir::graph::Node| -> Option<f32> {
+        let s = g.constant(node.input(1)?)?;
+        let zp = g.constant(node.input(2)?)?;
+        let (&[s], &[0]) = (s.as_slice::<f32>()?, zp.as_slice::<i8>()?) else { return None };
+        (s > 0.0 && s.is_finite()).then_some(s)
+    };
+    let dq = &g.nodes[producers[v]?];
+    if !matches!(dq.op, Op::QLinear(QLinear::Dequantize { block_size: 0, .. })) {
+        return None;
+    }
+    let qv = dq.input(0)?;
+    let qn = &g.nodes[producers[qv]?];
+    if !matches!(qn.op, Op::QLinear(QLinear::Quantize { block_size: 0, out: DType::I8, .. })) {
+        return None;
+    }
+    let s = scalar_scale(dq)?;
+    (scalar_scale(qn)? == s).then_some((qn.input(0)?, s))
 }
 
 /// The packed `[n, k]` weight (and the original weight shape) produced by node `p`, if it is a
