@@ -189,7 +189,9 @@ fn demo_runs_the_whole_pipeline() {
     let dir = scratch("demo");
     let (ok, out, err) = alembic(&["demo", "--out", dir.to_str().unwrap(), "--steps", "400"]);
     assert!(ok, "{err}\n{out}");
-    for needle in ["-- 2. cache", "-- 3. refine", "-- 4. quantize", "refined    cpu      int8"] {
+    for needle in
+        ["-- 2. cache", "-- 3. refine", "-- 4. quantize", "refined    cpu      int8", "refined    cpu      w8a8"]
+    {
         assert!(out.contains(needle), "'{needle}' missing from:\n{out}");
     }
     assert!(dir.join("refine.kdc").exists() && dir.join("student-refined.onnx").exists());

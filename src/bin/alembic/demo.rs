@@ -150,7 +150,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         pts(r_shift) - pts(b_shift)
     );
     println!("{:+.1} points on the unshifted held-out data it never saw during refinement.", pts(r_held) - pts(b_held));
-    for p in [Precision::F16, Precision::Int8, Precision::Int4] {
+    for p in [Precision::F16, Precision::Int8, Precision::Int4, Precision::W8a8] {
         let (q_shift, _) = acc("refined", p);
         println!("refined {p:?} on the CPU vs f32: {:+.1} points on the shifted data", pts(q_shift) - pts(r_shift));
     }
@@ -158,15 +158,15 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CPU at every precision; wgpu f32 and int8 when this build has it and an adapter answers.
+/// Every precision on the CPU, and on wgpu when this build has it and an adapter answers.
 fn combinations() -> Vec<(BackendKind, Precision)> {
-    let mut v: Vec<(BackendKind, Precision)> =
-        [Precision::F32, Precision::F16, Precision::Int8, Precision::Int4].map(|p| (BackendKind::Cpu, p)).to_vec();
+    const ALL: [Precision; 5] = [Precision::F32, Precision::F16, Precision::Int8, Precision::Int4, Precision::W8a8];
+    let mut v: Vec<(BackendKind, Precision)> = ALL.map(|p| (BackendKind::Cpu, p)).to_vec();
     #[cfg(feature = "wgpu")]
     match alembic::backend::wgpu::Ctx::shared() {
         Ok(ctx) => {
             println!("(wgpu adapter: {})", ctx.report);
-            v.extend([Precision::F32, Precision::Int8].map(|p| (BackendKind::Wgpu, p)));
+            v.extend(ALL.map(|p| (BackendKind::Wgpu, p)));
         }
         Err(e) => println!("(wgpu skipped: {e})"),
     }
