@@ -26,3 +26,19 @@ pub fn compare(actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) -> Resu
     }
     Ok(())
 }
+
+/// ONNX Runtime on `path`, or None with a printed SKIPPED line where this machine has no ONNX
+/// Runtime library; a library that ORT_DYLIB_PATH names but that does not load fails the test.
+#[cfg(feature = "ort")]
+pub fn ort_engine(path: &std::path::Path, what: &str) -> Option<alembic::teacher::OrtEngine> {
+    match alembic::teacher::ort::available() {
+        Ok(()) => Some(
+            alembic::teacher::OrtEngine::load(path).unwrap_or_else(|e| panic!("onnxruntime does not load {what}: {e}")),
+        ),
+        Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => panic!("{e}"),
+        Err(e) => {
+            println!("SKIPPED onnxruntime check of {what}: {e}");
+            None
+        }
+    }
+}

@@ -40,10 +40,8 @@ fn mobilenet_parity() {
     #[cfg_attr(not(feature = "ort"), allow(unused_mut))]
     let mut refs: Vec<Box<dyn Engine>> = vec![Box::new(TractEngine::load(&path).expect("tract loads it"))];
     #[cfg(feature = "ort")]
-    match alembic::teacher::ort::available() {
-        Ok(()) => refs.push(Box::new(alembic::teacher::OrtEngine::load(&path).expect("onnxruntime loads it"))),
-        Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => panic!("{e}"),
-        Err(e) => println!("SKIPPED mobilenet onnxruntime parity: {e}"),
+    if let Some(ort) = super::common::ort_engine(&path, "the MobileNetV3 fixture") {
+        refs.push(Box::new(ort));
     }
     for batch in [1, 3] {
         let x = input(batch);

@@ -167,17 +167,12 @@ fn qdq_int8_export_matches_in_memory_int8() {
         assert!(max_abs_diff(&w8, &got) > 0.0, "{name}: w8a8 did not quantize the activations");
 
         #[cfg(feature = "ort")]
-        match alembic::teacher::ort::available() {
-            Ok(()) => {
-                use alembic::teacher::Engine;
-                let ort = alembic::teacher::OrtEngine::load(&out).expect("onnxruntime loads the QDQ file");
-                let o = ort.run(&[("input", &x)]).unwrap();
-                let d = max_abs_diff(&o[0].1, &got);
-                println!("{name} int8 QDQ: onnxruntime vs alembic max |diff| {d:e}");
-                assert!(d <= 1e-3, "{name}: onnxruntime differs by {d}");
-            }
-            Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => panic!("{e}"),
-            Err(e) => println!("SKIPPED onnxruntime QDQ check: {e}"),
+        if let Some(ort) = super::common::ort_engine(&out, "the int8 QDQ file") {
+            use alembic::teacher::Engine;
+            let o = ort.run(&[("input", &x)]).unwrap();
+            let d = max_abs_diff(&o[0].1, &got);
+            println!("{name} int8 QDQ: onnxruntime vs alembic max |diff| {d:e}");
+            assert!(d <= 1e-3, "{name}: onnxruntime differs by {d}");
         }
     }
 }
@@ -387,19 +382,16 @@ fn matmul_nbits_imports_onto_int4() {
             }
         }
         #[cfg(feature = "ort")]
-        match alembic::teacher::ort::available() {
-            Ok(()) => {
+        {
+            let path = qdq_dir("nbits").join(format!("nbits_{block}.onnx"));
+            std::fs::write(&path, &bytes).unwrap();
+            if let Some(ort) = super::common::ort_engine(&path, "MatMulNBits") {
                 use alembic::teacher::Engine;
-                let path = qdq_dir("nbits").join(format!("nbits_{block}.onnx"));
-                std::fs::write(&path, &bytes).unwrap();
-                let ort = alembic::teacher::OrtEngine::load(&path).expect("onnxruntime loads MatMulNBits");
                 let o = ort.run(&[("x", &xt)]).unwrap();
                 let d = max_abs_diff(&o[0].1, &got);
                 println!("MatMulNBits block {block}: onnxruntime vs alembic max |diff| {d:e}");
                 assert!(d <= 2e-3, "block {block}: onnxruntime differs by {d}");
             }
-            Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => panic!("{e}"),
-            Err(e) => println!("SKIPPED onnxruntime MatMulNBits check: {e}"),
         }
     }
     // Asymmetric zero points and block sizes below Alembic's group are refused in one line.
@@ -464,18 +456,13 @@ fn qdq_w8a8_calibrated_export_folds_and_matches_ort() {
         assert!(agree >= 0.99, "{name}: agreement {agree}");
 
         #[cfg(feature = "ort")]
-        match alembic::teacher::ort::available() {
-            Ok(()) => {
-                use alembic::teacher::Engine;
-                let ort = alembic::teacher::OrtEngine::load(&out).expect("onnxruntime loads the w8a8 QDQ file");
-                let o = ort.run(&[("input", &x)]).unwrap();
-                let d = max_abs_diff(&o[0].1, &got);
-                let scale = got.as_slice::<f32>().unwrap().iter().fold(0f32, |m, v| m.max(v.abs()));
-                println!("{name} w8a8 QDQ: onnxruntime vs alembic max |diff| {d:e} (max |logit| {scale})");
-                assert!(d <= W8A8_ORT_TOLERANCE * scale, "{name}: onnxruntime differs by {d}");
-            }
-            Err(e) if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) => panic!("{e}"),
-            Err(e) => println!("SKIPPED onnxruntime w8a8 QDQ check: {e}"),
+        if let Some(ort) = super::common::ort_engine(&out, "the w8a8 QDQ file") {
+            use alembic::teacher::Engine;
+            let o = ort.run(&[("input", &x)]).unwrap();
+            let d = max_abs_diff(&o[0].1, &got);
+            let scale = got.as_slice::<f32>().unwrap().iter().fold(0f32, |m, v| m.max(v.abs()));
+            println!("{name} w8a8 QDQ: onnxruntime vs alembic max |diff| {d:e} (max |logit| {scale})");
+            assert!(d <= W8A8_ORT_TOLERANCE * scale, "{name}: onnxruntime differs by {d}");
         }
     }
 }
