@@ -8,14 +8,14 @@
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    let total = p.n * p.c_out * p.oh * p.ow;
-    if i >= total {
+    if i >= p.n * p.c_out * p.oh * p.ow {
         return;
     }
-    let ox = i % p.ow;
-    let oy = (i / p.ow) % p.oh;
-    let oc = (i / (p.ow * p.oh)) % p.c_out;
-    let b = i / (p.ow * p.oh * p.c_out);
+    let o = out_pos(i);
+    let ox = o.x;
+    let oy = o.y;
+    let oc = o.z;
+    let b = o.w;
     let cin_g = p.c_in / p.group;
     let cout_g = p.c_out / p.group;
     let g = oc / cout_g;

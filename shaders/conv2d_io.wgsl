@@ -34,3 +34,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> scales: array<u32>;
+
+// Output element `i` (< n * c_out * oh * ow) as (x, y, channel, batch) of the NCHW output.
+fn out_pos(i: u32) -> vec4<u32> {
+    return vec4<u32>(i % p.ow, (i / p.ow) % p.oh, (i / (p.ow * p.oh)) % p.c_out, i / (p.ow * p.oh * p.c_out));
+}

@@ -26,14 +26,14 @@ fn patch_at(b: u32, g: u32, oy: u32, ox: u32, t: u32) -> f32 {
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    let total = p.n * p.c_out * p.oh * p.ow;
-    if i >= total {
+    if i >= p.n * p.c_out * p.oh * p.ow {
         return;
     }
-    let ox = i % p.ow;
-    let oy = (i / p.ow) % p.oh;
-    let oc = (i / (p.ow * p.oh)) % p.c_out;
-    let b = i / (p.ow * p.oh * p.c_out);
+    let o = out_pos(i);
+    let ox = o.x;
+    let oy = o.y;
+    let oc = o.z;
+    let b = o.w;
     let g = oc / (p.c_out / p.group);
     let kk = p.c_in / p.group * p.kh * p.kw;
     var amax = 0.0;
