@@ -2,12 +2,12 @@
 // The weight format is the override constant W_MODE (one pipeline per format, every shape):
 //   0: f32, w = B[k, n] (or B[n, k] when trans_b), batch stride batch_b
 //   1: f16, w[n, k] as pairs of halves per u32
-//   2: int8, w[n, k] as four bytes per u32, scales[n] as f32 bits
-//   3: int4, per row `groups` groups of four u32 (eight nibbles each), f16 scale per group
+//   2: int8, rows of w[n, k] as four bytes per u32, then the row's f32 scale
+//   3: int4, per row `groups` groups of four u32 (eight nibbles each), then f16 scales
 // Accumulation is f32. Tiles of 16x16 staged in workgroup memory; edges padded with zeros.
 // Prepended with act.wgsl, quant.wgsl (W_MODE, qweight) and gemm_io.wgsl (Params, bindings).
 // A dispatch covers rows [m0, m1) and columns [n0, n1) of Y: tensors larger than the storage
-// binding limit are split over several dispatches, each binding a window of a, w, scales and y
+// binding limit are split over several dispatches, each binding a window of a, w and y
 // that starts `*_off` elements (words) into the buffer; indices stay global.
 
 // Params and bindings: gemm_io.wgsl.
@@ -34,7 +34,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let batch = wg.z;
     let abase = batch * p.batch_a - p.a_off;
     w_base = p.w_off;
-    s_base = p.s_off;
     var acc = 0.0;
     let tiles = (p.k + TILE - 1u) / TILE;
     for (var t = 0u; t < tiles; t++) {

@@ -1,8 +1,8 @@
 // w8a8 GEMM: y[b, m, n] = act(alpha * sa[m] * sw[n] * sum_k qa[m, k] * qw[n, k] + beta * bias).
 // Activations are quantized here, per row (symmetric, sa = max|row| / 127, round half to
-// even, clamp to +-127) unless scales[n] holds a static calibrated scale (> 0). Weights: int8
-// [n, k], each row padded to `groups` = ceil(k / 4) u32 words of four bytes; scales[0..n] are
-// the per-row f32 weight scales. Integer accumulation (i32) through dot4 (prepended:
+// even, clamp to +-127) unless p.act_scale holds a static calibrated scale (> 0). Weights: int8
+// [n, k], each row `groups` = ceil(k / 4) u32 words of four bytes (zero padded) followed by
+// the row's f32 weight scale. Integer accumulation (i32) through dot4 (prepended:
 // dot4_packed.wgsl or dot4_unpacked.wgsl, chosen at pipeline creation), tiles of 16 rows x 16
 // columns x 64 k staged in workgroup memory. Prepended with act.wgsl.
 // Uniforms and bindings are gemm.wgsl's (gemm_io.wgsl), so the plan fills both the same way.
@@ -35,7 +35,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var i = 0u; i < 16u; i++) {
         amax = max(amax, red[lid.y][i]);
     }
-    let fixed = bitcast<f32>(scales[p.n]);
+    let fixed = p.act_scale;
     let sa = select(amax / 127.0, fixed, fixed > 0.0);
     let inv = select(0.0, 1.0 / sa, sa > 0.0);
     var acc = 0i;
@@ -57,7 +57,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let word = t * 16u + lid.x;
         var wv = 0u;
         if wc < p.n && word < p.groups {
-            wv = w[wc * p.groups + word];
+            wv = w[wc * (p.groups + 1u) + word];
         }
         tb[lid.y][lid.x] = wv;
         workgroupBarrier();
@@ -67,7 +67,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         workgroupBarrier();
     }
     if row < p.m && col < p.n {
-        var v = p.alpha * sa * bitcast<f32>(scales[col]) * f32(acc);
+        var v = p.alpha * sa * bitcast<f32>(w[col * (p.groups + 1u) + p.groups]) * f32(acc);
         if p.has_bias == 1u {
             v += p.beta * bias[row * p.bias_sm + col * p.bias_sn];
         }

@@ -131,6 +131,10 @@ pub struct CtxOptions {
     /// Caps the storage binding size plans assume below the adapter's limit (tests use it to
     /// exercise the split paths on small tensors).
     pub max_storage_binding: Option<u32>,
+    /// Requests `wgpu::Limits::downlevel_defaults()` (a GLES 3.1 phone: 4 storage buffers per
+    /// stage, 16 KiB workgroup memory, 256 invocations, 128 MiB bindings) instead of all the
+    /// adapter offers, so wgpu validates every pipeline and binding against a phone's limits.
+    pub downlevel: bool,
 }
 
 /// Rank of an adapter: real GPUs first, then native APIs before GL.
@@ -182,8 +186,9 @@ impl Ctx {
         };
         let info = adapter.get_info();
         let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
-        // Everything the adapter offers (at least the downlevel defaults on any conformant one).
-        let mut limits = adapter.limits();
+        // Everything the adapter offers (at least the downlevel defaults on any conformant one),
+        // or exactly the downlevel defaults when asked to behave like a phone.
+        let mut limits = if opts.downlevel { downlevel_limits(&adapter.limits()) } else { adapter.limits() };
         // Timestamp queries cost nothing unless a profiling run writes them.
         let optional = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::PIPELINE_CACHE;
         let enabled = adapter.features() & optional;
@@ -332,6 +337,12 @@ impl Ctx {
         let mut v = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
         (!v.is_empty()).then(|| std::mem::take(&mut *v).join("; "))
     }
+}
+
+/// `Limits::downlevel_defaults()`, each lowered to the adapter's where it offers less (so the
+/// request never fails on a device below them).
+fn downlevel_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
+    wgpu::Limits::downlevel_defaults().or_worse_values_from(adapter)
 }
 
 /// Names of the adapter features kernels care about, as wgpu spells them.

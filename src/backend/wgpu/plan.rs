@@ -18,7 +18,9 @@ mod profile;
 pub use profile::ProfileClock;
 
 use super::device::Ctx;
-use super::kernels::{classify, geometry, layout::reads_input, out_shape, pack_qweight, qweight_groups, Act, GpuOp};
+use super::kernels::{
+    act_scale, classify, geometry, layout::reads_input, out_shape, pack_qweight, qweight_groups, Act, GpuOp,
+};
 use super::w8a8;
 use crate::backend::cpu::kernels;
 use crate::backend::cpu::kernels::broadcast::broadcast_strides;
@@ -89,8 +91,9 @@ pub struct WgpuPlan {
     loc: Vec<Loc>,
     n_slots: usize,
     consts: HashMap<ValueId, wgpu::Buffer>,
-    /// Packed weights and scales of QGemm steps, by step index.
-    qbufs: HashMap<usize, (u32, wgpu::Buffer, wgpu::Buffer)>,
+    /// Packed weights (rows followed by their scales) of QGemm / QConv steps, by step index:
+    /// (W_MODE, buffer, static activation scale).
+    qbufs: HashMap<usize, (u32, wgpu::Buffer, f32)>,
     /// Folded BatchNorm parameters (count per half, `[a..., b...]`), by step index.
     folded: HashMap<usize, (usize, wgpu::Buffer)>,
     dummy: wgpu::Buffer,
@@ -226,10 +229,9 @@ impl WgpuPlan {
                 _ => None,
             };
             if let Some(w) = q {
-                let (mode, words, scales) = pack_qweight(w);
+                let (mode, words) = pack_qweight(w);
                 let wb = storage_init(&ctx, "qweight", bytemuck::cast_slice(&words));
-                let sb = storage_init(&ctx, "qscales", bytemuck::cast_slice(&scales));
-                qbufs.insert(si, (mode, wb, sb));
+                qbufs.insert(si, (mode, wb, act_scale(w)));
             }
         }
         let folded = layout::fold_batch_norms(&ctx, g, &steps)?;
@@ -425,10 +427,13 @@ impl WgpuPlan {
                 let k = *x.last().unwrap_or(&0);
                 let n = *out.last().unwrap_or(&0);
                 let (mut m, mut batch, mut batch_a, mut batch_b) = (numel(&x) / k.max(1), 1, 0, 0);
-                let (alpha, beta, trans_b, mode, groups_k) = match op {
-                    GpuOp::Gemm { alpha, beta, trans_b } => (*alpha, *beta, *trans_b, 0, 0),
-                    GpuOp::QGemm { w, alpha, beta } => (*alpha, *beta, true, self.qbufs[&si].0, qweight_groups(w)),
-                    _ => (1.0, 0.0, false, 0, 0),
+                let (alpha, beta, trans_b, mode, groups_k, a_scale) = match op {
+                    GpuOp::Gemm { alpha, beta, trans_b } => (*alpha, *beta, *trans_b, 0, 0, 0.0),
+                    GpuOp::QGemm { w, alpha, beta } => {
+                        let q = &self.qbufs[&si];
+                        (*alpha, *beta, true, q.0, qweight_groups(w), q.2)
+                    }
+                    _ => (1.0, 0.0, false, 0, 0, 0.0),
                 };
                 if let GpuOp::MatMul = op {
                     let bsh = sh(node.input(1)).unwrap_or_default();
@@ -439,14 +444,11 @@ impl WgpuPlan {
                         batch_b = k * n;
                     }
                 }
-                let (w_buf, s_buf, bias_in) = match op {
-                    GpuOp::QGemm { .. } => {
-                        let q = &self.qbufs[&si];
-                        (&q.1, &q.2, node.input(1))
-                    }
+                let (w_buf, bias_in) = match op {
+                    GpuOp::QGemm { .. } => (&self.qbufs[&si].1, node.input(1)),
                     _ => {
                         let w = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "B has no buffer"))?;
-                        (w, &self.dummy, if matches!(op, GpuOp::Gemm { .. }) { node.input(2) } else { None })
+                        (w, if matches!(op, GpuOp::Gemm { .. }) { node.input(2) } else { None })
                     }
                 };
                 let bias = bias_in.filter(|_| beta != 0.0);
@@ -479,7 +481,7 @@ impl WgpuPlan {
                     act.code,
                     fb(act.fa),
                     fb(act.fb),
-                    0,
+                    fb(a_scale),
                     // the whole output, unsplit (see gemm_split)
                     0,
                     u32c(m)?,
@@ -494,7 +496,7 @@ impl WgpuPlan {
                 if wg.iter().any(|&d| d > 65535) {
                     return Err(too_big());
                 }
-                let bufs = vec![(1, a_buf), (2, w_buf), (3, s_buf), (4, bias_buf), (5, y)];
+                let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf), (4, y)];
                 let family = if mode == w8a8::MODE { w8a8::family(&self.ctx.report, false) } else { "gemm" };
                 let job = layout::Job {
                     key: (family, "main", mode),
@@ -507,15 +509,15 @@ impl WgpuPlan {
                 return gemm_split::split(self, job)?.into_iter().map(|j| self.finish(&node.name, j)).collect();
             }
             GpuOp::Conv { window, group, q } => {
-                let (w, w_buf, s_buf, mode, groups_k, bias_in) = match q {
+                let (w, w_buf, mode, groups_k, a_scale, bias_in) = match q {
                     Some((qw, ws)) => {
                         let qb = &self.qbufs[&si];
-                        (ws.clone(), &qb.1, &qb.2, qb.0, qweight_groups(qw), node.input(1))
+                        (ws.clone(), &qb.1, qb.0, qweight_groups(qw), qb.2, node.input(1))
                     }
                     None => {
                         let w = sh(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight shape unknown"))?;
                         let wb = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight has no buffer"))?;
-                        (w, wb, &self.dummy, 0, 0, node.input(2))
+                        (w, wb, 0, 0, 0.0, node.input(2))
                     }
                 };
                 let geo = geometry(window, [w[2], w[3]], [x[2], x[3]], false).map_err(|m| kerr(g, s.node, m))?;
@@ -541,9 +543,9 @@ impl WgpuPlan {
                 .iter()
                 .map(|&v| u32c(v))
                 .chain([Ok(bias_buf.is_some() as u32), Ok(act.code), Ok(fb(act.fa)), Ok(fb(act.fb))])
-                .chain([u32c(groups_k), Ok(0), Ok(0), Ok(0)])
+                .chain([u32c(groups_k), Ok(fb(a_scale)), Ok(0), Ok(0)])
                 .collect::<Result<Vec<u32>>>()?;
-                let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf.unwrap_or(&self.dummy)), (4, y), (5, s_buf)];
+                let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf.unwrap_or(&self.dummy)), (4, y)];
                 let family = if mode == w8a8::MODE { w8a8::family(&self.ctx.report, true) } else { "conv2d" };
                 ((family, "main", mode), p, bufs, grid(len))
             }

@@ -33,15 +33,17 @@ fn refuse(what: &str, limit: u64) -> Error {
     Error::Unavailable(format!("wgpu: cannot split {what} under the adapter's {limit}-byte storage binding limit"))
 }
 
-/// Words [start, end) of the weight rows [n0, n1) and of their scales, per weight format.
-fn weight_words(mode: u32, k: u64, groups: u64, n0: u64, n1: u64) -> ((u64, u64), (u64, u64)) {
+/// Words [start, end) of the weight rows [n0, n1) per weight format; int8, int4 and w8a8 rows
+/// end with their own scales (quant.wgsl), so the window holds those too.
+fn weight_words(mode: u32, k: u64, groups: u64, n0: u64, n1: u64) -> (u64, u64) {
+    let rows = |per: u64| (n0 * per, n1 * per);
     match mode {
-        1 => ((n0 * k / 2, (n1 * k).div_ceil(2)), (0, 1)),
-        2 => ((n0 * k / 4, (n1 * k).div_ceil(4)), (n0, n1)),
-        3 => ((n0 * groups * 4, n1 * groups * 4), (n0 * groups / 2, (n1 * groups).div_ceil(2))),
-        // w8a8: `groups` words of four int8 per row, one f32 scale per row.
-        w8a8::MODE => ((n0 * groups, n1 * groups), (n0, n1)),
-        _ => ((n0 * k, n1 * k), (0, 1)),
+        1 => (n0 * k / 2, (n1 * k).div_ceil(2)),
+        2 => rows(k.div_ceil(4) + 1),
+        3 => rows(groups * 4 + groups.div_ceil(2)),
+        // w8a8: `groups` words of four int8 per row, then one f32 scale.
+        w8a8::MODE => rows(groups + 1),
+        _ => rows(k),
     }
 }
 
@@ -53,15 +55,15 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
     let (m, n, k, trans_b, groups) = (p[0] as u64, p[1] as u64, p[2] as u64, p[3] != 0, p[10] as u64);
     let mode = job.key.2;
     let batch = job.groups[2];
-    let (w_all, s_all) = weight_words(mode, k, groups, 0, n);
+    let w_all = weight_words(mode, k, groups, 0, n);
     let fits_a = 4 * m * k <= limit && 4 * m * n <= limit;
-    let fits_w = 4 * (w_all.1 - w_all.0) <= limit && 4 * (s_all.1 - s_all.0) <= limit;
+    let fits_w = 4 * (w_all.1 - w_all.0) <= limit;
     // Batched MatMul and a [K, N] f32 B are bound whole.
     let b = u64::from(batch);
     if batch > 1 && (4 * b * m * k.max(n) > limit || 4 * b * k * n > limit) || mode == 0 && !trans_b && !fits_w {
         return Err(refuse(&format!("a batched or [K, N]-weight GEMM of {m}x{k}x{n}"), limit));
     }
-    let bias = job.bufs.iter().find(|b| b.0 == 4).map_or(0, |b| b.1.size());
+    let bias = job.bufs.iter().find(|b| b.0 == 3).map_or(0, |b| b.1.size());
     if fits_a && fits_w {
         return Ok(vec![job]);
     }
@@ -81,11 +83,9 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
     let nc = if fits_w {
         n
     } else {
-        // Bytes per weight row and per scale row, plus one word of slack for shared words.
-        let (w1, s1) = weight_words(mode, k, groups, 0, 1);
-        let per = 4 * (w1.1 - w1.0) + 4;
-        let per_s = 4 * (s1.1 - s1.0) + 4;
-        (usable / per).min(usable / per_s)
+        // Bytes per weight row (scales included), plus one word of slack for shared words.
+        let w1 = weight_words(mode, k, groups, 0, 1);
+        usable / (4 * (w1.1 - w1.0) + 4)
     };
     if mc == 0 || nc == 0 {
         return Err(refuse(&format!("a GEMM of {m}x{k}x{n}"), limit));
@@ -102,16 +102,13 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
             let n1 = (n0 + nc).min(n);
             let a = if fits_a { (0, 4 * m * k, 0) } else { window(m0 * k, m1 * k) };
             let y = if fits_a { (0, 4 * m * n, 0) } else { window(m0 * n + n0, (m1 - 1) * n + n1) };
-            let (ww, sw) = weight_words(mode, k, groups, n0, n1);
-            let (w, s) = if fits_w { ((0, 0, 0), (0, 0, 0)) } else { (window(ww.0, ww.1), window(sw.0, sw.1)) };
+            let ww = weight_words(mode, k, groups, n0, n1);
+            let w = if fits_w { (0, 0, 0) } else { window(ww.0, ww.1) };
             let mut params = job.params.clone();
-            params[16..24].copy_from_slice(&[m0, m1, n0, n1, a.2, w.2, s.2, y.2].map(|v| v as u32));
-            let mut windows = vec![(1, a.0, a.1), (5, y.0, y.1)];
+            params[16..23].copy_from_slice(&[m0, m1, n0, n1, a.2, w.2, y.2].map(|v| v as u32));
+            let mut windows = vec![(1, a.0, a.1), (4, y.0, y.1)];
             if !fits_w {
                 windows.push((2, w.0, w.1));
-                if mode >= 2 {
-                    windows.push((3, s.0, s.1));
-                }
             }
             if windows.iter().any(|w| w.2 > limit) {
                 return Err(refuse(&format!("a GEMM block of {m}x{k}x{n}"), limit));
