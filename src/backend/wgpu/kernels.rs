@@ -77,6 +77,12 @@ pub enum GpuOp {
         indices: Vec<i64>,
         ishape: Vec<usize>,
     },
+    /// Gather with indices computed at run time (a graph input such as token ids, or a CPU
+    /// node's output): i32 or i64 (`wide`) values read by the shader from their buffer.
+    GatherRuntime {
+        axis: i64,
+        wide: bool,
+    },
     /// Resize with constant roi / scales / sizes.
     Resize(ResizeAttrs),
 }

@@ -27,7 +27,7 @@ use crate::backend::cpu::kernels::broadcast::broadcast_strides;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueId};
-use crate::tensor::{Shape, Tensor};
+use crate::tensor::{DType, Shape, Tensor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -121,6 +121,33 @@ fn storage(ctx: &Ctx, label: &str, bytes: usize) -> wgpu::Buffer {
 
 fn numel(s: &[usize]) -> usize {
     s.iter().product()
+}
+
+/// Bytes per element of a GPU-resident value: 8 for i64 (Gather's run-time indices), else 4.
+fn elem_bytes(g: &Graph, v: ValueId) -> usize {
+    if g.values[v].dtype == Some(DType::I64) {
+        8
+    } else {
+        4
+    }
+}
+
+/// The element type a GPU buffer of `v` holds (f32, or i32 / i64 indices).
+fn gpu_dtype(g: &Graph, v: ValueId) -> DType {
+    match g.values[v].dtype {
+        Some(d @ (DType::I64 | DType::I32)) => d,
+        _ => DType::F32,
+    }
+}
+
+/// `t`'s bytes for a GPU buffer of element type `want`, or `None` when `t` is of another type.
+fn gpu_bytes(t: &Tensor, want: DType) -> Option<&[u8]> {
+    match want {
+        _ if t.dtype() != want => None,
+        DType::I64 => t.as_slice::<i64>().map(bytemuck::cast_slice),
+        DType::I32 => t.as_slice::<i32>().map(bytemuck::cast_slice),
+        _ => t.as_slice::<f32>().map(bytemuck::cast_slice),
+    }
 }
 
 fn kerr(graph: &Graph, node: usize, message: impl Into<String>) -> Error {
@@ -311,13 +338,13 @@ impl WgpuPlan {
         let mut slot_bytes = vec![0usize; self.n_slots];
         for (v, sh) in shapes.iter().enumerate() {
             if let (Loc::Slot(k), Some(sh)) = (self.loc[self.root[v]], sh) {
-                slot_bytes[k] = slot_bytes[k].max(numel(sh) * 4);
+                slot_bytes[k] = slot_bytes[k].max(numel(sh) * elem_bytes(g, v));
             }
         }
         // Past the adapter's binding limit, only GEMMs split their work (gemm_split); refuse
         // other kernels clearly.
         let limit = self.ctx.limits.max_storage_buffer_binding_size as usize;
-        let big = |v: usize| shapes[v].as_ref().is_some_and(|s| numel(s) * 4 > limit);
+        let big = |v: usize| shapes[v].as_ref().is_some_and(|s| numel(s) * elem_bytes(g, v) > limit);
         if let Some(v) = (0..g.values.len())
             .find(|&v| self.loc[self.root[v]] != Loc::Host && big(v) && !gemm_split::only_gemms_touch(self, v))
         {
@@ -333,7 +360,8 @@ impl WgpuPlan {
             .iter()
             .enumerate()
             .map(|(k, &v)| {
-                matches!(self.loc[v], Loc::Input(_)).then(|| storage(&self.ctx, "input", inputs[k].len() * 4))
+                matches!(self.loc[v], Loc::Input(_))
+                    .then(|| storage(&self.ctx, "input", inputs[k].len() * elem_bytes(g, v)))
             })
             .collect();
         let mut b = Bound {
@@ -645,9 +673,12 @@ impl WgpuPlan {
         let dev = &self.ctx.device;
         for (k, t) in inputs.iter().enumerate() {
             if let Some(buf) = &b.inputs[k] {
-                let f = t.as_slice::<f32>().ok_or_else(|| Error::input(&g.value(g.inputs[k]).name, "must be f32"))?;
-                if !f.is_empty() {
-                    self.ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(f));
+                let want = gpu_dtype(g, g.inputs[k]);
+                let bytes = gpu_bytes(t, want).ok_or_else(|| {
+                    Error::input(&g.value(g.inputs[k]).name, format!("must be {want}, got {}", t.dtype()))
+                })?;
+                if !bytes.is_empty() {
+                    self.ctx.queue.write_buffer(buf, 0, bytes);
                 }
             }
         }
@@ -700,11 +731,12 @@ impl WgpuPlan {
                 for (k, &o) in node.outputs.iter().enumerate() {
                     let t = std::mem::replace(&mut outs[k], Tensor::placeholder());
                     if let Some(buf) = self.buffer(b, o) {
-                        let f = t
-                            .as_slice::<f32>()
-                            .ok_or_else(|| kerr(g, self.steps[si].node, "non-f32 output for the GPU"))?;
-                        if !f.is_empty() {
-                            self.ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(f));
+                        let want = gpu_dtype(g, o);
+                        let bytes = gpu_bytes(&t, want).ok_or_else(|| {
+                            kerr(g, self.steps[si].node, format!("output {k} is {}, the GPU expects {want}", t.dtype()))
+                        })?;
+                        if !bytes.is_empty() {
+                            self.ctx.queue.write_buffer(buf, 0, bytes);
                         }
                     }
                     fresh[o] = true;

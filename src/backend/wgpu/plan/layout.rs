@@ -103,6 +103,30 @@ fn copy_job<'a>(
     }
 }
 
+/// A gather dispatch of move.wgsl over `x` along axis `a` with `n_idx` indices (i64 when
+/// `wide`); the caller binds the indices at binding 3.
+fn gather_job<'a>(
+    x: &[usize],
+    a: usize,
+    n_idx: usize,
+    wide: bool,
+    x_buf: &'a wgpu::Buffer,
+    y: &'a wgpu::Buffer,
+) -> Job<'a> {
+    let len = numel(&x[..a]) * n_idx * numel(&x[a + 1..]);
+    let mut p = vec![len as u32, u32::from(wide), 0, 0];
+    p.extend(words8([numel(&x[..a]) as u32, x[a] as u32, n_idx as u32, numel(&x[a + 1..]) as u32], 0));
+    p.resize(28, 0);
+    Job {
+        key: ("move", "gather", 0),
+        params: p,
+        bufs: vec![(1, x_buf), (2, y)],
+        aux: None,
+        windows: vec![],
+        groups: grid(len),
+    }
+}
+
 /// The dispatches of a layout-module op, or `None` for the other ops.
 pub(super) fn jobs<'a>(
     plan: &'a WgpuPlan,
@@ -165,18 +189,19 @@ pub(super) fn jobs<'a>(
                         .ok_or_else(|| err(format!("index {i} out of range [-{d}, {d})")))
                 })
                 .collect::<Result<_>>()?;
-            let mut p = vec![len as u32, 0, 0, 0];
-            p.extend(words8([numel(&x[..a]) as u32, d as u32, idx.len() as u32, numel(&x[a + 1..]) as u32], 0));
-            p.resize(28, 0);
             let ib = storage_init(&plan.ctx, "gather-indices", bytemuck::cast_slice(&idx));
-            vec![Job {
-                key: ("move", "gather", 0),
-                params: p,
-                bufs: vec![(1, x_buf), (2, y)],
-                aux: Some((3, ib)),
-                windows: vec![],
-                groups: grid(len),
-            }]
+            let mut job = gather_job(&x, a, idx.len(), false, x_buf, y);
+            job.aux = Some((3, ib));
+            vec![job]
+        }
+        GpuOp::GatherRuntime { axis, wide } => {
+            let a = crate::tensor::norm_axis(*axis, x.len()).ok_or_else(|| err("axis out of range".into()))?;
+            let iv = node.input(1);
+            let n_idx = sh(iv).map(|s| numel(&s)).ok_or_else(|| err("indices shape unknown".into()))?;
+            let ib = iv.and_then(|v| plan.buffer(b, v)).ok_or_else(|| err("indices have no buffer".into()))?;
+            let mut job = gather_job(&x, a, n_idx, *wide, x_buf, y);
+            job.bufs.push((3, ib));
+            vec![job]
         }
         GpuOp::Reduce { kind, axes, .. } => {
             let red = reduced_axes(axes, x.len()).map_err(err)?;
