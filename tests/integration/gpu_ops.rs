@@ -300,7 +300,13 @@ fn runtime_gather_plan_checks(api: &str, c: &Arc<Ctx>, x: &Tensor) {
     for ids in [[3i64, -1, 0, 6], [-7, 2, 2, 5]] {
         let ids = Tensor::from_vec(vec![4], ids.to_vec()).unwrap();
         let got = run_on(&plan, std::slice::from_ref(&ids));
-        close(&format!("{api}: gather of CPU-made ids {ids:?}"), &got, &run_on(&*cpu, &[ids.clone()]), 0.0, 0.0);
+        close(
+            &format!("{api}: gather of CPU-made ids {ids:?}"),
+            &got,
+            &run_on(&*cpu, std::slice::from_ref(&ids)),
+            0.0,
+            0.0,
+        );
         let now = c.counts().0;
         assert_eq!(*counts.get_or_insert(now), now, "{api}: new index values created buffers");
     }

@@ -17,6 +17,8 @@ mod profile;
 
 pub use profile::ProfileClock;
 
+use host::{elem_bytes, gpu_bytes, gpu_dtype};
+
 use super::device::Ctx;
 use super::kernels::{
     act_scale, classify, geometry, layout::reads_input, out_shape, pack_qweight, qweight_groups, Act, GpuOp,
@@ -27,7 +29,7 @@ use crate::backend::cpu::kernels::broadcast::broadcast_strides;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueId};
-use crate::tensor::{DType, Shape, Tensor};
+use crate::tensor::{Shape, Tensor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -121,33 +123,6 @@ fn storage(ctx: &Ctx, label: &str, bytes: usize) -> wgpu::Buffer {
 
 fn numel(s: &[usize]) -> usize {
     s.iter().product()
-}
-
-/// Bytes per element of a GPU-resident value: 8 for i64 (Gather's run-time indices), else 4.
-fn elem_bytes(g: &Graph, v: ValueId) -> usize {
-    if g.values[v].dtype == Some(DType::I64) {
-        8
-    } else {
-        4
-    }
-}
-
-/// The element type a GPU buffer of `v` holds (f32, or i32 / i64 indices).
-fn gpu_dtype(g: &Graph, v: ValueId) -> DType {
-    match g.values[v].dtype {
-        Some(d @ (DType::I64 | DType::I32)) => d,
-        _ => DType::F32,
-    }
-}
-
-/// `t`'s bytes for a GPU buffer of element type `want`, or `None` when `t` is of another type.
-fn gpu_bytes(t: &Tensor, want: DType) -> Option<&[u8]> {
-    match want {
-        _ if t.dtype() != want => None,
-        DType::I64 => t.as_slice::<i64>().map(bytemuck::cast_slice),
-        DType::I32 => t.as_slice::<i32>().map(bytemuck::cast_slice),
-        _ => t.as_slice::<f32>().map(bytemuck::cast_slice),
-    }
 }
 
 fn kerr(graph: &Graph, node: usize, message: impl Into<String>) -> Error {
