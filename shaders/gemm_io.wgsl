@@ -1,6 +1,6 @@
 // GEMM interface shared by gemm.wgsl and gemm_w8a8.wgsl (prepended to both): the uniform
-// layout the plan fills and the bindings. m0..y_off: the block and buffer windows of a split
-// dispatch (see gemm.wgsl); gemm_w8a8.wgsl is never split and ignores them. act_scale: the
+// layout the plan fills and the bindings. m0..y_off, k0, k1: the block and buffer windows of a
+// split dispatch (see gemm.wgsl); gemm_w8a8.wgsl is never split and ignores them. act_scale: the
 // static activation scale of a calibrated w8a8 weight (0 = per row). Four storage buffers, the
 // downlevel / GLES 3.1 limit per stage: quantized weight rows carry their scales (quant.wgsl).
 
@@ -28,7 +28,11 @@ struct Params {
     a_off: u32,
     w_off: u32,
     y_off: u32,
-    _pad: u32,
+    k0: u32,
+    k1: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -127,6 +127,16 @@ fn gemms_past_the_binding_limit_are_split() {
     }
 }
 
+/// `g` (one node, one output) followed by a Relu.
+fn with_relu((mut g, x): (alembic::ir::Graph, Vec<Tensor>)) -> (alembic::ir::Graph, Vec<Tensor>) {
+    use alembic::ir::{Node, Op, Unary, Value};
+    let mid = g.outputs.pop().unwrap();
+    let out = g.add_value(Value::new("relu_out"));
+    g.nodes.push(Node { name: "relu".into(), op: Op::Unary(Unary::Relu), inputs: vec![Some(mid)], outputs: vec![out] });
+    g.outputs.push(out);
+    (g, x)
+}
+
 fn split_gemms_on(c: Arc<Ctx>) {
     use super::gpu::{one_node, random, rng, run_cpu, run_gpu, In};
     use alembic::ir::{Op, Unary};
@@ -152,6 +162,33 @@ fn split_gemms_on(c: Arc<Ctx>) {
             let (g, x) = one_node(op, ins(), 2);
             close(&format!("{p} gemm {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
         }
+    }
+    // f32 [K, N] weights (Gemm without transB, MatMul): split along K, partial sums added in Y;
+    // along N too when one row of B is longer than a binding (n = 1500); with a fused Relu
+    // (applied once, after the last K block) and a bias (added once, with the first).
+    for &(m, k, n) in &[(5, 70, 300), (1, 1000, 33), (2, 9, 700), (2, 5, 1500)] {
+        let t0 = std::time::Instant::now();
+        let a = random(&mut r, &[m, k], -1.0, 1.0);
+        let w = random(&mut r, &[k, n], -1.0, 1.0);
+        // A bias is bound whole: none where it would pass the limit.
+        let bias = random(&mut r, &[n], -1.0, 1.0);
+        let c_in = || if 4 * n <= 4096 { In::Const(bias.clone()) } else { In::Absent };
+        let gemm = Op::Gemm { alpha: 0.5, beta: 1.5, trans_a: false, trans_b: false };
+        let ins = || vec![In::Run(a.clone()), In::Const(w.clone()), c_in()];
+        let (g, x) = one_node(gemm.clone(), ins(), 2);
+        let want = run_cpu(g, &x);
+        let (g, x) = one_node(gemm.clone(), ins(), 2);
+        close(&format!("f32 [K, N] gemm {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
+        let ins = || vec![In::Run(a.clone()), In::Const(w.clone())];
+        let (g, x) = one_node(Op::MatMul, ins(), 2);
+        let want = run_cpu(g, &x);
+        let (g, x) = one_node(Op::MatMul, ins(), 2);
+        close(&format!("f32 [K, N] matmul {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
+        let (g, x) = with_relu(one_node(gemm, ins(), 2));
+        let want = run_cpu(g.clone(), &x);
+        assert!(want.as_slice::<f32>().unwrap().iter().any(|&v| v == 0.0), "the Relu clips something");
+        close(&format!("f32 [K, N] gemm + relu {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
+        println!("[K, N] {m}x{k}x{n}: {:.2?}", t0.elapsed());
     }
     // Other kernels do not split: a clear refusal, not a wrong answer.
     let (g, x) = one_node(Op::Unary(Unary::Relu), vec![In::Run(random(&mut r, &[2000], -1.0, 1.0))], 1);

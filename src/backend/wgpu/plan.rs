@@ -485,7 +485,7 @@ impl WgpuPlan {
                     fb(act.fa),
                     fb(act.fb),
                     fb(a_scale),
-                    // the whole output, unsplit (see gemm_split)
+                    // the whole output and K, unsplit (see gemm_split)
                     0,
                     u32c(m)?,
                     0,
@@ -494,6 +494,7 @@ impl WgpuPlan {
                     0,
                     0,
                     0,
+                    u32c(k)?,
                 ];
                 let wg = [u32c(n.div_ceil(16))?, u32c(m.div_ceil(16))?, u32c(batch)?];
                 if wg.iter().any(|&d| d > 65535) {

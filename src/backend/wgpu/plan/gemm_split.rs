@@ -1,8 +1,9 @@
 //! GEMM / GEMV over tensors larger than the adapter's `max_storage_buffer_binding_size`: the
-//! output is cut into blocks of rows (A and Y) and columns (the weight's rows), one dispatch
-//! each, every one binding only a window of each buffer (aligned down to
-//! `min_storage_buffer_offset_alignment`; the shader subtracts the window's start, see
-//! gemm.wgsl). Buffers themselves may exceed the binding limit up to `max_buffer_size`.
+//! output is cut into blocks of rows (A and Y) and columns (the weight's rows), and an f32
+//! [K, N] weight into blocks of K (partial sums accumulated in Y), one dispatch each, every one
+//! binding only a window of each buffer (aligned down to `min_storage_buffer_offset_alignment`;
+//! the shader subtracts the window's start, see gemm.wgsl). Buffers themselves may exceed the
+//! binding limit up to `max_buffer_size`.
 
 use super::layout::Job;
 use super::{Kind, WgpuPlan};
@@ -58,10 +59,14 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
     let w_all = weight_words(mode, k, groups, 0, n);
     let fits_a = 4 * m * k <= limit && 4 * m * n <= limit;
     let fits_w = 4 * (w_all.1 - w_all.0) <= limit;
-    // Batched MatMul and a [K, N] f32 B are bound whole.
+    // A [K, N] f32 B (Gemm without transB, MatMul): a column block of it spans nearly every
+    // row, so it is split along K (partial sums added up in y) and, for rows longer than a
+    // binding, along N.
+    let kn = mode == 0 && !trans_b;
+    // Batched MatMul is bound whole.
     let b = u64::from(batch);
-    if batch > 1 && (4 * b * m * k.max(n) > limit || 4 * b * k * n > limit) || mode == 0 && !trans_b && !fits_w {
-        return Err(refuse(&format!("a batched or [K, N]-weight GEMM of {m}x{k}x{n}"), limit));
+    if batch > 1 && (4 * b * m * k.max(n) > limit || 4 * b * k * n > limit) {
+        return Err(refuse(&format!("a batched GEMM of {b}x{m}x{k}x{n}"), limit));
     }
     let bias = job.bufs.iter().find(|b| b.0 == 3).map_or(0, |b| b.1.size());
     if fits_a && fits_w {
@@ -75,19 +80,30 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
         return Err(refuse("a GEMM bias", limit));
     }
     let usable = (limit - align) / 4 * 4;
-    let row = 4 * k.max(n);
-    if row > usable {
-        return Err(refuse(&format!("a GEMM row of K = {k}, N = {n}"), limit));
+    // Words a window may span, less one of slack for a word shared with the next row.
+    let words = usable / 4 - 1;
+    if !fits_a && k > words {
+        return Err(refuse(&format!("a GEMM row of K = {k}"), limit));
     }
-    let mc = if fits_a { m } else { usable / row };
-    let nc = if fits_w {
-        n
+    let (nc, kc) = if fits_w {
+        (n, k)
+    } else if kn {
+        // Rows [k0, k1) x columns [n0, n1) of B span (k1 - k0 - 1) * n + (n1 - n0) words.
+        if n <= words {
+            (n, (words / n).min(k))
+        } else {
+            (words, 1)
+        }
     } else {
         // Bytes per weight row (scales included), plus one word of slack for shared words.
         let w1 = weight_words(mode, k, groups, 0, 1);
-        usable / (4 * (w1.1 - w1.0) + 4)
+        (usable / (4 * (w1.1 - w1.0) + 4), k)
     };
-    if mc == 0 || nc == 0 {
+    // Blocks of A are whole rows; a block of Y, rows [m0, m1) x columns [n0, n1), spans
+    // (m1 - m0 - 1) * n + (n1 - n0) words.
+    let nc = if fits_a { nc } else { nc.min(words) };
+    let mc = if fits_a { m } else { (words / k.max(1)).min((words - nc) / n.max(1) + 1) };
+    if mc == 0 || nc == 0 || kc == 0 {
         return Err(refuse(&format!("a GEMM of {m}x{k}x{n}"), limit));
     }
     // (binding, first word, end word) -> (offset in bytes, size in bytes, first word bound).
@@ -100,27 +116,37 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
         let m1 = (m0 + mc).min(m);
         for n0 in (0..n).step_by(nc as usize) {
             let n1 = (n0 + nc).min(n);
-            let a = if fits_a { (0, 4 * m * k, 0) } else { window(m0 * k, m1 * k) };
-            let y = if fits_a { (0, 4 * m * n, 0) } else { window(m0 * n + n0, (m1 - 1) * n + n1) };
-            let ww = weight_words(mode, k, groups, n0, n1);
-            let w = if fits_w { (0, 0, 0) } else { window(ww.0, ww.1) };
-            let mut params = job.params.clone();
-            params[16..23].copy_from_slice(&[m0, m1, n0, n1, a.2, w.2, y.2].map(|v| v as u32));
-            let mut windows = vec![(1, a.0, a.1), (4, y.0, y.1)];
-            if !fits_w {
-                windows.push((2, w.0, w.1));
+            // In order: each K block adds to the partial sums of the one before.
+            for k0 in (0..k.max(1)).step_by(kc as usize) {
+                let k1 = (k0 + kc).min(k);
+                let a = if fits_a { (0, 4 * m * k, 0) } else { window(m0 * k, m1 * k) };
+                let y = if fits_a { (0, 4 * m * n, 0) } else { window(m0 * n + n0, (m1 - 1) * n + n1) };
+                let w = match (fits_w, kn) {
+                    (true, _) => (0, 0, 0),
+                    (false, true) => window(k0 * n + n0, (k1 - 1) * n + n1),
+                    (false, false) => {
+                        let ww = weight_words(mode, k, groups, n0, n1);
+                        window(ww.0, ww.1)
+                    }
+                };
+                let mut params = job.params.clone();
+                params[16..25].copy_from_slice(&[m0, m1, n0, n1, a.2, w.2, y.2, k0, k1].map(|v| v as u32));
+                let mut windows = vec![(1, a.0, a.1), (4, y.0, y.1)];
+                if !fits_w {
+                    windows.push((2, w.0, w.1));
+                }
+                if windows.iter().any(|w| w.2 > limit) {
+                    return Err(refuse(&format!("a GEMM block of {m}x{k}x{n}"), limit));
+                }
+                jobs.push(Job {
+                    key: job.key,
+                    params,
+                    bufs: job.bufs.clone(),
+                    aux: None,
+                    windows,
+                    groups: [(n1 - n0).div_ceil(16) as u32, (m1 - m0).div_ceil(16) as u32, 1],
+                });
             }
-            if windows.iter().any(|w| w.2 > limit) {
-                return Err(refuse(&format!("a GEMM block of {m}x{k}x{n}"), limit));
-            }
-            jobs.push(Job {
-                key: job.key,
-                params,
-                bufs: job.bufs.clone(),
-                aux: None,
-                windows,
-                groups: [(n1 - n0).div_ceil(16) as u32, (m1 - m0).div_ceil(16) as u32, 1],
-            });
         }
     }
     Ok(jobs)
