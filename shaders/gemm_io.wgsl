@@ -1,6 +1,6 @@
 // GEMM interface shared by gemm.wgsl and gemm_w8a8.wgsl (prepended to both): the uniform
 // layout the plan fills and the bindings. m0..y_off, k0, k1: the block and buffer windows of a
-// split dispatch (see gemm.wgsl); gemm_w8a8.wgsl is never split and ignores them. act_scale: the
+// split dispatch (see gemm.wgsl; gemm_w8a8.wgsl reads all but k0, k1: never split along K). act_scale: the
 // static activation scale of a calibrated w8a8 weight (0 = per row). Four storage buffers, the
 // downlevel / GLES 3.1 limit per stage: quantized weight rows carry their scales (quant.wgsl).
 

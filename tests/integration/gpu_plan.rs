@@ -153,14 +153,19 @@ fn split_gemms_on(c: Arc<Ctx>) {
         let want = run_cpu(g, &x);
         let (g, x) = one_node(gemm, ins(), 2);
         close(&format!("f32 gemm {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
-        for p in [Precision::F16, Precision::Int8, Precision::Int4] {
+        for p in [Precision::F16, Precision::Int8, Precision::Int4, Precision::W8a8] {
             let q = Arc::new(QWeight::quantize(w.as_slice::<f32>().unwrap(), n, k, p).unwrap());
             let op = Op::QGemm { w: q, alpha: 1.0, beta: 1.0 };
             let ins = || vec![In::Run(a.clone()), In::Const(bias.clone())];
             let (g, x) = one_node(op.clone(), ins(), 2);
             let want = run_cpu(g, &x);
             let (g, x) = one_node(op, ins(), 2);
-            close(&format!("{p} gemm {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
+            let what = format!("{p} gemm {m}x{k}x{n} split");
+            if p == Precision::W8a8 {
+                super::quant_gpu::compare(&what, &run_gpu(&c, g, &x), &want);
+            } else {
+                close(&what, &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
+            }
         }
     }
     // f32 [K, N] weights (Gemm without transB, MatMul): split along K, partial sums added in Y;

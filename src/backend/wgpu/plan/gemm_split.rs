@@ -72,10 +72,6 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
     if fits_a && fits_w {
         return Ok(vec![job]);
     }
-    // gemm_w8a8.wgsl reads no window offsets.
-    if mode == w8a8::MODE {
-        return Err(refuse(&format!("a w8a8 GEMM of {m}x{k}x{n}"), limit));
-    }
     if bias > limit {
         return Err(refuse("a GEMM bias", limit));
     }
