@@ -191,7 +191,7 @@ fn split_gemms_on(c: Arc<Ctx>) {
         close(&format!("f32 [K, N] matmul {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
         let (g, x) = with_relu(one_node(gemm, ins(), 2));
         let want = run_cpu(g.clone(), &x);
-        assert!(want.as_slice::<f32>().unwrap().iter().any(|&v| v == 0.0), "the Relu clips something");
+        assert!(want.as_slice::<f32>().unwrap().contains(&0.0), "the Relu clips something");
         close(&format!("f32 [K, N] gemm + relu {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
         println!("[K, N] {m}x{k}x{n}: {:.2?}", t0.elapsed());
     }
@@ -200,4 +200,33 @@ fn split_gemms_on(c: Arc<Ctx>) {
     let plan = WgpuBackend::with_context(c.clone()).plan(Arc::new(g)).unwrap();
     let e = alembic::backend::Executable::run(&plan, &[&x[0]]).unwrap_err().to_string();
     assert!(e.contains("storage binding limit"), "{e}");
+}
+
+#[test]
+fn buffers_past_max_buffer_size_are_refused_by_name() {
+    use super::gpu::{one_node, random, rng, In};
+    use alembic::ir::{Op, Unary};
+    quiet_mesa();
+    // A 64 KiB buffer limit (phones: 256 MiB and up); bindings stay at the adapter's.
+    let opts = CtxOptions { max_buffer_size: Some(64 << 10), ..Default::default() };
+    let c = match Ctx::with_options(Backends::all(), opts) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return println!("SKIPPED buffers_past_max_buffer_size_are_refused_by_name: no wgpu adapter ({e})"),
+    };
+    let mut r = rng(5);
+    let b = WgpuBackend::with_context(c.clone());
+    // A 100 KiB constant weight: refused when the plan uploads it, naming the constant.
+    let gemm = Op::Gemm { alpha: 1.0, beta: 0.0, trans_a: false, trans_b: true };
+    let ins = vec![In::Run(random(&mut r, &[2, 100], -1.0, 1.0)), In::Const(random(&mut r, &[256, 100], -1.0, 1.0))];
+    let (g, _) = one_node(gemm, ins, 2);
+    let e = b.plan(Arc::new(g)).err().expect("a 100 KiB weight under a 64 KiB buffer limit").to_string();
+    assert!(e.contains("'c1'") && e.contains("max_buffer_size"), "{e}");
+    // An 80 KiB input: refused when the plan binds it, naming the input.
+    let (g, x) = one_node(Op::Unary(Unary::Relu), vec![In::Run(random(&mut r, &[20000], -1.0, 1.0))], 1);
+    let plan = b.plan(Arc::new(g)).unwrap();
+    let e = alembic::backend::Executable::run(&plan, &[&x[0]]).unwrap_err().to_string();
+    assert!(e.contains("'in0'") && e.contains("max_buffer_size"), "{e}");
+    // Below the limit, the same plan runs.
+    let small = random(&mut r, &[1000], -1.0, 1.0);
+    assert_eq!(run_on(&plan, std::slice::from_ref(&small)).shape(), [1000]);
 }

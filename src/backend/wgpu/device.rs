@@ -131,6 +131,9 @@ pub struct CtxOptions {
     /// Caps the storage binding size plans assume below the adapter's limit (tests use it to
     /// exercise the split paths on small tensors).
     pub max_storage_binding: Option<u32>,
+    /// Caps the buffer size plans assume below the adapter's `max_buffer_size` (tests use it to
+    /// check the refusal of larger buffers).
+    pub max_buffer_size: Option<u64>,
     /// Requests `wgpu::Limits::downlevel_defaults()` (a GLES 3.1 phone: 4 storage buffers per
     /// stage, 16 KiB workgroup memory, 256 invocations, 128 MiB bindings) instead of all the
     /// adapter offers, so wgpu validates every pipeline and binding against a phone's limits.
@@ -203,6 +206,9 @@ impl Ctx {
         let disk = super::disk_cache::DiskCache::open(&device, &info, opts.cache_dir);
         if let Some(cap) = opts.max_storage_binding {
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap.into());
+        }
+        if let Some(cap) = opts.max_buffer_size {
+            limits.max_buffer_size = limits.max_buffer_size.min(cap);
         }
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();

@@ -102,23 +102,37 @@ pub struct WgpuPlan {
     bound: Mutex<Option<Bound>>,
 }
 
-fn storage_init(ctx: &Ctx, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+/// Refuses a buffer past the adapter's `max_buffer_size` (128 MiB and up; 256 MiB downlevel)
+/// with a message naming it, rather than leaving wgpu to fail on it.
+fn fits_buffer(ctx: &Ctx, label: &str, bytes: usize) -> Result<u64> {
+    let size = bytes.max(16).next_multiple_of(4) as u64;
+    if size > ctx.limits.max_buffer_size {
+        return Err(Error::Unavailable(format!(
+            "wgpu: '{label}' needs a {size}-byte buffer, above the adapter's {}-byte max_buffer_size",
+            ctx.limits.max_buffer_size
+        )));
+    }
+    Ok(size)
+}
+
+fn storage_init(ctx: &Ctx, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+    fits_buffer(ctx, label, bytes.len())?;
     let mut v = bytes.to_vec();
     v.resize(v.len().max(16).next_multiple_of(4), 0);
-    ctx.buffer_init(&wgpu::util::BufferInitDescriptor {
+    Ok(ctx.buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
         contents: &v,
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-    })
+    }))
 }
 
-fn storage(ctx: &Ctx, label: &str, bytes: usize) -> wgpu::Buffer {
-    ctx.buffer(&wgpu::BufferDescriptor {
+fn storage(ctx: &Ctx, label: &str, bytes: usize) -> Result<wgpu::Buffer> {
+    Ok(ctx.buffer(&wgpu::BufferDescriptor {
         label: Some(label),
-        size: bytes.max(16).next_multiple_of(4) as u64,
+        size: fits_buffer(ctx, label, bytes)?,
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
-    })
+    }))
 }
 
 fn numel(s: &[usize]) -> usize {
@@ -220,7 +234,7 @@ impl WgpuPlan {
             {
                 let t = g.values[v].constant.as_deref().expect("constant");
                 let f = t.as_slice::<f32>().ok_or_else(|| Error::Unavailable("non-f32 constant on wgpu".into()))?;
-                consts.insert(v, storage_init(&ctx, &g.values[v].name, bytemuck::cast_slice(f)));
+                consts.insert(v, storage_init(&ctx, &g.values[v].name, bytemuck::cast_slice(f))?);
             }
         }
         let mut qbufs = HashMap::new();
@@ -232,12 +246,12 @@ impl WgpuPlan {
             };
             if let Some(w) = q {
                 let (mode, words) = pack_qweight(w);
-                let wb = storage_init(&ctx, "qweight", bytemuck::cast_slice(&words));
+                let wb = storage_init(&ctx, &g.nodes[s.node].name, bytemuck::cast_slice(&words))?;
                 qbufs.insert(si, (mode, wb, act_scale(w)));
             }
         }
         let folded = layout::fold_batch_norms(&ctx, g, &steps)?;
-        let dummy = storage(&ctx, "dummy", 16);
+        let dummy = storage(&ctx, "dummy", 16)?;
         Ok(WgpuPlan { ctx, graph, steps, root, loc, n_slots, consts, qbufs, folded, dummy, bound: Mutex::new(None) })
     }
 
@@ -328,17 +342,23 @@ impl WgpuPlan {
                 g.values[v].name, shapes[v]
             )));
         }
+        for v in (0..g.values.len()).filter(|&v| self.loc[self.root[v]] != Loc::Host) {
+            let n = shapes[v].as_ref().map_or(0, |s| numel(s));
+            fits_buffer(&self.ctx, &g.values[v].name, n * elem_bytes(g, v))?;
+        }
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let slots: Vec<wgpu::Buffer> = slot_bytes.iter().map(|&b| storage(&self.ctx, "slot", b)).collect();
+        let slots: Vec<wgpu::Buffer> =
+            slot_bytes.iter().map(|&b| storage(&self.ctx, "slot", b)).collect::<Result<_>>()?;
         let input_bufs: Vec<Option<wgpu::Buffer>> = g
             .inputs
             .iter()
             .enumerate()
             .map(|(k, &v)| {
                 matches!(self.loc[v], Loc::Input(_))
-                    .then(|| storage(&self.ctx, "input", inputs[k].len() * elem_bytes(g, v)))
+                    .then(|| storage(&self.ctx, &g.values[v].name, inputs[k].len() * elem_bytes(g, v)))
+                    .transpose()
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let mut b = Bound {
             key: inputs.iter().map(|t| t.shape().to_vec()).collect(),
             shapes,

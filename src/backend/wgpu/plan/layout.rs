@@ -58,7 +58,7 @@ pub(super) fn fold_batch_norms(ctx: &Ctx, g: &Graph, steps: &[Step]) -> Result<H
         let a: Vec<f32> = (0..per).map(|i| p[0][i] / (p[3][i] + epsilon).sqrt()).collect();
         let b: Vec<f32> = (0..per).map(|i| p[1][i] - p[2][i] * a[i]).collect();
         let ab: Vec<f32> = a.into_iter().chain(b).collect();
-        out.insert(si, (per, storage_init(ctx, "batchnorm", bytemuck::cast_slice(&ab))));
+        out.insert(si, (per, storage_init(ctx, "batchnorm", bytemuck::cast_slice(&ab))?));
     }
     Ok(out)
 }
@@ -189,7 +189,7 @@ pub(super) fn jobs<'a>(
                         .ok_or_else(|| err(format!("index {i} out of range [-{d}, {d})")))
                 })
                 .collect::<Result<_>>()?;
-            let ib = storage_init(&plan.ctx, "gather-indices", bytemuck::cast_slice(&idx));
+            let ib = storage_init(&plan.ctx, "gather-indices", bytemuck::cast_slice(&idx))?;
             let mut job = gather_job(&x, a, idx.len(), false, x_buf, y);
             job.aux = Some((3, ib));
             vec![job]
@@ -303,7 +303,7 @@ pub(super) fn jobs<'a>(
             p.extend(words8(oshape.iter().map(|&d| d as u32), 1));
             p.extend(words8(xstr.iter().map(|&d| d as u32), 0));
             p.extend(off);
-            let tb = storage_init(&plan.ctx, "resize-taps", bytemuck::cast_slice(&table));
+            let tb = storage_init(&plan.ctx, "resize-taps", bytemuck::cast_slice(&table))?;
             vec![Job {
                 key: ("resize", "main", 0),
                 params: p,
