@@ -319,3 +319,33 @@ fn runtime_gather_plan_checks(api: &str, c: &Arc<Ctx>, x: &Tensor) {
         assert_eq!(row[15..], xs[o * 35 + 5..o * 35 + 10], "{api}: index 1 after out-of-range ones");
     }
 }
+
+#[test]
+fn onnx_gather_cases_run_on_wgpu_with_runtime_indices() {
+    use alembic::backend::BackendKind;
+    use alembic::onnx::tensor_proto::read_pb_file;
+    use alembic::quant::Precision;
+    use alembic::{Model, SessionOptions};
+    let t = "onnx_gather_cases_run_on_wgpu_with_runtime_indices";
+    let Some(dir) = std::env::var_os("ALEMBIC_ONNX_NODE_CASES").map(std::path::PathBuf::from) else {
+        return println!("SKIPPED {t}: ALEMBIC_ONNX_NODE_CASES unset (scripts/test.sh sets it)");
+    };
+    if ctx(t).is_none() {
+        return;
+    }
+    // The ONNX backend's Gather cases: data and int64 indices are both graph inputs.
+    for case in ["test_gather_0", "test_gather_1", "test_gather_2d_indices", "test_gather_negative_indices"] {
+        let case_dir = dir.join(case);
+        let model = Model::load(case_dir.join("model.onnx")).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let support = model.support_at(BackendKind::Wgpu, Precision::F32);
+        assert!(support.iter().all(|(_, _, s)| *s == Support::Native), "{case}: {support:?}");
+        let session = model.session(SessionOptions::default().backend(BackendKind::Wgpu)).unwrap();
+        let set = case_dir.join("test_data_set_0");
+        let read = |f: &str| read_pb_file(&set.join(f)).unwrap_or_else(|e| panic!("{case}/{f}: {e}")).1;
+        let (data, idx, want) = (read("input_0.pb"), read("input_1.pb"), read("output_0.pb"));
+        assert_eq!(idx.dtype(), alembic::DType::I64, "{case}");
+        let names: Vec<String> = model.inputs().iter().map(|i| i.name.clone()).collect();
+        let out = session.run_refs(&[(names[0].as_str(), &data), (names[1].as_str(), &idx)]).unwrap();
+        close(&format!("{case} on wgpu"), &out.0[0].1, &want, 0.0, 0.0);
+    }
+}
