@@ -11,7 +11,8 @@
 // that starts `*_off` elements (words) into the buffer; indices stay global. An f32 [K, N]
 // weight too large for one binding is split along K instead: a dispatch sums k in [k0, k1)
 // and adds to the partial sums the dispatch before it wrote to y (k0 > 0); the bias goes in
-// with the first block, the activation with the last (k1 = k).
+// with the first block, the activation with the last (k1 = k). A batched MatMul is split into
+// blocks of whole batches starting at batch b0.
 
 // Params and bindings: gemm_io.wgsl.
 
@@ -34,7 +35,7 @@ fn load_w(batch: u32, kk: u32, col: u32) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row = p.m0 + wg.y * TILE + lid.y;
     let col = p.n0 + wg.x * TILE + lid.x;
-    let batch = wg.z;
+    let batch = p.b0 + wg.z;
     let abase = batch * p.batch_a - p.a_off;
     w_base = p.w_off;
     var acc = 0.0;

@@ -195,6 +195,19 @@ fn split_gemms_on(c: Arc<Ctx>) {
         close(&format!("f32 [K, N] gemm + relu {m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
         println!("[K, N] {m}x{k}x{n}: {:.2?}", t0.elapsed());
     }
+    // Batched MatMul: blocks of whole batches (B batched like A, computed or constant).
+    for &(bt, m, k, n) in &[(7, 9, 20, 13), (4, 17, 20, 3)] {
+        assert!(4 * bt * m * k > 4096, "A must pass the 4 KiB binding");
+        let a = random(&mut r, &[bt, m, k], -1.0, 1.0);
+        let w = random(&mut r, &[bt, k, n], -1.0, 1.0);
+        for b_const in [false, true] {
+            let ins = || vec![In::Run(a.clone()), if b_const { In::Const(w.clone()) } else { In::Run(w.clone()) }];
+            let (g, x) = one_node(Op::MatMul, ins(), 3);
+            let want = run_cpu(g, &x);
+            let (g, x) = one_node(Op::MatMul, ins(), 3);
+            close(&format!("batched matmul {bt}x{m}x{k}x{n} split"), &run_gpu(&c, g, &x), &want, 1e-4, 1e-5);
+        }
+    }
     // Other kernels do not split: a clear refusal, not a wrong answer.
     let (g, x) = one_node(Op::Unary(Unary::Relu), vec![In::Run(random(&mut r, &[2000], -1.0, 1.0))], 1);
     let plan = WgpuBackend::with_context(c.clone()).plan(Arc::new(g)).unwrap();

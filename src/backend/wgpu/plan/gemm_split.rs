@@ -3,7 +3,7 @@
 //! [K, N] weight into blocks of K (partial sums accumulated in Y), one dispatch each, every one
 //! binding only a window of each buffer (aligned down to `min_storage_buffer_offset_alignment`;
 //! the shader subtracts the window's start, see gemm.wgsl). Buffers themselves may exceed the
-//! binding limit up to `max_buffer_size`.
+//! binding limit up to `max_buffer_size`. A batched MatMul is cut into blocks of batches.
 
 use super::layout::Job;
 use super::{Kind, WgpuPlan};
@@ -48,6 +48,34 @@ fn weight_words(mode: u32, k: u64, groups: u64, n0: u64, n1: u64) -> (u64, u64) 
     }
 }
 
+/// A batched MatMul (A [b, m, k], B [b, k, n]) as blocks of whole batches, each binding a
+/// window of A, B and Y; one batch must fit a binding.
+fn split_batches(job: Job<'_>, limit: u64, align: u64, (b, m, k, n): (u64, u64, u64, u64)) -> Result<Vec<Job<'_>>> {
+    let usable = (limit - align) / 4 * 4;
+    let per = 4 * (m * k).max(k * n).max(m * n);
+    if per > usable {
+        return Err(refuse(&format!("one batch of a batched GEMM of {b}x{m}x{k}x{n}"), limit));
+    }
+    let bc = usable / per;
+    let window = |start: u64, end: u64| -> (u64, u64, u64) {
+        let off = start * 4 / align * align;
+        (off, (end * 4 - off).max(4), off / 4)
+    };
+    let mut jobs = Vec::new();
+    for b0 in (0..b).step_by(bc as usize) {
+        let b1 = (b0 + bc).min(b);
+        let (a, w, y) =
+            (window(b0 * m * k, b1 * m * k), window(b0 * k * n, b1 * k * n), window(b0 * m * n, b1 * m * n));
+        let mut params = job.params.clone();
+        params[20..23].copy_from_slice(&[a.2, w.2, y.2].map(|v| v as u32));
+        params[25] = b0 as u32;
+        let groups = [job.groups[0], job.groups[1], (b1 - b0) as u32];
+        let windows = vec![(1, a.0, a.1), (2, w.0, w.1), (4, y.0, y.1)];
+        jobs.push(Job { key: job.key, params, bufs: job.bufs.clone(), aux: None, windows, groups });
+    }
+    Ok(jobs)
+}
+
 /// The GEMM `job` as one dispatch when everything fits the binding limit, else as blocks.
 pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
     let limit = plan.ctx.limits.max_storage_buffer_binding_size;
@@ -63,10 +91,12 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
     // row, so it is split along K (partial sums added up in y) and, for rows longer than a
     // binding, along N.
     let kn = mode == 0 && !trans_b;
-    // Batched MatMul is bound whole.
     let b = u64::from(batch);
-    if batch > 1 && (4 * b * m * k.max(n) > limit || 4 * b * k * n > limit) {
-        return Err(refuse(&format!("a batched GEMM of {b}x{m}x{k}x{n}"), limit));
+    if batch > 1 {
+        if 4 * b * m * k.max(n) <= limit && 4 * b * k * n <= limit {
+            return Ok(vec![job]);
+        }
+        return split_batches(job, limit, align, (b, m, k, n));
     }
     let bias = job.bufs.iter().find(|b| b.0 == 3).map_or(0, |b| b.1.size());
     if fits_a && fits_w {
