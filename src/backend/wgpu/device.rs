@@ -123,6 +123,23 @@ pub fn parse_backends(v: &str) -> Result<wgpu::Backends> {
     })
 }
 
+/// Options of the shared context from `ALEMBIC_WGPU_LIMITS`: `adapter` (or unset) for all the
+/// adapter offers, `downlevel` for a phone's limits on any machine ([`CtxOptions::downlevel`]).
+pub fn options_from_env() -> Result<CtxOptions> {
+    match std::env::var("ALEMBIC_WGPU_LIMITS") {
+        Err(_) => Ok(CtxOptions::default()),
+        Ok(v) => parse_limits(&v),
+    }
+}
+
+pub fn parse_limits(v: &str) -> Result<CtxOptions> {
+    match v.to_ascii_lowercase().as_str() {
+        "" | "adapter" => Ok(CtxOptions::default()),
+        "downlevel" => Ok(CtxOptions { downlevel: true, ..Default::default() }),
+        other => Err(Error::Unavailable(format!("ALEMBIC_WGPU_LIMITS='{other}' is not one of adapter, downlevel"))),
+    }
+}
+
 /// Options of [`Ctx::with_options`].
 #[derive(Clone, Debug, Default)]
 pub struct CtxOptions {
@@ -242,12 +259,12 @@ impl Ctx {
         })
     }
 
-    /// The process-wide context for the backends `ALEMBIC_WGPU_BACKEND` names (opened once).
+    /// The process-wide context for the backends `ALEMBIC_WGPU_BACKEND` names, with the limits
+    /// `ALEMBIC_WGPU_LIMITS` asks for (opened once).
     pub fn shared() -> Result<Arc<Ctx>> {
         static CTX: OnceLock<std::result::Result<Arc<Ctx>, String>> = OnceLock::new();
-        CTX.get_or_init(|| backends_from_env().and_then(Ctx::new).map(Arc::new).map_err(|e| e.to_string()))
-            .clone()
-            .map_err(Error::Unavailable)
+        let open = || Ctx::with_options(backends_from_env()?, options_from_env()?);
+        CTX.get_or_init(|| open().map(Arc::new).map_err(|e| e.to_string())).clone().map_err(Error::Unavailable)
     }
 
     /// The compiled pipeline for `key`, compiling (and caching) it on first use. The variant
@@ -387,4 +404,18 @@ pub fn validate_shaders() -> Result<(), String> {
         v.validate(&module).map_err(|e| format!("{family}.wgsl: {}", one_line(&format!("{e:?}"))))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_limits;
+
+    #[test]
+    fn wgpu_limits_env_values() {
+        assert!(!parse_limits("").unwrap().downlevel);
+        assert!(!parse_limits("adapter").unwrap().downlevel);
+        assert!(parse_limits("Downlevel").unwrap().downlevel);
+        let e = parse_limits("phone").unwrap_err().to_string();
+        assert!(e.contains("ALEMBIC_WGPU_LIMITS='phone'") && e.contains("downlevel"), "{e}");
+    }
 }
