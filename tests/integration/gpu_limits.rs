@@ -122,6 +122,13 @@ fn fixtures_run_in_every_precision_within_downlevel_limits() {
                     // logits agree closely but not to 1e-4 (see quant_gpu::compare).
                     close(&what, &gpu, &cpu, 2e-2, 5e-2);
                     let agree = agreement(&argmax_rows(&cpu), &argmax_rows(&gpu));
+                    let worst = gpu
+                        .as_slice::<f32>()
+                        .unwrap()
+                        .iter()
+                        .zip(cpu.as_slice::<f32>().unwrap())
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    println!("{what}: max |diff| {worst:e}, top-1 agreement {:.1}%", agree * 100.0);
                     assert!(agree >= 0.98, "{what}: top-1 agreement {agree}");
                 } else {
                     close(&what, &gpu, &cpu, 1e-4, 1e-4);
