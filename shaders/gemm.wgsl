@@ -65,7 +65,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if p.k0 > 0u {
             v += y[yi];
         } else if p.has_bias == 1u {
-            v += p.beta * bias[row * p.bias_sm + col * p.bias_sn];
+            v += p.beta * bias[row * p.bias_sm + col * p.bias_sn - p.c_off];
         }
         if p.k1 == p.k {
             v = activate(p.act, v, p.fa, p.fb);

@@ -1,7 +1,7 @@
 // GEMM interface shared by gemm.wgsl and gemm_w8a8.wgsl (prepended to both): the uniform
-// layout the plan fills and the bindings. m0..y_off, k0, k1, b0: the block and buffer windows
-// of a split dispatch (see gemm.wgsl; gemm_w8a8.wgsl reads all but k0, k1 and b0: it is never
-// split along K nor batched). act_scale: the
+// layout the plan fills and the bindings. m0..y_off, k0, k1, b0, c_off: the block and buffer
+// windows of a split dispatch (see gemm.wgsl; gemm_w8a8.wgsl reads all but k0, k1 and b0: it
+// is never split along K nor batched). act_scale: the
 // static activation scale of a calibrated w8a8 weight (0 = per row). Four storage buffers, the
 // downlevel / GLES 3.1 limit per stage: quantized weight rows carry their scales (quant.wgsl).
 
@@ -32,7 +32,7 @@ struct Params {
     k0: u32,
     k1: u32,
     b0: u32,
-    _p1: u32,
+    c_off: u32,
     _p2: u32,
 }
 

@@ -71,7 +71,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if row < p.m1 && col < p.n1 {
         var v = p.alpha * sa * bitcast<f32>(w[col * (p.groups + 1u) + p.groups - p.w_off]) * f32(acc);
         if p.has_bias == 1u {
-            v += p.beta * bias[row * p.bias_sm + col * p.bias_sn];
+            v += p.beta * bias[row * p.bias_sm + col * p.bias_sn - p.c_off];
         }
         y[wg.z * p.m * p.n + row * p.n + col - p.y_off] = activate(p.act, v, p.fa, p.fb);
     }

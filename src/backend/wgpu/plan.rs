@@ -516,6 +516,7 @@ impl WgpuPlan {
                     0,
                     u32c(k)?,
                     0,
+                    0,
                 ];
                 let wg = [u32c(n.div_ceil(16))?, u32c(m.div_ceil(16))?, u32c(batch)?];
                 if wg.iter().any(|&d| d > 65535) {

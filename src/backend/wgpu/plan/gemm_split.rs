@@ -17,15 +17,11 @@ pub(super) fn only_gemms_touch(plan: &WgpuPlan, v: ValueId) -> bool {
     let r = plan.root[v];
     plan.steps.iter().all(|s| {
         let node = &plan.graph.nodes[s.node];
-        let is = |x: Option<ValueId>| x.is_some_and(|x| plan.root[x] == r);
-        let touches = node.inputs.iter().flatten().chain(&s.outputs).any(|&x| plan.root[x] == r);
         match &s.kind {
-            // A, B or Y; not the bias C, which is bound whole.
-            Kind::Gpu(GpuOp::Gemm { .. } | GpuOp::MatMul) => !is(node.input(2)),
-            Kind::Gpu(GpuOp::QGemm { .. }) => !is(node.input(1)),
-            // Aliases bind nothing; CPU steps copy.
-            Kind::Gpu(GpuOp::Alias) | Kind::Cpu | Kind::Fused => true,
-            Kind::Gpu(_) => !touches,
+            // A, B, C or Y: all bound as windows when split. Aliases bind nothing; CPU steps copy.
+            Kind::Gpu(GpuOp::Gemm { .. } | GpuOp::MatMul | GpuOp::QGemm { .. } | GpuOp::Alias) => true,
+            Kind::Cpu | Kind::Fused => true,
+            Kind::Gpu(_) => !node.inputs.iter().flatten().chain(&s.outputs).any(|&x| plan.root[x] == r),
         }
     })
 }
@@ -102,9 +98,10 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
     if fits_a && fits_w {
         return Ok(vec![job]);
     }
-    if bias > limit {
-        return Err(refuse("a GEMM bias", limit));
-    }
+    // A bias past the limit is a C of nearly [M, N] (it broadcasts to Y, so Y is split too):
+    // each block binds the window its rows and columns read.
+    let (bsm, bsn) = (p[6] as u64, p[7] as u64);
+    let split_bias = bias > limit;
     let usable = (limit - align) / 4 * 4;
     // Words a window may span, less one of slack for a word shared with the next row.
     let words = usable / 4 - 1;
@@ -160,6 +157,11 @@ pub(super) fn split<'a>(plan: &WgpuPlan, job: Job<'a>) -> Result<Vec<Job<'a>>> {
                 let mut windows = vec![(1, a.0, a.1), (4, y.0, y.1)];
                 if !fits_w {
                     windows.push((2, w.0, w.1));
+                }
+                if split_bias {
+                    let c = window(m0 * bsm + n0 * bsn, (m1 - 1) * bsm + (n1 - 1) * bsn + 1);
+                    params[26] = c.2 as u32;
+                    windows.push((3, c.0, c.1));
                 }
                 if windows.iter().any(|w| w.2 > limit) {
                     return Err(refuse(&format!("a GEMM block of {m}x{k}x{n}"), limit));
