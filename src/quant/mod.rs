@@ -6,6 +6,7 @@
 pub mod calibrate;
 pub mod nbits;
 pub mod qdq;
+pub mod qdq_int4;
 pub mod scheme;
 
 pub use qdq::{export_qdq, export_qdq_calibrated, QdqReport};

@@ -2,9 +2,11 @@
 //! `DequantizeLinear(constant int8 W, scale, zero point 0)` feeding MatMul's or Gemm's B, or
 //! Conv's W, becomes [`Op::QGemm`] / [`Op::QConv`] with the int8 per-output-channel scheme when
 //! the layout fits (symmetric, per tensor or per output channel); `Cast(constant f16 W -> f32)`
-//! becomes the f16 scheme. Anything else is left to the generic kernels (and constant folding).
+//! becomes the f16 scheme; blocked 4-bit weights (opset 21) become the int4 scheme
+//! ([`super::qdq_fold_int4`]). Anything else is left to the generic kernels (and constant folding).
 //! Runs before constant folding, which would otherwise expand the weight to f32.
 
+use super::qdq_fold_int4::blocked_int4;
 use crate::ir::graph::Graph;
 use crate::ir::op::{Op, QLinear};
 use crate::quant::{QData, QWeight};
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 /// Where the output channels sit in the weight tensor.
 #[derive(Clone, Copy, PartialEq)]
-enum Layout {
+pub(super) enum Layout {
     /// MatMul B / Gemm B without transB: `[k, n]`.
     KN,
     /// Gemm B under transB, Conv W: `[n, k..]`.
@@ -36,7 +38,8 @@ pub fn fold_qdq(g: &mut Graph) {
             continue;
         }
         let Some(p) = producers[w] else { continue };
-        let Some(mut q) = packed_weight(g, p, layout, conv) else { continue };
+        let folded = packed_weight(g, p, layout, conv).or_else(|| blocked_int4(g, &producers, w, layout, conv));
+        let Some(mut q) = folded else { continue };
         // A static activation Q -> DQ pair in front of an int8 weight: the w8a8 kernels
         // quantize with that scale themselves, so the node reads the f32 activation directly.
         let mut a = a;
