@@ -72,7 +72,12 @@ fn export(model: &Path, p: Precision, calibration: Option<&Path>, out: &Path) ->
     let f32_proto = calibration.map(|_| proto.clone());
     let opset = crate::onnx::import::default_opset(&proto).unwrap_or(1);
     if p != Precision::F16 && opset < 13 {
-        return Err(Error::import(&what, format!("opset {opset}: per-axis DequantizeLinear needs opset >= 13")));
+        let why = if p == Precision::Int4 {
+            "int4 export raises the opset to 21 only from opset >= 13"
+        } else {
+            "per-axis DequantizeLinear needs opset >= 13"
+        };
+        return Err(Error::import(&what, format!("opset {opset}: {why}")));
     }
     if p == Precision::Int4 {
         super::qdq_int4::require_opset_21(&mut proto, &what)?;

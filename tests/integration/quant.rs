@@ -470,7 +470,10 @@ fn qdq_w8a8_calibrated_export_folds_and_matches_ort() {
     }
 }
 
-/// Max |ORT - Alembic| on the static w8a8 file, relative to the largest |logit|.
+/// Max |ORT - Alembic| on the static w8a8 file, relative to the largest |logit|. ORT (with the
+/// Level1 optimizations OrtEngine uses) fuses the Q/DQ pairs and Gemm into its own int8 QGemm,
+/// which differs from the QDQ reference semantics by 4.1e-2 on the student; ORT with graph
+/// optimizations disabled and Alembic agree to 3.8e-6 (docs/quantized-format.md).
 const W8A8_ORT_TOLERANCE: f32 = 1e-2;
 
 #[test]

@@ -44,7 +44,8 @@ pub fn fold_qdq(g: &mut Graph) {
         // quantize with that scale themselves, so the node reads the f32 activation directly.
         let mut a = a;
         if let QData::Int8 { q: wq, scales } = &q.0.data {
-            if let Some((x, s)) = static_act_qdq(g, &producers, a) {
+            let static_act = static_act_qdq(g, &producers, a).filter(|_| crate::quant::w8a8_compatible(wq));
+            if let Some((x, s)) = static_act {
                 q.0.data = QData::W8a8 { q: wq.clone(), scales: scales.clone(), act_scale: Some(s) };
                 a = x;
             }
@@ -68,8 +69,7 @@ pub fn fold_qdq(g: &mut Graph) {
 
 /// `(x, scale)` when `v` is `DequantizeLinear(QuantizeLinear(x, s, 0), s, 0)` with int8 zero
 /// points and one constant positive f32 scale `s` (ONNX Runtime's static QDQ activation form).
-/// The kernels clamp to [-127, 127] where QuantizeLinear allows -128: the two differ only for
-/// inputs below -127.5 steps, beyond the calibrated range.
+/// The kernels saturate to [-128, 127] as QuantizeLinear does.
 fn static_act_qdq(g: &Graph, producers: &[Option<usize>], v: usize) -> Option<(usize, f32)> {
     let scalar_scale = |node: &crate::ir::graph::Node| -> Option<f32> {
         let s = g.constant(node.input(1)?)?;
