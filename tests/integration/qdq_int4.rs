@@ -291,3 +291,36 @@ fn qdq_int4_bad_blocked_inputs_are_one_line_errors() {
     let e = Model::from_bytes(&model(short, 3, 32)).unwrap_err().to_string();
     assert!(e.contains("wq") && e.contains("INT4 holds 100 bytes") && !e.contains('\n'), "{e}");
 }
+
+/// MobileNetV3-tiny (depthwise, pointwise and strided convs, squeeze-excitation, a Gemm): every
+/// weight folds onto int4 (the Conv ones through the Reshape), folding loses nothing against
+/// the generic DequantizeLinear kernel, and ONNX Runtime agrees.
+#[test]
+fn qdq_int4_mobilenet_convs_fold_and_match_ort() {
+    let dir = qdq_dir("int4-mobilenet");
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mobilenetv3_tiny.onnx");
+    let out = dir.join("mobilenet.int4.onnx");
+    let r = alembic::quant::export_qdq(&src, Precision::Int4, &out).unwrap();
+    let (fs, qs) = (std::fs::metadata(&src).unwrap().len(), std::fs::metadata(&out).unwrap().len());
+    println!(
+        "mobilenet int4 QDQ: {} weights, {} -> {} weight bytes; file {fs} -> {qs} bytes",
+        r.weights, r.f32_bytes, r.quantized_bytes
+    );
+    let q = Model::load(&out).unwrap();
+    assert_eq!(int4_nodes(&q), r.weights, "every int4 weight folds");
+    let x = Tensor::from_vec(vec![2, 3, 32, 64], pseudo_random(2 * 3 * 32 * 64, 5)).unwrap();
+    let got = logits(&q, SessionOptions::default(), &x).unwrap();
+    let generic = logits(&Model::load(unfoldable_twin(&out)).unwrap(), SessionOptions::default(), &x).unwrap();
+    let scale = got.as_slice::<f32>().unwrap().iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = max_abs_diff(&got, &generic);
+    println!("mobilenet int4 QDQ folded vs generic DequantizeLinear: max |diff| {d:e} (max |logit| {scale})");
+    assert!(d <= 1e-5 * scale.max(1.0), "folded vs generic differ by {d}");
+    #[cfg(feature = "ort")]
+    if let Some(ort) = super::common::ort_engine(&out, "the int4 MobileNet file") {
+        use alembic::teacher::Engine;
+        let o = ort.run(&[("input", &x)]).unwrap();
+        let d = max_abs_diff(&o[0].1, &got);
+        println!("mobilenet int4 QDQ: onnxruntime vs alembic max |diff| {d:e} (max |logit| {scale})");
+        assert!(d <= INT4_ORT_TOLERANCE * scale, "onnxruntime differs by {d}");
+    }
+}
