@@ -324,3 +324,31 @@ fn qdq_int4_mobilenet_convs_fold_and_match_ort() {
         assert!(d <= INT4_ORT_TOLERANCE * scale, "onnxruntime differs by {d}");
     }
 }
+
+/// The int4 files run on wgpu with no CPU fallback (their folded QGemm/QConv take the int4
+/// shaders) and match the CPU engine on the same file.
+#[cfg(feature = "wgpu")]
+#[test]
+fn qdq_int4_files_run_on_wgpu_with_no_fallback() {
+    use alembic::backend::{BackendKind, Support};
+    if let Err(e) = alembic::backend::wgpu::Ctx::shared() {
+        println!("SKIPPED qdq_int4_files_run_on_wgpu_with_no_fallback: no wgpu adapter ({e})");
+        return;
+    }
+    let dir = qdq_dir("int4-wgpu");
+    let x = heldout();
+    for name in ["student", "teacher"] {
+        let out = dir.join(format!("{name}.int4.onnx"));
+        alembic::quant::export_qdq(&models().join(format!("{name}.onnx")), Precision::Int4, &out).unwrap();
+        let q = Model::load(&out).unwrap();
+        let support = q.support_at(BackendKind::Wgpu, Precision::F32);
+        let fallback: Vec<_> = support.iter().filter(|(_, _, s)| *s != Support::Native).collect();
+        assert!(fallback.is_empty(), "{name}: CPU-fallback nodes on wgpu: {fallback:?}");
+        let gpu = logits(&q, SessionOptions::default().backend(BackendKind::Wgpu), &x).unwrap();
+        let cpu = logits(&q, SessionOptions::default(), &x).unwrap();
+        let (g, c) = (gpu.as_slice::<f32>().unwrap(), cpu.as_slice::<f32>().unwrap());
+        let worst = g.iter().zip(c).map(|(a, e)| (a - e).abs() / (1.0 + e.abs())).fold(0f32, f32::max);
+        println!("{name} int4 QDQ on wgpu vs cpu: max |diff| / (1 + |e|) {worst:e}");
+        assert!(worst <= 1e-4, "{name}: wgpu vs cpu {worst}");
+    }
+}
