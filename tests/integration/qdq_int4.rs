@@ -232,40 +232,89 @@ fn qdq_int4_refuses_ops_that_change_meaning_at_opset_21() {
     alembic::quant::export_qdq(&src, Precision::Int8, &dir.join("o8.onnx")).unwrap();
 }
 
+/// `y = X[2, k] . DequantizeLinear(q [k, n], scales, axis 0, block)`, through `Cast(to FLOAT)`
+/// when the scales are f16 (the form Alembic writes) and directly when they are f32 (the form
+/// ONNX Runtime's 4-bit QDQ quantizer writes).
+fn blocked_dq_matmul(q: pb::TensorProto, scales: Tensor, block: i64, k: usize) -> Vec<u8> {
+    let int = |name: &str, i: i64| pb::AttributeProto { name: name.into(), r#type: 2, i, ..Default::default() };
+    let node = |op: &str, input: &[&str], out: &str, attribute: Vec<pb::AttributeProto>| pb::NodeProto {
+        input: input.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        op_type: op.into(),
+        attribute,
+        ..Default::default()
+    };
+    let cast = scales.dtype() == alembic::DType::F16;
+    let dq_out = if cast { "wh" } else { "w" };
+    let mut nodes =
+        vec![node("DequantizeLinear", &["wq", "ws"], dq_out, vec![int("axis", 0), int("block_size", block)])];
+    if cast {
+        nodes.push(node("Cast", &["wh"], "w", vec![int("to", 1)]));
+    }
+    nodes.push(node("MatMul", &["x", "w"], "y", vec![]));
+    pb::ModelProto {
+        ir_version: 10,
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 21 }],
+        graph: Some(pb::GraphProto {
+            node: nodes,
+            initializer: vec![q, encode(&scales, "ws")],
+            input: vec![value_info("x", &[2, k as i64])],
+            output: vec![value_info("y", &[])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// ONNX Runtime's form: f32 scales, no Cast, the full INT4 range [-8, 7]. It folds onto int4
+/// (scales kept as f16: exact here, as they are multiples of 2^-10) and computes the operator's
+/// definition.
+#[test]
+fn qdq_int4_f32_scales_and_minus_8_fold() {
+    let (k, n) = (45usize, 3usize);
+    let qv: Vec<i8> = (0..k * n).map(|i| (i * 7 % 16) as i8 - 8).collect();
+    assert!(qv.contains(&-8));
+    let blocks = k.div_ceil(32);
+    let sv: Vec<f32> = (0..blocks * n).map(|i| (i + 3) as f32 / 1024.0).collect();
+    let bytes = blocked_dq_matmul(
+        encode_4bit(&Tensor::from_vec(vec![k, n], qv.clone()).unwrap(), "wq").unwrap(),
+        Tensor::from_vec(vec![blocks, n], sv.clone()).unwrap(),
+        32,
+        k,
+    );
+    let m = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(int4_nodes(&m), 1);
+    let x = pseudo_random(2 * k, 11);
+    let y = m
+        .session(SessionOptions::default())
+        .unwrap()
+        .run(vec![("x", Tensor::from_vec(vec![2, k], x.clone()).unwrap())])
+        .unwrap()
+        .0[0]
+        .1
+        .clone();
+    let y = y.as_slice::<f32>().unwrap();
+    for i in 0..2 {
+        for j in 0..n {
+            let e: f32 = (0..k).map(|t| x[i * k + t] * qv[t * n + j] as f32 * sv[(t / 32) * n + j]).sum();
+            assert!((y[i * n + j] - e).abs() <= 1e-5, "[{i},{j}]: {} vs {e}", y[i * n + j]);
+        }
+    }
+}
+
 /// Hand-built blocked DequantizeLinear files: a wrong scale shape or a short INT4 buffer is a
 /// one-line error naming the tensor or node; a block of 64 (a multiple of Alembic's 32) folds.
 #[test]
 fn qdq_int4_bad_blocked_inputs_are_one_line_errors() {
     let (k, n) = (70usize, 4usize);
     let qv: Vec<i8> = (0..k * n).map(|i| (i % 15) as i8 - 7).collect();
-    let model = |q: pb::TensorProto, scale_rows: usize, block: i64| {
-        let int = |name: &str, i: i64| pb::AttributeProto { name: name.into(), r#type: 2, i, ..Default::default() };
-        let scales: Vec<half::f16> = (0..scale_rows * n).map(|i| half::f16::from_f32(0.01 * (i + 1) as f32)).collect();
-        let node = |op: &str, input: &[&str], out: &str, attribute: Vec<pb::AttributeProto>| pb::NodeProto {
-            input: input.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.into()],
-            op_type: op.into(),
-            attribute,
-            ..Default::default()
-        };
-        pb::ModelProto {
-            ir_version: 10,
-            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 21 }],
-            graph: Some(pb::GraphProto {
-                node: vec![
-                    node("DequantizeLinear", &["wq", "ws"], "wh", vec![int("axis", 0), int("block_size", block)]),
-                    node("Cast", &["wh"], "w", vec![int("to", 1)]),
-                    node("MatMul", &["x", "w"], "y", vec![]),
-                ],
-                initializer: vec![q, encode(&Tensor::from_vec(vec![scale_rows, n], scales).unwrap(), "ws")],
-                input: vec![value_info("x", &[2, k as i64])],
-                output: vec![value_info("y", &[])],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec()
+    let f16_scales = |rows: usize| {
+        Tensor::from_vec(vec![rows, n], (0..rows * n).map(|i| half::f16::from_f32(0.01 * (i + 1) as f32)).collect())
+            .unwrap()
     };
+    let model =
+        |q: pb::TensorProto, scale_rows: usize, block: i64| blocked_dq_matmul(q, f16_scales(scale_rows), block, k);
     let good = encode_4bit(&Tensor::from_vec(vec![k, n], qv.clone()).unwrap(), "wq").unwrap();
     // Block 64: two blocks along k; folds onto int4 (each group of 32 takes its block's scale).
     let m = Model::from_bytes(&model(good.clone(), 2, 64)).unwrap();
