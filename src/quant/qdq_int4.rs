@@ -52,6 +52,8 @@ pub fn require_opset_21(proto: &mut ModelProto, what: &str) -> Result<()> {
         return Err(Error::import(what, "model imports no default-domain opset"));
     };
     let from = imp.version;
+    // INT4 tensors need IR version 10 whatever the opset.
+    proto.ir_version = proto.ir_version.max(INT4_IR_VERSION);
     if from >= INT4_OPSET {
         return Ok(());
     }
@@ -69,9 +71,14 @@ pub fn require_opset_21(proto: &mut ModelProto, what: &str) -> Result<()> {
             }
         }
     }
-    imp.version = INT4_OPSET;
-    proto.ir_version = proto.ir_version.max(INT4_IR_VERSION);
+    set_default_opset(proto, INT4_OPSET);
     Ok(())
+}
+
+fn set_default_opset(proto: &mut ModelProto, version: i64) {
+    for o in proto.opset_import.iter_mut().filter(|o| o.domain.is_empty() || o.domain == "ai.onnx") {
+        o.version = version;
+    }
 }
 
 /// Default-domain op types of `g` and its subgraphs.
