@@ -176,3 +176,57 @@ fn transpose<T: Copy + Default>(v: &[T], r: usize, c: usize) -> Vec<T> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::pb::{OperatorSetIdProto, TensorProto};
+
+    fn model(opset: i64, nodes: Vec<NodeProto>) -> ModelProto {
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: "ai.onnx".into(), version: opset }],
+            graph: Some(GraphProto { node: nodes, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn op(t: &str) -> NodeProto {
+        NodeProto { op_type: t.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn opset_raised_only_when_no_op_changes_meaning() {
+        let mut m = model(17, vec![op("Gemm"), op("Relu"), op("Conv")]);
+        require_opset_21(&mut m, "m").unwrap();
+        assert_eq!((m.opset_import[0].version, m.ir_version), (21, 10));
+        // Already 21 or above: left as is (IR version still at least 10 for INT4).
+        let mut m = model(22, vec![op("ReduceMean")]);
+        require_opset_21(&mut m, "m").unwrap();
+        assert_eq!((m.opset_import[0].version, m.ir_version), (22, 10));
+        // ReduceMean changed at 18: an opset-18 model is fine, a 17 one is refused, also when
+        // the op hides in a subgraph.
+        let mut m = model(18, vec![op("ReduceMean")]);
+        require_opset_21(&mut m, "m").unwrap();
+        let branch = GraphProto { node: vec![op("ReduceMean")], ..Default::default() };
+        let attr = AttributeProto { name: "then_branch".into(), g: Some(branch), ..Default::default() };
+        let mut m = model(17, vec![NodeProto { attribute: vec![attr], ..op("If") }]);
+        let e = require_opset_21(&mut m, "m").unwrap_err().to_string();
+        assert!(e.contains("ReduceMean changed meaning at opset 18"), "{e}");
+        assert_eq!(m.opset_import[0].version, 17, "refused models are not modified");
+    }
+
+    #[test]
+    fn conv_weight_becomes_2d_int4_with_reshape() {
+        // [2, 1, 3, 3] weights: K = 9, one ragged block of 32 per output channel.
+        let w: Vec<f32> = (0..18).map(|i| i as f32 - 9.0).collect();
+        let q = quantize_weight("c", &w, &[2, 1, 3, 3], 0, true);
+        let ops: Vec<&str> = q.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["DequantizeLinear", "Cast", "Reshape"]);
+        let [values, scales, shape]: [TensorProto; 3] = q.initializers.try_into().unwrap();
+        assert_eq!((values.data_type, values.dims.as_slice()), (22, &[2i64, 9][..]));
+        assert_eq!((scales.data_type, scales.dims.as_slice()), (10, &[2i64, 1][..]));
+        assert_eq!(crate::onnx::tensor_proto::decode(&shape, None, "s").unwrap().to_i64_vec().unwrap(), [2, 1, 3, 3]);
+        assert_eq!(q.bytes, 9 + 2 * 2);
+    }
+}
