@@ -1,7 +1,7 @@
 // w8a8 GEMM: y[b, m, n] = act(alpha * sa[m] * sw[n] * sum_k qa[m, k] * qw[n, k] + beta * bias).
 // Activations are quantized here, per row (symmetric, sa = max|row| / 127, round half to
-// even, clamp to [-128, 127] as QuantizeLinear) unless scales[n] holds a static calibrated scale (> 0). Weights: int8
-// [n, k], each row padded to `groups` = ceil(k / 4) u32 words of four bytes; scales[0..n] are
+// even, clamp to [-128, 127] as QuantizeLinear) unless scales[n] holds a static calibrated
+// scale (> 0). Weights: int8 [n, k], each row padded to `groups` = ceil(k / 4) u32 words of four bytes; scales[0..n] are
 // the per-row f32 weight scales. Integer accumulation (i32) through dot4 (prepended:
 // dot4_packed.wgsl or dot4_unpacked.wgsl, chosen at pipeline creation), tiles of 16 rows x 16
 // columns x 64 k staged in workgroup memory. Prepended with act.wgsl.
