@@ -35,6 +35,9 @@ pub struct QdqReport {
     pub quantized_bytes: usize,
     /// Activations given a static QuantizeLinear -> DequantizeLinear pair (w8a8 only).
     pub activations: usize,
+    /// The default-domain opset raised to 21 from this one (int4 only; INT4 and blocked
+    /// DequantizeLinear need opset 21).
+    pub opset_raised_from: Option<i64>,
 }
 
 /// Reads `model`, quantizes its weights to `p` (f16, int8 or int4) and writes QDQ ONNX to `out`
@@ -79,9 +82,8 @@ fn export(model: &Path, p: Precision, calibration: Option<&Path>, out: &Path) ->
         };
         return Err(Error::import(&what, format!("opset {opset}: {why}")));
     }
-    if p == Precision::Int4 {
-        super::qdq_int4::require_opset_21(&mut proto, &what)?;
-    }
+    let opset_raised_from =
+        if p == Precision::Int4 { super::qdq_int4::require_opset_21(&mut proto, &what)? } else { None };
     let g = proto.graph.as_mut().ok_or_else(|| Error::import(&what, "no graph"))?;
     // Output-channel axis per weight use; None marks a use that cannot take a QDQ weight.
     let mut uses: HashMap<String, Vec<Option<(i64, usize)>>> = HashMap::new();
@@ -101,7 +103,7 @@ fn export(model: &Path, p: Precision, calibration: Option<&Path>, out: &Path) ->
         uses.entry(o.name.clone()).or_default().push(None);
     }
     let base = model.parent();
-    let mut report = QdqReport::default();
+    let mut report = QdqReport { opset_raised_from, ..Default::default() };
     let mut new_nodes = Vec::new();
     let mut replaced = Vec::new();
     let mut names = Vec::new();

@@ -46,8 +46,9 @@ const CHANGED_BY_21: &[(&str, i64, &str)] = &[
 ];
 
 /// Raises the default-domain opset to 21 (and the IR version to 10) when it is lower, after
-/// checking that no op in the graph (subgraphs included) changes meaning on the way.
-pub fn require_opset_21(proto: &mut ModelProto, what: &str) -> Result<()> {
+/// checking that no op in the graph (subgraphs included) changes meaning on the way. Returns
+/// the opset it raised from, if it did.
+pub fn require_opset_21(proto: &mut ModelProto, what: &str) -> Result<Option<i64>> {
     let Some(imp) = proto.opset_import.iter_mut().find(|o| o.domain.is_empty() || o.domain == "ai.onnx") else {
         return Err(Error::import(what, "model imports no default-domain opset"));
     };
@@ -55,7 +56,7 @@ pub fn require_opset_21(proto: &mut ModelProto, what: &str) -> Result<()> {
     // INT4 tensors need IR version 10 whatever the opset.
     proto.ir_version = proto.ir_version.max(INT4_IR_VERSION);
     if from >= INT4_OPSET {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(g) = &proto.graph {
         let mut ops = Vec::new();
@@ -72,7 +73,7 @@ pub fn require_opset_21(proto: &mut ModelProto, what: &str) -> Result<()> {
         }
     }
     set_default_opset(proto, INT4_OPSET);
-    Ok(())
+    Ok(Some(from))
 }
 
 fn set_default_opset(proto: &mut ModelProto, version: i64) {
@@ -198,11 +199,11 @@ mod tests {
     #[test]
     fn opset_raised_only_when_no_op_changes_meaning() {
         let mut m = model(17, vec![op("Gemm"), op("Relu"), op("Conv")]);
-        require_opset_21(&mut m, "m").unwrap();
+        assert_eq!(require_opset_21(&mut m, "m").unwrap(), Some(17));
         assert_eq!((m.opset_import[0].version, m.ir_version), (21, 10));
         // Already 21 or above: left as is (IR version still at least 10 for INT4).
         let mut m = model(22, vec![op("ReduceMean")]);
-        require_opset_21(&mut m, "m").unwrap();
+        assert_eq!(require_opset_21(&mut m, "m").unwrap(), None);
         assert_eq!((m.opset_import[0].version, m.ir_version), (22, 10));
         // ReduceMean changed at 18: an opset-18 model is fine, a 17 one is refused, also when
         // the op hides in a subgraph.

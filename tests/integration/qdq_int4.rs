@@ -185,7 +185,7 @@ fn qdq_int4_matmul_ragged_k_blocks_along_axis_0() {
     let out = dir.join("mm.int4.onnx");
     std::fs::write(&src, matmul_model(&pseudo_random(k * n, 3), k, n, 17, None).encode_to_vec()).unwrap();
     let r: QdqReport = alembic::quant::export_qdq(&src, Precision::Int4, &out).unwrap();
-    assert_eq!(r.weights, 1);
+    assert_eq!((r.weights, r.opset_raised_from), (1, Some(17)));
     let proto = pb::ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
     assert_eq!(proto.opset_import[0].version, 21, "opset raised for INT4 / blocked DequantizeLinear");
     assert!(proto.ir_version >= 10);

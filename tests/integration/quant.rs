@@ -209,7 +209,8 @@ fn quantize_cli_writes_qdq_and_rejects_bad_precision() {
     assert!(out.exists());
     let int4 = run("int4");
     assert!(int4.status.success(), "{}", String::from_utf8_lossy(&int4.stderr));
-    assert!(String::from_utf8_lossy(&int4.stdout).contains("quantized 2 weight tensors to int4"));
+    let said = String::from_utf8_lossy(&int4.stdout);
+    assert!(said.contains("quantized 2 weight tensors to int4") && said.contains("opset raised 17 -> 21"), "{said}");
     for bad in ["int3", "w8a8"] {
         let o = run(bad);
         let err = String::from_utf8_lossy(&o.stderr);

@@ -33,8 +33,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let acts =
         if r.activations > 0 { format!(" and {} activations (static scales)", r.activations) } else { String::new() };
+    let opset = r.opset_raised_from.map(|from| format!("; opset raised {from} -> 21")).unwrap_or_default();
     println!(
-        "quantized {} weight tensors{acts} to {}: {} -> {} weight bytes; {} ({} bytes) -> {} ({} bytes)",
+        "quantized {} weight tensors{acts} to {}: {} -> {} weight bytes; {} ({} bytes) -> {} ({} bytes){opset}",
         r.weights,
         p,
         r.f32_bytes,
