@@ -1,7 +1,7 @@
 // w8a8 GEMM: y[b, m, n] = act(alpha * sa[m] * sw[n] * sum_k qa[m, k] * qw[n, k] + beta * bias).
 // Activations are quantized here, per row (symmetric, sa = max|row| / 127, round half to
-// even, clamp to +-127) unless scales[n] holds a static calibrated scale (> 0). Weights: int8
-// [n, k], each row padded to `groups` = ceil(k / 4) u32 words of four bytes; scales[0..n] are
+// even, clamp to [-128, 127] as QuantizeLinear) unless scales[n] holds a static calibrated
+// scale (> 0). Weights: int8 [n, k], each row padded to `groups` = ceil(k / 4) u32 words of four bytes; scales[0..n] are
 // the per-row f32 weight scales. Integer accumulation (i32) through dot4 (prepended:
 // dot4_packed.wgsl or dot4_unpacked.wgsl, chosen at pipeline creation), tiles of 16 rows x 16
 // columns x 64 k staged in workgroup memory. Prepended with act.wgsl.
@@ -14,7 +14,7 @@ var<workgroup> tb: array<array<u32, 16>, 16>;
 var<workgroup> red: array<array<f32, 16>, 16>;
 
 fn q8(v: f32, inv: f32) -> u32 {
-    return u32(i32(clamp(round(v * inv), -127.0, 127.0))) & 0xFFu;
+    return u32(i32(clamp(round(v * inv), -128.0, 127.0))) & 0xFFu;
 }
 
 @compute @workgroup_size(16, 16, 1)

@@ -8,6 +8,9 @@ use std::path::Path;
 
 /// Decodes a TensorProto. `base_dir` resolves external data; `what` names it in errors.
 pub fn decode(t: &TensorProto, base_dir: Option<&Path>, what: &str) -> Result<Tensor> {
+    if matches!(t.data_type, INT4 | UINT4) {
+        return decode_4bit(t, base_dir, what);
+    }
     let dtype = DType::from_onnx(t.data_type)
         .ok_or_else(|| Error::import(what, format!("tensor type {} is not supported", onnx_type_name(t.data_type))))?;
     let mut shape = Vec::with_capacity(t.dims.len());
@@ -118,6 +121,76 @@ pub(crate) fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
     }
 }
 
+/// ONNX `TensorProto.DataType` codes of the packed 4-bit integers.
+pub const UINT4: i32 = 21;
+pub const INT4: i32 = 22;
+
+/// INT4 / UINT4: two values per byte, element `2i` in the low nibble of byte `i` (raw data,
+/// external data, or one packed byte per `int32_data` entry, as onnx.helper writes them); an
+/// odd count leaves the last high nibble as padding. Unpacked to one value per element, INT4
+/// as sign-extended i8 in [-8, 7] and UINT4 as u8 in [0, 15], so every kernel reads them as the
+/// 8-bit types; the quantization passes recover the 4-bit packing where they fold.
+fn decode_4bit(t: &TensorProto, base_dir: Option<&Path>, what: &str) -> Result<Tensor> {
+    let signed = t.data_type == INT4;
+    let mut shape = Vec::with_capacity(t.dims.len());
+    for &d in &t.dims {
+        if d < 0 {
+            return Err(Error::import(what, format!("negative dimension {d} in {:?}", t.dims)));
+        }
+        shape.push(d as usize);
+    }
+    let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let n = n.ok_or_else(|| Error::import(what, format!("dimensions {:?} overflow", t.dims)))?;
+    let bytes_needed = n.div_ceil(2);
+    let typed: Vec<u8>;
+    let external;
+    let bytes: &[u8] = if t.data_location == Some(1) {
+        external = read_external(t, base_dir, what, bytes_needed)?;
+        &external
+    } else if !t.raw_data.is_empty() || t.int32_data.is_empty() {
+        &t.raw_data
+    } else {
+        typed = t.int32_data.iter().map(|&v| v as u8).collect();
+        &typed
+    };
+    let name = onnx_type_name(t.data_type);
+    if bytes.len() != bytes_needed {
+        return Err(Error::import(
+            what,
+            format!(
+                "{name} holds {} bytes, shape {shape:?} ({n} values, two per byte) needs {bytes_needed}",
+                bytes.len()
+            ),
+        ));
+    }
+    let nibble = |i: usize| (bytes[i / 2] >> (4 * (i % 2))) & 0xF;
+    let data = if signed {
+        Data::I8((0..n).map(|i| ((nibble(i) << 4) as i8) >> 4).collect())
+    } else {
+        Data::U8((0..n).map(nibble).collect())
+    };
+    Ok(Tensor::new(shape, data).expect("length checked"))
+}
+
+/// Encodes an i8 tensor with values in [-8, 7] as INT4, or a u8 tensor with values in [0, 15]
+/// as UINT4 (packed two per byte, low nibble first, raw data); `None` for other types or
+/// values out of range.
+pub fn encode_4bit(t: &Tensor, name: &str) -> Option<TensorProto> {
+    let (data_type, nibbles): (i32, Vec<u8>) = match t.data() {
+        Data::I8(v) if v.iter().all(|x| (-8..=7).contains(x)) => (INT4, v.iter().map(|&x| x as u8 & 0xF).collect()),
+        Data::U8(v) if v.iter().all(|&x| x <= 15) => (UINT4, v.clone()),
+        _ => return None,
+    };
+    let raw_data = nibbles.chunks(2).map(|p| p[0] | p.get(1).map_or(0, |h| h << 4)).collect();
+    Some(TensorProto {
+        dims: t.shape().iter().map(|&d| d as i64).collect(),
+        data_type,
+        name: name.to_string(),
+        raw_data,
+        ..Default::default()
+    })
+}
+
 /// Reads `location`/`offset`/`length` external data, memory-mapped, checked against the model dir.
 fn read_external(t: &TensorProto, base_dir: Option<&Path>, what: &str, expected: usize) -> Result<Vec<u8>> {
     let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.as_str());
@@ -200,6 +273,31 @@ pub fn read_pb_file(path: &Path) -> Result<(String, Tensor)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int4_and_uint4_round_trip_packed_low_nibble_first() {
+        // Odd count: the last byte's high nibble is padding.
+        let i4 = Tensor::from_vec(vec![5], vec![-8i8, 7, -1, 0, 3]).unwrap();
+        let p = encode_4bit(&i4, "w").unwrap();
+        assert_eq!(p.data_type, INT4);
+        assert_eq!(p.raw_data, vec![0x78, 0x0F, 0x03]);
+        assert_eq!(decode(&p, None, "w").unwrap(), i4);
+        let u4 = Tensor::from_vec(vec![3, 1], vec![15u8, 0, 9]).unwrap();
+        let p = encode_4bit(&u4, "u").unwrap();
+        assert_eq!((p.data_type, p.raw_data.as_slice()), (UINT4, &[0x0Fu8, 0x09][..]));
+        assert_eq!(decode(&p, None, "u").unwrap(), u4);
+        // Out of range values or other types have no 4-bit form.
+        assert!(encode_4bit(&Tensor::from_vec(vec![1], vec![8i8]).unwrap(), "x").is_none());
+        assert!(encode_4bit(&Tensor::from_vec(vec![1], vec![16u8]).unwrap(), "x").is_none());
+        assert!(encode_4bit(&Tensor::scalar(1f32), "x").is_none());
+        // onnx.helper stores one packed byte per int32_data entry.
+        let typed = TensorProto { dims: vec![3], data_type: INT4, int32_data: vec![0x9F, 0x01], ..Default::default() };
+        assert_eq!(decode(&typed, None, "t").unwrap().as_slice::<i8>().unwrap(), &[-1, -7, 1]);
+        // Five values need three bytes: two is a one-line error naming the tensor.
+        let short = TensorProto { dims: vec![5], data_type: INT4, raw_data: vec![0, 0], ..Default::default() };
+        let e = decode(&short, None, "initializer w").unwrap_err().to_string();
+        assert!(e.contains("initializer w") && e.contains("INT4 holds 2 bytes") && !e.contains('\n'), "{e}");
+    }
 
     #[test]
     fn new_integer_and_bf16_types_round_trip_and_read_typed_fields() {

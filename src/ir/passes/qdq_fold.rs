@@ -2,9 +2,11 @@
 //! `DequantizeLinear(constant int8 W, scale, zero point 0)` feeding MatMul's or Gemm's B, or
 //! Conv's W, becomes [`Op::QGemm`] / [`Op::QConv`] with the int8 per-output-channel scheme when
 //! the layout fits (symmetric, per tensor or per output channel); `Cast(constant f16 W -> f32)`
-//! becomes the f16 scheme. Anything else is left to the generic kernels (and constant folding).
+//! becomes the f16 scheme; blocked 4-bit weights (opset 21) become the int4 scheme
+//! ([`super::qdq_fold_int4`]). Anything else is left to the generic kernels (and constant folding).
 //! Runs before constant folding, which would otherwise expand the weight to f32.
 
+use super::qdq_fold_int4::blocked_int4;
 use crate::ir::graph::Graph;
 use crate::ir::op::{Op, QLinear};
 use crate::quant::{QData, QWeight};
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 /// Where the output channels sit in the weight tensor.
 #[derive(Clone, Copy, PartialEq)]
-enum Layout {
+pub(super) enum Layout {
     /// MatMul B / Gemm B without transB: `[k, n]`.
     KN,
     /// Gemm B under transB, Conv W: `[n, k..]`.
@@ -36,12 +38,14 @@ pub fn fold_qdq(g: &mut Graph) {
             continue;
         }
         let Some(p) = producers[w] else { continue };
-        let Some(mut q) = packed_weight(g, p, layout, conv) else { continue };
+        let folded = packed_weight(g, p, layout, conv).or_else(|| blocked_int4(g, &producers, w, layout, conv));
+        let Some(mut q) = folded else { continue };
         // A static activation Q -> DQ pair in front of an int8 weight: the w8a8 kernels
         // quantize with that scale themselves, so the node reads the f32 activation directly.
         let mut a = a;
         if let QData::Int8 { q: wq, scales } = &q.0.data {
-            if let Some((x, s)) = static_act_qdq(g, &producers, a) {
+            let static_act = static_act_qdq(g, &producers, a).filter(|_| crate::quant::w8a8_compatible(wq));
+            if let Some((x, s)) = static_act {
                 q.0.data = QData::W8a8 { q: wq.clone(), scales: scales.clone(), act_scale: Some(s) };
                 a = x;
             }
@@ -65,8 +69,7 @@ pub fn fold_qdq(g: &mut Graph) {
 
 /// `(x, scale)` when `v` is `DequantizeLinear(QuantizeLinear(x, s, 0), s, 0)` with int8 zero
 /// points and one constant positive f32 scale `s` (ONNX Runtime's static QDQ activation form).
-/// The kernels clamp to [-127, 127] where QuantizeLinear allows -128: the two differ only for
-/// inputs below -127.5 steps, beyond the calibrated range.
+/// The kernels saturate to [-128, 127] as QuantizeLinear does.
 fn static_act_qdq(g: &Graph, producers: &[Option<usize>], v: usize) -> Option<(usize, f32)> {
     let scalar_scale = |node: &crate::ir::graph::Node| -> Option<f32> {
         let s = g.constant(node.input(1)?)?;
