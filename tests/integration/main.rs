@@ -22,3 +22,4 @@ mod quant;
 #[cfg(feature = "wgpu")]
 mod quant_gpu;
 mod readme;
+mod zerocopy;
