@@ -212,7 +212,7 @@ mod tests {
     fn decode_at(t: &Tensor, align: usize, aligned: bool) -> (Bytes, Tensor) {
         let (buf, _) = (0..8)
             .map(|len| encoded(t, &"n".repeat(len)))
-            .find(|(buf, at)| ((buf.as_ptr() as usize + at) % align == 0) == aligned)
+            .find(|(buf, at)| (buf.as_ptr() as usize + at).is_multiple_of(align) == aligned)
             .expect("some name length gives each alignment");
         let proto = TensorProto::decode(buf.clone()).unwrap();
         (buf, decode(&proto, None, "x").unwrap())
