@@ -259,6 +259,12 @@ mod tests {
         reused.reuse::<i8>(&[2]).copy_from_slice(&[5, 6]);
         assert_eq!(reused.as_slice::<i8>().unwrap(), &[5, 6]);
         assert_eq!(&src[..], &before[..]);
+        // Copies out of a borrowed tensor read it in place.
+        let mut dst = Tensor::placeholder();
+        dst.assign(&alias);
+        assert_eq!(dst, t);
+        assert_eq!(alias.clone().into_data(), t.clone().into_data());
+        assert_eq!(alias.to_i64_vec(), Some(vec![1, 2, 3, 4]));
     }
 
     #[test]
