@@ -98,10 +98,6 @@ fn from_typed_fields(t: &TensorProto, dtype: DType) -> Data {
     }
 }
 
-pub(crate) fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
-    Data::from_le_bytes(dtype, b)
-}
-
 /// Reads `location`/`offset`/`length` external data, memory-mapped, checked against the model dir.
 /// The bytes stay mapped (borrowed by the tensor) for as long as something references them.
 fn read_external(t: &TensorProto, base_dir: Option<&Path>, what: &str, expected: usize) -> Result<Bytes> {
