@@ -32,9 +32,10 @@ pub fn quantize_graph(graph: &Graph, p: Precision) -> Graph {
         if p == Precision::W8a8 {
             if let Op::QGemm { w, .. } | Op::QConv { w, .. } = &mut g.nodes[n].op {
                 if let QData::Int8 { q, scales } = &w.data {
-                    if !w8a8_compatible(q) {
+                    if !w8a8_compatible(&q[..]) {
                         continue;
                     }
+                    // A borrowed (memory-mapped) q is shared, not copied.
                     let data = QData::W8a8 { q: q.clone(), scales: scales.clone(), act_scale: None };
                     *w = Arc::new(QWeight { n: w.n, k: w.k, data });
                 }

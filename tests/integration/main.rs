@@ -23,3 +23,4 @@ mod quant;
 #[cfg(feature = "wgpu")]
 mod quant_gpu;
 mod readme;
+mod zerocopy;

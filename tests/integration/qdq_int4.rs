@@ -342,7 +342,7 @@ fn qdq_int4_bad_blocked_inputs_are_one_line_errors() {
     let short = pb::TensorProto {
         dims: vec![k as i64, n as i64],
         data_type: 22,
-        raw_data: vec![0; 100],
+        raw_data: vec![0; 100].into(),
         name: "wq".into(),
         ..Default::default()
     };

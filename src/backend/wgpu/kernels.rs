@@ -397,7 +397,7 @@ pub fn pack_qweight(w: &QWeight) -> (u32, Vec<u32>, Vec<u32>) {
                 .collect();
             (2, words, scales.iter().map(|s| s.to_bits()).collect())
         }
-        QData::Int4 { packed, scales } => (3, packed.clone(), pairs(scales)),
+        QData::Int4 { packed, scales } => (3, packed.to_vec(), pairs(scales)),
         QData::W8a8 { .. } => {
             let (words, scales) = super::w8a8::pack(w).expect("w8a8 weight");
             (super::w8a8::MODE, words, scales)

@@ -94,5 +94,5 @@ pub(super) fn blocked_int4(
             packed[r * groups * 4 + j / 8] |= ((v as u32) & 0xF) << (4 * (j % 8));
         }
     }
-    Some((QWeight { n, k, data: QData::Int4 { packed, scales: s16 } }, wshape))
+    Some((QWeight { n, k, data: QData::Int4 { packed: packed.into(), scales: s16 } }, wshape))
 }
