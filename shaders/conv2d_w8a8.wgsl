@@ -49,7 +49,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var e = 0u; e < 4u; e++) {
             let t = word * 4u + e;
             if t < kk {
-                let q = i32(clamp(round(patch_at(b, g, oy, ox, t) * inv), -127.0, 127.0));
+                let q = i32(clamp(round(patch_at(b, g, oy, ox, t) * inv), -128.0, 127.0));
                 packed |= (u32(q) & 0xFFu) << (8u * e);
             }
         }

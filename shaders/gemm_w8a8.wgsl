@@ -1,10 +1,10 @@
 // w8a8 GEMM: y[b, m, n] = act(alpha * sa[m] * sw[n] * sum_k qa[m, k] * qw[n, k] + beta * bias).
 // Activations are quantized here, per row (symmetric, sa = max|row| / 127, round half to
-// even, clamp to +-127) unless p.act_scale holds a static calibrated scale (> 0). Weights: int8
-// [n, k], each row `groups` = ceil(k / 4) u32 words of four bytes (zero padded) followed by
-// the row's f32 weight scale. Integer accumulation (i32) through dot4 (prepended:
-// dot4_packed.wgsl or dot4_unpacked.wgsl, chosen at pipeline creation), tiles of 16 rows x 16
-// columns x 64 k staged in workgroup memory. Prepended with act.wgsl.
+// even, clamp to [-128, 127] as QuantizeLinear) unless p.act_scale holds a static calibrated
+// scale (> 0). Weights: int8 [n, k], each row `groups` = ceil(k / 4) u32 words of four bytes
+// (zero padded) followed by the row's f32 weight scale. Integer accumulation (i32) through
+// dot4 (prepended: dot4_packed.wgsl or dot4_unpacked.wgsl, chosen at pipeline creation),
+// tiles of 16 rows x 16 columns x 64 k staged in workgroup memory. Prepended with act.wgsl.
 // Uniforms and bindings are gemm.wgsl's (gemm_io.wgsl), so the plan fills both the same way;
 // a GEMM past the storage binding limit is split into blocks of rows and columns as there
 // (m0..n1, windows at a_off / w_off / y_off; never along K).
@@ -16,7 +16,7 @@ var<workgroup> tb: array<array<u32, 16>, 16>;
 var<workgroup> red: array<array<f32, 16>, 16>;
 
 fn q8(v: f32, inv: f32) -> u32 {
-    return u32(i32(clamp(round(v * inv), -127.0, 127.0))) & 0xFFu;
+    return u32(i32(clamp(round(v * inv), -128.0, 127.0))) & 0xFFu;
 }
 
 @compute @workgroup_size(16, 16, 1)

@@ -4,8 +4,7 @@
 
 use super::{c_str, guard, non_null, shape_for, slice, AlembicSession, AlembicStatus, FfiError, FfiResult};
 use crate::dispatch_data;
-use crate::onnx::tensor_proto::from_le_bytes;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Data, Tensor};
 use crate::Session;
 use std::ffi::{c_char, c_void, CString};
 
@@ -100,7 +99,7 @@ unsafe fn input_tensor(t: &AlembicTensor, i: usize) -> FfiResult<(String, Tensor
         .checked_mul(dtype.size())
         .ok_or_else(|| invalid(format!("{}: {} elements overflow", what("data"), t.len)))?;
     let raw = unsafe { slice(t.data.cast::<u8>(), bytes, &what("data")) }?;
-    let tensor = Tensor::new(dims, from_le_bytes(dtype, raw)).expect("shape checked against len");
+    let tensor = Tensor::new(dims, Data::from_le_bytes(dtype, raw)).expect("shape checked against len");
     Ok((name, tensor))
 }
 

@@ -7,20 +7,42 @@ use crate::error::{Error, Result};
 use crate::ir::{Graph, Node, Value, ValueId};
 use crate::onnx::pb::{self, ModelProto, NodeProto, ValueInfoProto};
 use crate::tensor::{onnx_type_name, DType, Dim, Shape};
+use bytes::Bytes;
 use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Reads and decodes an ONNX file (memory-mapped).
+/// Reads and decodes an ONNX file, memory-mapped: every initializer's `raw_data` is a slice of
+/// the map (no copy), and the tensors and packed weights built from it keep borrowing it, so the
+/// map lives as long as they do.
 pub fn read_model_proto(path: &Path) -> Result<ModelProto> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: the bytes are decoded into owned structures before the map is dropped.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    decode_model_proto(&map, &path.display().to_string())
+    decode_model_bytes(map_file(path)?, &path.display().to_string())
 }
 
+/// The whole file, memory-mapped, as a shared buffer.
+pub fn map_file(path: &Path) -> Result<Bytes> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only. The file must not be modified while anything borrows the
+    // map (the model's weights do), as with ONNX Runtime's and tract's mapped loads: truncation
+    // faults on access, in-place writes change the weights. `alembic quantize` and the exporters
+    // replace files atomically (temp + rename), which leaves existing maps intact.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// Decodes a model from bytes, copying initializer data out of them (see [`decode_model_bytes`]
+/// to borrow instead).
 pub fn decode_model_proto(bytes: &[u8], what: &str) -> Result<ModelProto> {
-    let model = ModelProto::decode(bytes)
+    decode_model(bytes, what)
+}
+
+/// Decodes a model from a shared buffer; initializer data stays in it (sliced, not copied).
+pub fn decode_model_bytes(bytes: Bytes, what: &str) -> Result<ModelProto> {
+    decode_model(bytes, what)
+}
+
+fn decode_model(buf: impl bytes::Buf, what: &str) -> Result<ModelProto> {
+    let model = ModelProto::decode(buf)
         .map_err(|e| Error::import(what, format!("not a valid ONNX protobuf (truncated or corrupt?): {e}")))?;
     if model.graph.is_none() {
         return Err(Error::import(what, "ONNX model has no graph"));

@@ -6,6 +6,7 @@
 pub mod calibrate;
 pub mod nbits;
 pub mod qdq;
+pub mod qdq_int4;
 pub mod scheme;
 
 pub use qdq::{export_qdq, export_qdq_calibrated, QdqReport};
@@ -31,6 +32,10 @@ pub fn quantize_graph(graph: &Graph, p: Precision) -> Graph {
         if p == Precision::W8a8 {
             if let Op::QGemm { w, .. } | Op::QConv { w, .. } = &mut g.nodes[n].op {
                 if let QData::Int8 { q, scales } = &w.data {
+                    if !w8a8_compatible(&q[..]) {
+                        continue;
+                    }
+                    // A borrowed (memory-mapped) q is shared, not copied.
                     let data = QData::W8a8 { q: q.clone(), scales: scales.clone(), act_scale: None };
                     *w = Arc::new(QWeight { n: w.n, k: w.k, data });
                 }
@@ -93,6 +98,13 @@ pub fn quantize_graph(graph: &Graph, p: Precision) -> Graph {
     }
     g.prune_dead_nodes();
     g
+}
+
+/// Whether int8 weights can run on the w8a8 kernels: all in [-127, 127]. Alembic's own
+/// quantizer never writes -128, but a QDQ file from another tool may, and the AVX2 kernel's
+/// `w * sign(a)` would overflow on it; such weights keep the int8 (f32 activation) kernels.
+pub fn w8a8_compatible(q: &[i8]) -> bool {
+    !q.contains(&i8::MIN)
 }
 
 /// Number of nodes holding quantized weights, and their packed bytes.

@@ -58,5 +58,5 @@ pub fn from_matmul_nbits(
             packed[r * g * 4 + j / 8] |= ((q as u32) & 0xF) << (4 * (j % 8));
         }
     }
-    Ok(QWeight { n, k, data: QData::Int4 { packed, scales: s16 } })
+    Ok(QWeight { n, k, data: QData::Int4 { packed: packed.into(), scales: s16 } })
 }

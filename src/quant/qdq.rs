@@ -4,7 +4,9 @@
 //! * int8: an INT8 initializer `<name>_quantized` (Alembic's symmetric per-output-channel
 //!   scheme, same values as [`QWeight::quantize`](super::QWeight::quantize)), an f32
 //!   `<name>_scale` and `DequantizeLinear(axis = output-channel axis)` producing `<name>`;
-//! * f16: a FLOAT16 initializer `<name>_f16` and `Cast(to = FLOAT)` producing `<name>`.
+//! * f16: a FLOAT16 initializer `<name>_f16` and `Cast(to = FLOAT)` producing `<name>`;
+//! * int4: an INT4 initializer, f16 block scales and an opset-21 blocked DequantizeLinear
+//!   ([`super::qdq_int4`]); the model's opset is raised to 21 where needed.
 //!
 //! The rest of the graph is untouched, so ONNX Runtime and tract load the file, and Alembic's
 //! importer folds the pairs back into QGemm/QConv ([`crate::ir::passes::fold_qdq`]).
@@ -33,9 +35,12 @@ pub struct QdqReport {
     pub quantized_bytes: usize,
     /// Activations given a static QuantizeLinear -> DequantizeLinear pair (w8a8 only).
     pub activations: usize,
+    /// The default-domain opset raised to 21 from this one (int4 only; INT4 and blocked
+    /// DequantizeLinear need opset 21).
+    pub opset_raised_from: Option<i64>,
 }
 
-/// Reads `model`, quantizes its weights to `p` (f16 or int8) and writes QDQ ONNX to `out`
+/// Reads `model`, quantizes its weights to `p` (f16, int8 or int4) and writes QDQ ONNX to `out`
 /// atomically.
 pub fn export_qdq(model: &Path, p: Precision, out: &Path) -> Result<QdqReport> {
     export(model, p, None, out)
@@ -51,7 +56,8 @@ pub fn export_qdq_calibrated(model: &Path, data: &Path, out: &Path) -> Result<Qd
 
 fn export(model: &Path, p: Precision, calibration: Option<&Path>, out: &Path) -> Result<QdqReport> {
     let what = model.display().to_string();
-    let supported = matches!(p, Precision::F16 | Precision::Int8) || (p == Precision::W8a8 && calibration.is_some());
+    let supported = matches!(p, Precision::F16 | Precision::Int8 | Precision::Int4)
+        || (p == Precision::W8a8 && calibration.is_some());
     if !supported {
         let hint = match p {
             Precision::W8a8 => {
@@ -61,7 +67,7 @@ fn export(model: &Path, p: Precision, calibration: Option<&Path>, out: &Path) ->
         };
         return Err(Error::input(
             "precision",
-            format!("QDQ export supports f16, int8 and calibrated w8a8, not {p}{hint}"),
+            format!("QDQ export supports f16, int8, int4 and calibrated w8a8, not {p}{hint}"),
         ));
     }
     let mut proto = read_model_proto(model)?;
@@ -69,8 +75,15 @@ fn export(model: &Path, p: Precision, calibration: Option<&Path>, out: &Path) ->
     let f32_proto = calibration.map(|_| proto.clone());
     let opset = crate::onnx::import::default_opset(&proto).unwrap_or(1);
     if p != Precision::F16 && opset < 13 {
-        return Err(Error::import(&what, format!("opset {opset}: per-axis DequantizeLinear needs opset >= 13")));
+        let why = if p == Precision::Int4 {
+            "int4 export raises the opset to 21 only from opset >= 13"
+        } else {
+            "per-axis DequantizeLinear needs opset >= 13"
+        };
+        return Err(Error::import(&what, format!("opset {opset}: {why}")));
     }
+    let opset_raised_from =
+        if p == Precision::Int4 { super::qdq_int4::require_opset_21(&mut proto, &what)? } else { None };
     let g = proto.graph.as_mut().ok_or_else(|| Error::import(&what, "no graph"))?;
     // Output-channel axis per weight use; None marks a use that cannot take a QDQ weight.
     let mut uses: HashMap<String, Vec<Option<(i64, usize)>>> = HashMap::new();
@@ -90,7 +103,7 @@ fn export(model: &Path, p: Precision, calibration: Option<&Path>, out: &Path) ->
         uses.entry(o.name.clone()).or_default().push(None);
     }
     let base = model.parent();
-    let mut report = QdqReport::default();
+    let mut report = QdqReport { opset_raised_from, ..Default::default() };
     let mut new_nodes = Vec::new();
     let mut replaced = Vec::new();
     let mut names = Vec::new();
@@ -122,6 +135,13 @@ fn export(model: &Path, p: Precision, calibration: Option<&Path>, out: &Path) ->
                 let attr = AttributeProto { name: "axis".into(), r#type: 2, i: axis, ..Default::default() };
                 new_nodes.push(node(&format!("{name}_dequantize"), "DequantizeLinear", vec![qn, sn], &name, attr));
                 report.quantized_bytes += w.len() + n * 4;
+            }
+            Precision::Int4 => {
+                let mut q = super::qdq_int4::quantize_weight(&name, w, &shape, axis, min_rank == 3);
+                *init = q.initializers.remove(0);
+                replaced.append(&mut q.initializers);
+                new_nodes.append(&mut q.nodes);
+                report.quantized_bytes += q.bytes;
             }
             _ => {
                 let h: Vec<f16> = w.iter().map(|&x| f16::from_f32(x)).collect();

@@ -1,6 +1,7 @@
 //! Weight quantization schemes: pure pack/unpack functions over a weight matrix `W[n, k]`
 //! (n = output channels, k = reduction), row-major. See docs/quantized-format.md.
 
+use crate::tensor::SharedSlice;
 use half::f16;
 
 /// Values per int4 group along K (one f16 scale each).
@@ -49,21 +50,23 @@ impl std::fmt::Display for Precision {
     }
 }
 
-/// Packed storage of one quantized weight matrix.
+/// Packed storage of one quantized weight matrix. The weight values are [`SharedSlice`]s: owned,
+/// or borrowed from the memory-mapped model file when its layout is this one (QDQ import), so
+/// loading copies nothing; kernels read them as slices (`&q[..]`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum QData {
     /// `n * k` halves, row-major.
-    F16(Vec<f16>),
+    F16(SharedSlice<f16>),
     /// `n * k` values, row-major; `w = q * scales[row]`.
-    Int8 { q: Vec<i8>, scales: Vec<f32> },
+    Int8 { q: SharedSlice<i8>, scales: Vec<f32> },
     /// Each row holds `groups = ceil(k / 32)` groups of four u32 words; value `j` of a group
     /// sits in word `j / 8`, bits `4 * (j % 8)..`, two's-complement in [-8, 7] (-8 unused).
     /// Padding past `k` is zero. `w = q * scales[row * groups + j / 32]`.
-    Int4 { packed: Vec<u32>, scales: Vec<f16> },
+    Int4 { packed: SharedSlice<u32>, scales: Vec<f16> },
     /// Weights as [`QData::Int8`]; activations are quantized to int8 when the kernel runs:
     /// per row with a scale computed from that row (`act_scale` None), or with one static
     /// per-tensor scale picked by calibration.
-    W8a8 { q: Vec<i8>, scales: Vec<f32>, act_scale: Option<f32> },
+    W8a8 { q: SharedSlice<i8>, scales: Vec<f32>, act_scale: Option<f32> },
 }
 
 /// A quantized `[n, k]` weight matrix.
@@ -80,18 +83,18 @@ impl QWeight {
         assert_eq!(w.len(), n * k, "weight length");
         let data = match p {
             Precision::F32 => return None,
-            Precision::F16 => QData::F16(w.iter().map(|&x| f16::from_f32(x)).collect()),
+            Precision::F16 => QData::F16(w.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>().into()),
             Precision::Int8 => {
                 let (q, scales) = quantize_int8(w, n, k);
-                QData::Int8 { q, scales }
+                QData::Int8 { q: q.into(), scales }
             }
             Precision::Int4 => {
                 let (packed, scales) = quantize_int4(w, n, k);
-                QData::Int4 { packed, scales }
+                QData::Int4 { packed: packed.into(), scales }
             }
             Precision::W8a8 => {
                 let (q, scales) = quantize_int8(w, n, k);
-                QData::W8a8 { q, scales, act_scale: None }
+                QData::W8a8 { q: q.into(), scales, act_scale: None }
             }
         };
         Some(QWeight { n, k, data })

@@ -1,13 +1,18 @@
 //! Host tensors: a concrete shape and a typed, contiguous, row-major buffer.
 //!
 //! Buffers are plain `Vec`s so the CPU engine can reuse their allocation from run to run
-//! ([`Tensor::reuse_f32`]); ndarray views are available for ops that like them.
+//! ([`Tensor::reuse_f32`]); ndarray views are available for ops that like them. Constants
+//! decoded from a memory-mapped model may instead borrow the map ([`Tensor::from_le_bytes`]):
+//! typed slices read it in place, the first mutable access copies (copy-on-write).
 
 use super::dtype::DType;
 use super::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use super::shape::numel;
+use super::shared::{view_le, Plain, SharedSlice};
+use bytes::Bytes;
 use half::{bf16, f16};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use std::sync::OnceLock;
 
 /// Typed storage of a tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,10 +37,23 @@ pub enum Data {
 }
 
 /// A host tensor.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: Data,
+    data: Storage,
+}
+
+#[derive(Clone, Debug)]
+enum Storage {
+    Owned(Data),
+    /// Little-endian `dtype` values in a shared buffer (e.g. the model file's map), viewable in
+    /// place (checked when built: a [`Plain`] type, aligned). `decoded` caches the Vec copy made
+    /// for callers that ask for [`Data`] ([`Tensor::data`]); typed slices never need it.
+    Borrowed {
+        dtype: DType,
+        bytes: Bytes,
+        decoded: OnceLock<Data>,
+    },
 }
 
 /// Element types a [`Tensor`] can be built from and viewed as.
@@ -44,11 +62,21 @@ pub trait Element: Copy + Default + Send + Sync + 'static {
     fn wrap(v: Vec<Self>) -> Data;
     fn slice(d: &Data) -> Option<&[Self]>;
     fn slice_mut(d: &mut Data) -> Option<&mut Vec<Self>>;
+    /// Little-endian bytes viewed in place as `[Self]`; `None` where that needs a copy.
+    fn view_bytes(_b: &[u8]) -> Option<&[Self]> {
+        None
+    }
 }
 
 macro_rules! element {
-    ($t:ty, $variant:ident) => {
+    ($t:ty, $variant:ident, plain) => {
+        element!($t, $variant, fn view_bytes(b: &[u8]) -> Option<&[Self]> {
+            view_le(b)
+        });
+    };
+    ($t:ty, $variant:ident $(, $view:item)?) => {
         impl Element for $t {
+            $($view)?
             const DTYPE: DType = DType::$variant;
             fn wrap(v: Vec<Self>) -> Data {
                 Data::$variant(v)
@@ -68,18 +96,18 @@ macro_rules! element {
         }
     };
 }
-element!(f32, F32);
-element!(f16, F16);
-element!(f64, F64);
-element!(i64, I64);
-element!(i32, I32);
-element!(i8, I8);
-element!(u8, U8);
-element!(i16, I16);
-element!(u16, U16);
-element!(u32, U32);
-element!(u64, U64);
-element!(bf16, BF16);
+element!(f32, F32, plain);
+element!(f16, F16, plain);
+element!(f64, F64, plain);
+element!(i64, I64, plain);
+element!(i32, I32, plain);
+element!(i8, I8, plain);
+element!(u8, U8, plain);
+element!(i16, I16, plain);
+element!(u16, U16, plain);
+element!(u32, U32, plain);
+element!(u64, U64, plain);
+element!(bf16, BF16, plain);
 element!(F8E4M3FN, F8E4M3FN);
 element!(F8E4M3FNUZ, F8E4M3FNUZ);
 element!(F8E5M2, F8E5M2);
@@ -112,7 +140,112 @@ macro_rules! dispatch_data {
     };
 }
 
+/// Applies `$body` with the type alias `$t` bound to the element type of `$dtype`.
+macro_rules! with_dtype {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            DType::F16 => {
+                type $t = f16;
+                $body
+            }
+            DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            DType::I64 => {
+                type $t = i64;
+                $body
+            }
+            DType::I32 => {
+                type $t = i32;
+                $body
+            }
+            DType::I8 => {
+                type $t = i8;
+                $body
+            }
+            DType::U8 => {
+                type $t = u8;
+                $body
+            }
+            DType::I16 => {
+                type $t = i16;
+                $body
+            }
+            DType::U16 => {
+                type $t = u16;
+                $body
+            }
+            DType::U32 => {
+                type $t = u32;
+                $body
+            }
+            DType::U64 => {
+                type $t = u64;
+                $body
+            }
+            DType::BF16 => {
+                type $t = bf16;
+                $body
+            }
+            DType::F8E4M3FN => {
+                type $t = F8E4M3FN;
+                $body
+            }
+            DType::F8E4M3FNUZ => {
+                type $t = F8E4M3FNUZ;
+                $body
+            }
+            DType::F8E5M2 => {
+                type $t = F8E5M2;
+                $body
+            }
+            DType::F8E5M2FNUZ => {
+                type $t = F8E5M2FNUZ;
+                $body
+            }
+            DType::Bool => {
+                type $t = bool;
+                $body
+            }
+        }
+    };
+}
+
 impl Data {
+    /// Decodes little-endian bytes (ONNX raw data) into a typed Vec; `b.len()` must be a
+    /// multiple of the element size.
+    pub fn from_le_bytes(dtype: DType, b: &[u8]) -> Data {
+        macro_rules! chunks {
+            ($t:ty, $n:expr) => {
+                b.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap())).collect()
+            };
+        }
+        match dtype {
+            DType::F32 => Data::F32(chunks!(f32, 4)),
+            DType::F64 => Data::F64(chunks!(f64, 8)),
+            DType::I64 => Data::I64(chunks!(i64, 8)),
+            DType::I32 => Data::I32(chunks!(i32, 4)),
+            DType::I16 => Data::I16(chunks!(i16, 2)),
+            DType::U16 => Data::U16(chunks!(u16, 2)),
+            DType::U32 => Data::U32(chunks!(u32, 4)),
+            DType::U64 => Data::U64(chunks!(u64, 8)),
+            DType::F16 => Data::F16(b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
+            DType::BF16 => Data::BF16(b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
+            DType::I8 => Data::I8(b.iter().map(|&v| v as i8).collect()),
+            DType::U8 => Data::U8(b.to_vec()),
+            DType::F8E4M3FN => Data::F8E4M3FN(b.iter().map(|&v| F8E4M3FN(v)).collect()),
+            DType::F8E4M3FNUZ => Data::F8E4M3FNUZ(b.iter().map(|&v| F8E4M3FNUZ(v)).collect()),
+            DType::F8E5M2 => Data::F8E5M2(b.iter().map(|&v| F8E5M2(v)).collect()),
+            DType::F8E5M2FNUZ => Data::F8E5M2FNUZ(b.iter().map(|&v| F8E5M2FNUZ(v)).collect()),
+            DType::Bool => Data::Bool(b.iter().map(|&v| v != 0).collect()),
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             Data::F32(_) => DType::F32,
@@ -170,7 +303,7 @@ impl Data {
 impl Tensor {
     /// Builds a tensor; `None` when the buffer length does not match the shape.
     pub fn new(shape: Vec<usize>, data: Data) -> Option<Tensor> {
-        (numel(&shape) == data.len()).then_some(Tensor { shape, data })
+        (numel(&shape) == data.len()).then_some(Tensor { shape, data: Storage::Owned(data) })
     }
 
     pub fn from_vec<T: Element>(shape: Vec<usize>, v: Vec<T>) -> Option<Tensor> {
@@ -179,13 +312,13 @@ impl Tensor {
 
     /// A scalar (rank 0) tensor.
     pub fn scalar<T: Element>(v: T) -> Tensor {
-        Tensor { shape: vec![], data: T::wrap(vec![v]) }
+        Tensor { shape: vec![], data: Storage::Owned(T::wrap(vec![v])) }
     }
 
     pub fn from_array<T: Element>(a: ArrayD<T>) -> Tensor {
         let shape = a.shape().to_vec();
         let v = if a.is_standard_layout() { a.into_raw_vec_and_offset().0 } else { a.iter().copied().collect() };
-        Tensor { shape, data: T::wrap(v) }
+        Tensor { shape, data: Storage::Owned(T::wrap(v)) }
     }
 
     pub fn zeros(dtype: DType, shape: &[usize]) -> Tensor {
@@ -209,18 +342,61 @@ impl Tensor {
             DType::F8E5M2FNUZ => Data::F8E5M2FNUZ(vec![F8E5M2FNUZ(0); n]),
             DType::Bool => Data::Bool(vec![false; n]),
         };
-        Tensor { shape: shape.to_vec(), data }
+        Tensor { shape: shape.to_vec(), data: Storage::Owned(data) }
     }
 
     /// An empty tensor (shape `[0]`) of a type.
     pub fn empty(dtype: DType) -> Tensor {
-        Tensor { shape: vec![0], data: Data::empty(dtype) }
+        Tensor { shape: vec![0], data: Storage::Owned(Data::empty(dtype)) }
     }
 
     /// A placeholder that allocates nothing: engine slots before their first write and values
     /// moved out temporarily. Its shape and data are both empty; never read it as a value.
     pub fn placeholder() -> Tensor {
-        Tensor { shape: Vec::new(), data: Data::F32(Vec::new()) }
+        Tensor { shape: Vec::new(), data: Storage::Owned(Data::F32(Vec::new())) }
+    }
+
+    /// A tensor of little-endian `dtype` values (ONNX raw data) that borrows `bytes` when they
+    /// can be read in place (little-endian host, plain numeric type, start aligned for it) and
+    /// decodes a copy otherwise. `None` when the length does not match the shape.
+    pub fn from_le_bytes(shape: Vec<usize>, dtype: DType, bytes: Bytes) -> Option<Tensor> {
+        if numel(&shape).checked_mul(dtype.size()) != Some(bytes.len()) {
+            return None;
+        }
+        let viewable = with_dtype!(dtype, T => T::view_bytes(&bytes).is_some());
+        let data = if viewable {
+            Storage::Borrowed { dtype, bytes, decoded: OnceLock::new() }
+        } else {
+            Storage::Owned(Data::from_le_bytes(dtype, &bytes))
+        };
+        Some(Tensor { shape, data })
+    }
+
+    /// Whether the values are borrowed from a shared buffer (the model file's map) rather than
+    /// owned. Mutable access turns a borrowed tensor into an owned copy.
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self.data, Storage::Borrowed { .. })
+    }
+
+    /// The values as a [`SharedSlice`]: borrowing the same buffer when this tensor borrows one
+    /// (no copy), else a copy. `None` if the tensor holds another type.
+    pub fn to_shared<T: Element + Plain>(&self) -> Option<SharedSlice<T>> {
+        match &self.data {
+            Storage::Borrowed { dtype, bytes, .. } if *dtype == T::DTYPE => SharedSlice::borrow(bytes.clone()),
+            _ => Some(SharedSlice::from(self.as_slice::<T>()?.to_vec())),
+        }
+    }
+
+    /// The owned buffer, copying borrowed values first.
+    fn owned_mut(&mut self) -> &mut Data {
+        if let Storage::Borrowed { dtype, bytes, decoded } = &mut self.data {
+            let d = decoded.take().unwrap_or_else(|| Data::from_le_bytes(*dtype, bytes));
+            self.data = Storage::Owned(d);
+        }
+        match &mut self.data {
+            Storage::Owned(d) => d,
+            Storage::Borrowed { .. } => unreachable!("made owned above"),
+        }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -232,23 +408,34 @@ impl Tensor {
     }
 
     pub fn len(&self) -> usize {
-        self.data.len()
+        match &self.data {
+            Storage::Owned(d) => d.len(),
+            Storage::Borrowed { dtype, bytes, .. } => bytes.len() / dtype.size(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
     pub fn dtype(&self) -> DType {
-        self.data.dtype()
+        match &self.data {
+            Storage::Owned(d) => d.dtype(),
+            Storage::Borrowed { dtype, .. } => *dtype,
+        }
     }
 
+    /// The typed buffer. A borrowed tensor decodes (and caches) a copy here: prefer
+    /// [`Tensor::as_slice`], which reads borrowed values in place.
     pub fn data(&self) -> &Data {
-        &self.data
+        match &self.data {
+            Storage::Owned(d) => d,
+            Storage::Borrowed { dtype, bytes, decoded } => decoded.get_or_init(|| Data::from_le_bytes(*dtype, bytes)),
+        }
     }
 
-    pub fn into_data(self) -> Data {
-        self.data
+    pub fn into_data(mut self) -> Data {
+        std::mem::replace(self.owned_mut(), Data::F32(Vec::new()))
     }
 
     /// Bytes held by the buffer.
@@ -258,16 +445,24 @@ impl Tensor {
 
     /// Typed slice, `None` if the tensor holds another type.
     pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
-        T::slice(&self.data)
+        match &self.data {
+            Storage::Owned(d) => T::slice(d),
+            Storage::Borrowed { dtype, bytes, .. } if *dtype == T::DTYPE => T::view_bytes(bytes),
+            Storage::Borrowed { .. } => None,
+        }
     }
 
+    /// Mutable typed slice; a borrowed tensor is copied first (the shared buffer is never written).
     pub fn as_mut_slice<T: Element>(&mut self) -> Option<&mut [T]> {
-        T::slice_mut(&mut self.data).map(|v| v.as_mut_slice())
+        if self.dtype() != T::DTYPE {
+            return None;
+        }
+        T::slice_mut(self.owned_mut()).map(|v| v.as_mut_slice())
     }
 
     /// ndarray view, `None` if the tensor holds another type.
     pub fn view<T: Element>(&self) -> Option<ArrayViewD<'_, T>> {
-        let s = T::slice(&self.data)?;
+        let s = self.as_slice::<T>()?;
         ArrayViewD::from_shape(IxDyn(&self.shape), s).ok()
     }
 
@@ -289,13 +484,14 @@ impl Tensor {
     /// matches, and returns it for writing. Contents are unspecified (stale or zero).
     pub fn reuse<T: Element>(&mut self, shape: &[usize]) -> &mut [T] {
         let n = numel(shape);
-        if T::slice_mut(&mut self.data).is_none() {
-            self.data = T::wrap(Vec::new());
+        if self.is_borrowed() || self.dtype() != T::DTYPE {
+            self.data = Storage::Owned(T::wrap(Vec::new())); // contents are not kept: no copy
         }
-        let v = T::slice_mut(&mut self.data).expect("just set");
-        v.resize(n, T::default());
         self.shape.clear();
         self.shape.extend_from_slice(shape);
+        let Storage::Owned(data) = &mut self.data else { unreachable!("made owned above") };
+        let v = T::slice_mut(data).expect("just set");
+        v.resize(n, T::default());
         v.as_mut_slice()
     }
 
@@ -306,36 +502,15 @@ impl Tensor {
 
     /// Copies another tensor's contents into this one, reusing this allocation where possible.
     pub fn assign(&mut self, src: &Tensor) {
-        macro_rules! copy {
-            ($t:ty, $s:expr) => {{
-                let dst = self.reuse::<$t>(&src.shape);
-                dst.copy_from_slice($s);
-            }};
-        }
-        match &src.data {
-            Data::F32(s) => copy!(f32, s),
-            Data::F16(s) => copy!(f16, s),
-            Data::F64(s) => copy!(f64, s),
-            Data::I64(s) => copy!(i64, s),
-            Data::I32(s) => copy!(i32, s),
-            Data::I8(s) => copy!(i8, s),
-            Data::U8(s) => copy!(u8, s),
-            Data::I16(s) => copy!(i16, s),
-            Data::U16(s) => copy!(u16, s),
-            Data::U32(s) => copy!(u32, s),
-            Data::U64(s) => copy!(u64, s),
-            Data::BF16(s) => copy!(bf16, s),
-            Data::F8E4M3FN(s) => copy!(F8E4M3FN, s),
-            Data::F8E4M3FNUZ(s) => copy!(F8E4M3FNUZ, s),
-            Data::F8E5M2(s) => copy!(F8E5M2, s),
-            Data::F8E5M2FNUZ(s) => copy!(F8E5M2FNUZ, s),
-            Data::Bool(s) => copy!(bool, s),
-        }
+        with_dtype!(src.dtype(), T => {
+            let s = src.as_slice::<T>().expect("a tensor's own dtype");
+            self.reuse::<T>(&src.shape).copy_from_slice(s);
+        })
     }
 
     /// Values of an integer tensor widened to i64 (shape arguments such as Reshape's `shape`).
     pub fn to_i64_vec(&self) -> Option<Vec<i64>> {
-        Some(match &self.data {
+        Some(match self.data() {
             Data::I64(v) => v.clone(),
             Data::I32(v) => v.iter().map(|&x| x as i64).collect(),
             Data::I8(v) => v.iter().map(|&x| x as i64).collect(),
@@ -358,7 +533,7 @@ impl Tensor {
 
     /// Values widened to f64, for any dtype (comparisons, scalar attributes given as tensors).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        match &self.data {
+        match self.data() {
             Data::F32(v) => v.iter().map(|&x| x as f64).collect(),
             Data::F16(v) => v.iter().map(|&x| x.to_f64()).collect(),
             Data::F64(v) => v.clone(),
@@ -377,5 +552,14 @@ impl Tensor {
             Data::F8E5M2FNUZ(v) => v.iter().map(|&x| x.to_f64()).collect(),
             Data::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
         }
+    }
+}
+
+impl PartialEq for Tensor {
+    /// Same shape, dtype and values (compared in place: borrowed tensors are not decoded).
+    fn eq(&self, other: &Tensor) -> bool {
+        self.shape == other.shape
+            && self.dtype() == other.dtype()
+            && with_dtype!(self.dtype(), T => self.as_slice::<T>() == other.as_slice::<T>())
     }
 }

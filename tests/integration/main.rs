@@ -20,7 +20,9 @@ mod gpu_plan;
 mod grad;
 mod mobilenet;
 mod parity;
+mod qdq_int4;
 mod quant;
 #[cfg(feature = "wgpu")]
 mod quant_gpu;
 mod readme;
+mod zerocopy;

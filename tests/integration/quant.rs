@@ -106,13 +106,13 @@ fn quantize_graph_leaves_f32_and_unsupported_alone() {
 // ---------------------------------------------------------------------------------------------
 // QDQ ONNX export (`alembic quantize`) and import (DequantizeLinear folded into QGemm/QConv).
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.shape(), b.shape());
     let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
-fn qdq_dir(name: &str) -> PathBuf {
+pub fn qdq_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("alembic-qdq-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -207,7 +207,11 @@ fn quantize_cli_writes_qdq_and_rejects_bad_precision() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("quantized 2 weight tensors to int8"));
     assert!(out.exists());
-    for bad in ["int3", "int4", "w8a8"] {
+    let int4 = run("int4");
+    assert!(int4.status.success(), "{}", String::from_utf8_lossy(&int4.stderr));
+    let said = String::from_utf8_lossy(&int4.stdout);
+    assert!(said.contains("quantized 2 weight tensors to int4") && said.contains("opset raised 17 -> 21"), "{said}");
+    for bad in ["int3", "w8a8"] {
         let o = run(bad);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success());
@@ -273,6 +277,103 @@ fn qdq_fold_only_symmetric_weights() {
             for j in 0..4 {
                 let e: f32 = (0..3).map(|k| x[i * 3 + k] * (wq[k * 4 + j] as f32 - zp as f32) * 0.05).sum();
                 assert!((y[i * 4 + j] - e).abs() < 1e-5, "zp {zp} [{i},{j}]: {} vs {e}", y[i * 4 + j]);
+            }
+        }
+    }
+}
+
+/// Static w8a8 QDQ `DequantizeLinear(QuantizeLinear(x, s, 0), s, 0) -> MatMul(DQ(int8 W))`:
+/// activations far below the calibrated range saturate to -128 as QuantizeLinear does. With
+/// weights in [-127, 127] the pair folds into a w8a8 node; a weight of -128 (possible in files
+/// from other tools) would overflow the AVX2 kernel's sign trick, so that weight keeps the int8
+/// kernel and the Q/DQ pair runs as written. Both compute the operators' definition.
+#[test]
+fn qdq_static_activations_saturate_like_quantize_linear() {
+    use alembic::ir::Op;
+    use alembic::onnx::pb;
+    use alembic::onnx::tensor_proto::encode;
+    use alembic::quant::QData;
+    use prost::Message;
+    let vi = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor { elem_type: 1, shape: None })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = |op: &str, input: &[&str], out: &str| pb::NodeProto {
+        input: input.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        op_type: op.into(),
+        ..Default::default()
+    };
+    let (k, n, s) = (6usize, 4usize, 0.01f32);
+    // -2.0 is -200 steps (saturates to -128), 1.5 is 150 (127); the rest in range.
+    let x: Vec<f32> = vec![-2.0, 1.5, -1.275, 0.3, -0.005, 0.015, 0.5, -1.0, 0.7, -3.0, 0.2, 0.0];
+    for w_min in [-127i8, -128] {
+        let wq: Vec<i8> = (0..k * n).map(|i| if i == 5 { w_min } else { ((i * 23) % 120) as i8 - 60 }).collect();
+        let ws: Vec<f32> = (0..n).map(|j| 0.02 + 0.01 * j as f32).collect();
+        let model = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(pb::GraphProto {
+                node: vec![
+                    node("QuantizeLinear", &["x", "s", "zp"], "xq"),
+                    node("DequantizeLinear", &["xq", "s", "zp"], "xd"),
+                    pb::NodeProto {
+                        attribute: vec![pb::AttributeProto {
+                            name: "axis".into(),
+                            r#type: 2,
+                            i: 1,
+                            ..Default::default()
+                        }],
+                        ..node("DequantizeLinear", &["wq", "ws"], "w")
+                    },
+                    node("MatMul", &["xd", "w"], "y"),
+                ],
+                initializer: vec![
+                    encode(&Tensor::from_vec(vec![k, n], wq.clone()).unwrap(), "wq"),
+                    encode(&Tensor::from_vec(vec![n], ws.clone()).unwrap(), "ws"),
+                    encode(&Tensor::scalar(s), "s"),
+                    encode(&Tensor::scalar(0i8), "zp"),
+                ],
+                input: vec![vi("x")],
+                output: vec![vi("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = Model::from_bytes(&model.encode_to_vec()).unwrap();
+        let kinds: Vec<&str> = m
+            .graph()
+            .nodes
+            .iter()
+            .filter_map(|nd| match &nd.op {
+                Op::QGemm { w, .. } => Some(match w.data {
+                    QData::W8a8 { act_scale: Some(_), .. } => "w8a8",
+                    QData::Int8 { .. } => "int8",
+                    _ => "other",
+                }),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, [if w_min == -127 { "w8a8" } else { "int8" }], "weight min {w_min}");
+        for p in [Precision::F32, Precision::W8a8] {
+            let sess = m.session(SessionOptions::default().precision(p)).unwrap();
+            let y = sess.run(vec![("x", Tensor::from_vec(vec![2, k], x.clone()).unwrap())]).unwrap().0[0].1.clone();
+            let y = y.as_slice::<f32>().unwrap();
+            for i in 0..2 {
+                for j in 0..n {
+                    let e: f32 = (0..k)
+                        .map(|t| {
+                            let q = (x[i * k + t] / s).round_ties_even().clamp(-128.0, 127.0);
+                            q * s * wq[t * n + j] as f32 * ws[j]
+                        })
+                        .sum();
+                    let got = y[i * n + j];
+                    assert!((got - e).abs() <= 1e-5 * (1.0 + e.abs()), "w_min {w_min} {p} [{i},{j}]: {got} vs {e}");
+                }
             }
         }
     }
@@ -467,7 +568,10 @@ fn qdq_w8a8_calibrated_export_folds_and_matches_ort() {
     }
 }
 
-/// Max |ORT - Alembic| on the static w8a8 file, relative to the largest |logit|.
+/// Max |ORT - Alembic| on the static w8a8 file, relative to the largest |logit|. ORT (with the
+/// Level1 optimizations OrtEngine uses) fuses the Q/DQ pairs and Gemm into its own int8 QGemm,
+/// which differs from the QDQ reference semantics by 4.1e-2 on the student; ORT with graph
+/// optimizations disabled and Alembic agree to 3.8e-6 (docs/quantized-format.md).
 const W8A8_ORT_TOLERANCE: f32 = 1e-2;
 
 #[test]

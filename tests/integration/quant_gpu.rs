@@ -9,7 +9,7 @@ use alembic::backend::wgpu::device::Backends;
 use alembic::backend::wgpu::{w8a8, Ctx, WgpuBackend};
 use alembic::backend::{Backend, BackendKind, Support};
 use alembic::ir::{AutoPad, Graph, Node, Op, Value, Window};
-use alembic::quant::{Precision, QWeight};
+use alembic::quant::{Precision, QData, QWeight};
 use alembic::{DType, Model, SessionOptions, Shape, Tensor};
 use std::sync::Arc;
 
@@ -142,6 +142,58 @@ fn w8a8_gemm_and_conv_match_cpu_on_every_api_and_dot4_variant() {
             compare(&format!("{label}: w8a8 conv case {i}"), &gpu, &cpu);
         }
         println!("{label}: w8a8 GEMM and Conv match the CPU kernels");
+    }
+}
+
+/// A static activation scale (calibrated QDQ) saturates like QuantizeLinear: inputs beyond
+/// the scale's range become -128 or 127, on the CPU (checked against that definition) and on
+/// every API and `dot4` variant (checked against the CPU).
+#[test]
+fn w8a8_static_scale_saturates_like_quantize_linear() {
+    let (m, k, n, s) = (3, 37, 5, 1.0f32 / 200.0);
+    let x = Tensor::from_vec(vec![m, k], vals(m * k, 7)).unwrap();
+    let xv = x.as_slice::<f32>().unwrap();
+    assert!(xv.iter().any(|v| (v / s).round_ties_even() < -128.0), "some inputs must saturate at -128");
+    let QData::W8a8 { q, scales, .. } = QWeight::quantize(&vals(n * k, 8), n, k, Precision::W8a8).unwrap().data else {
+        unreachable!("w8a8 weights")
+    };
+    let want: Vec<f32> = (0..m * n)
+        .map(|idx| {
+            let (i, j) = (idx / n, idx % n);
+            let qa = |t: usize| (xv[i * k + t] * (1.0 / s)).round_ties_even().clamp(-128.0, 127.0) as i32;
+            s * scales[j] * (0..k).map(|t| qa(t) * q[j * k + t] as i32).sum::<i32>() as f32
+        })
+        .collect();
+    let data = QData::W8a8 { q, scales, act_scale: Some(s) };
+    let w = Arc::new(QWeight { n, k, data });
+    let g = || graph(Op::QGemm { w: w.clone(), alpha: 1.0, beta: 0.0 }, &x, None, 2);
+    let cpu = run(&*CpuBackend.prepare(Arc::new(g())).unwrap(), &x);
+    for (i, (&c, &e)) in cpu.as_slice::<f32>().unwrap().iter().zip(&want).enumerate() {
+        assert!((c - e).abs() <= 1e-5 * (1.0 + e.abs()), "cpu element {i}: {c} vs {e}");
+    }
+    // The conv shader quantizes its patches the same way: 2 images, 3 channels, 3x3 kernel.
+    let xc = Tensor::from_vec(vec![2, 3, 6, 5], vals(2 * 3 * 6 * 5, 9)).unwrap();
+    let QData::W8a8 { q, scales, .. } = QWeight::quantize(&vals(4 * 27, 10), 4, 27, Precision::W8a8).unwrap().data
+    else {
+        unreachable!("w8a8 weights")
+    };
+    let wc = Arc::new(QWeight { n: 4, k: 27, data: QData::W8a8 { q, scales, act_scale: Some(s) } });
+    let window = Window {
+        kernel: vec![],
+        strides: vec![1, 1],
+        pads: vec![1; 4],
+        dilations: vec![1, 1],
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    };
+    let gc =
+        || graph(Op::QConv { window: window.clone(), group: 1, w: wc.clone(), wshape: vec![4, 3, 3, 3] }, &xc, None, 4);
+    let cpu_conv = run(&*CpuBackend.prepare(Arc::new(gc())).unwrap(), &xc);
+    for (label, c) in &contexts("w8a8_static_scale_saturates_like_quantize_linear") {
+        let backend = WgpuBackend::with_context(c.clone());
+        compare(&format!("{label}: static-scale w8a8 gemm"), &run(&backend.plan(Arc::new(g())).unwrap(), &x), &cpu);
+        let gpu_conv = run(&backend.plan(Arc::new(gc())).unwrap(), &xc);
+        compare(&format!("{label}: static-scale w8a8 conv"), &gpu_conv, &cpu_conv);
     }
 }
 

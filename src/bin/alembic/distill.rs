@@ -27,7 +27,7 @@ pub struct Args {
     /// Where to write the refined student (atomically).
     #[arg(long)]
     out: PathBuf,
-    /// Also write the refined student quantized (f16 or int8 weights, QDQ ONNX) next to --out,
+    /// Also write the refined student quantized (f16, int8 or int4 weights, QDQ ONNX) next to --out,
     /// as OUT_STEM.PRECISION.onnx, ready for the wgpu and quantized CPU paths.
     #[arg(long)]
     quantize: Option<alembic::Precision>,

@@ -1,4 +1,4 @@
-//! `alembic quantize MODEL --precision f16|int8|w8a8 [--calibrate DATA] --out FILE.onnx`:
+//! `alembic quantize MODEL --precision f16|int8|int4|w8a8 [--calibrate DATA] --out FILE.onnx`:
 //! standard QDQ ONNX (see docs/quantized-format.md) that ONNX Runtime, tract and Alembic all load.
 
 use alembic::Precision;
@@ -8,8 +8,10 @@ use std::path::PathBuf;
 pub struct Args {
     /// ONNX model file (f32 weights).
     model: PathBuf,
-    /// Precision: f16 or int8 weights, or w8a8 (int8 weights and activations; needs
-    /// --calibrate, since dynamic per-row activation scales have no standard ONNX form).
+    /// Precision: f16, int8 or int4 weights (int4: INT4 values with f16 scales per 32 along K,
+    /// opset-21 blocked DequantizeLinear; the model's opset is raised to 21), or w8a8 (int8
+    /// weights and activations; needs --calibrate, since dynamic per-row activation scales
+    /// have no standard ONNX form).
     #[arg(long)]
     precision: String,
     /// Sample inputs (.npy, .npz or a folder) for static activation scales (w8a8 only): the
@@ -31,8 +33,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let acts =
         if r.activations > 0 { format!(" and {} activations (static scales)", r.activations) } else { String::new() };
+    let opset = r.opset_raised_from.map(|from| format!("; opset raised {from} -> 21")).unwrap_or_default();
     println!(
-        "quantized {} weight tensors{acts} to {}: {} -> {} weight bytes; {} ({} bytes) -> {} ({} bytes)",
+        "quantized {} weight tensors{acts} to {}: {} -> {} weight bytes; {} ({} bytes) -> {} ({} bytes){opset}",
         r.weights,
         p,
         r.f32_bytes,

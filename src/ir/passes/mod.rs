@@ -1,10 +1,11 @@
 //! Graph passes run after import: constant folding (incl. the shape subgraphs exporters emit),
 //! removal of no-op nodes, BatchNormalization folded into the Conv/Gemm before it, QDQ int8 /
-//! f16 weights folded into QGemm/QConv.
+//! int4 / f16 weights folded into QGemm/QConv.
 
 mod bn_fold;
 mod fold;
 mod qdq_fold;
+mod qdq_fold_int4;
 mod simplify;
 
 pub use bn_fold::fold_batchnorm;

@@ -2,18 +2,25 @@
 //! `DequantizeLinear(constant int8 W, scale, zero point 0)` feeding MatMul's or Gemm's B, or
 //! Conv's W, becomes [`Op::QGemm`] / [`Op::QConv`] with the int8 per-output-channel scheme when
 //! the layout fits (symmetric, per tensor or per output channel); `Cast(constant f16 W -> f32)`
-//! becomes the f16 scheme. Anything else is left to the generic kernels (and constant folding).
+//! becomes the f16 scheme; blocked 4-bit weights (opset 21) become the int4 scheme
+//! ([`super::qdq_fold_int4`]). Anything else is left to the generic kernels (and constant folding).
 //! Runs before constant folding, which would otherwise expand the weight to f32.
+//!
+//! Zero copy: where the file's layout is the kernels' `[n, k]` (Conv W, Gemm B under transB)
+//! the packed weight borrows the constant's buffer, i.e. the memory-mapped model file; the
+//! `[k, n]` layout (MatMul B, Gemm B without transB) is transposed into an owned copy.
 
+use super::qdq_fold_int4::blocked_int4;
 use crate::ir::graph::Graph;
 use crate::ir::op::{Op, QLinear};
 use crate::quant::{QData, QWeight};
-use crate::tensor::{norm_axis, DType};
+use crate::tensor::shared::Plain;
+use crate::tensor::{norm_axis, DType, Element, SharedSlice, Tensor};
 use std::sync::Arc;
 
 /// Where the output channels sit in the weight tensor.
 #[derive(Clone, Copy, PartialEq)]
-enum Layout {
+pub(super) enum Layout {
     /// MatMul B / Gemm B without transB: `[k, n]`.
     KN,
     /// Gemm B under transB, Conv W: `[n, k..]`.
@@ -36,13 +43,16 @@ pub fn fold_qdq(g: &mut Graph) {
             continue;
         }
         let Some(p) = producers[w] else { continue };
-        let Some(mut q) = packed_weight(g, p, layout, conv) else { continue };
+        let folded = packed_weight(g, p, layout, conv).or_else(|| blocked_int4(g, &producers, w, layout, conv));
+        let Some(mut q) = folded else { continue };
         // A static activation Q -> DQ pair in front of an int8 weight: the w8a8 kernels
         // quantize with that scale themselves, so the node reads the f32 activation directly.
         let mut a = a;
-        if let QData::Int8 { q: wq, scales } = &q.0.data {
-            if let Some((x, s)) = static_act_qdq(g, &producers, a) {
-                q.0.data = QData::W8a8 { q: wq.clone(), scales: scales.clone(), act_scale: Some(s) };
+        if let QData::Int8 { q: wq, scales } = &mut q.0.data {
+            let static_act = static_act_qdq(g, &producers, a).filter(|_| crate::quant::w8a8_compatible(&wq[..]));
+            if let Some((x, s)) = static_act {
+                let (wq, scales) = (std::mem::replace(wq, Vec::new().into()), std::mem::take(scales));
+                q.0.data = QData::W8a8 { q: wq, scales, act_scale: Some(s) };
                 a = x;
             }
         }
@@ -65,8 +75,7 @@ pub fn fold_qdq(g: &mut Graph) {
 
 /// `(x, scale)` when `v` is `DequantizeLinear(QuantizeLinear(x, s, 0), s, 0)` with int8 zero
 /// points and one constant positive f32 scale `s` (ONNX Runtime's static QDQ activation form).
-/// The kernels clamp to [-127, 127] where QuantizeLinear allows -128: the two differ only for
-/// inputs below -127.5 steps, beyond the calibrated range.
+/// The kernels saturate to [-128, 127] as QuantizeLinear does.
 fn static_act_qdq(g: &Graph, producers: &[Option<usize>], v: usize) -> Option<(usize, f32)> {
     let scalar_scale = |node: &crate::ir::graph::Node| -> Option<f32> {
         let s = g.constant(node.input(1)?)?;
@@ -103,7 +112,6 @@ fn packed_weight(g: &Graph, p: usize, layout: Layout, conv: bool) -> Option<(QWe
     };
     let data = match &node.op {
         Op::QLinear(QLinear::Dequantize { axis, block_size: 0 }) => {
-            let q = x.as_slice::<i8>()?;
             let s = c(1)?.as_slice::<f32>()?;
             if node.input(2).is_some() && c(2)?.to_i64_vec()?.iter().any(|&z| z != 0) {
                 return None;
@@ -117,19 +125,22 @@ fn packed_weight(g: &Graph, p: usize, layout: Layout, conv: bool) -> Option<(QWe
                 }
                 s.to_vec()
             };
-            QData::Int8 { q: nk(q, &shape, layout), scales }
+            QData::Int8 { q: nk(x, &shape, layout)?, scales }
         }
-        Op::Cast { to: DType::F32, .. } => QData::F16(nk(x.as_slice::<half::f16>()?, &shape, layout)),
+        Op::Cast { to: DType::F32, .. } => QData::F16(nk(x, &shape, layout)?),
         _ => return None,
     };
     Some((QWeight { n, k, data }, shape))
 }
 
-/// Row-major `[n, k]` copy of the weight (a transpose for the `[k, n]` layout).
-fn nk<T: Copy + Default>(v: &[T], shape: &[usize], layout: Layout) -> Vec<T> {
+/// The weight as row-major `[n, k]`: the constant's own buffer for the `[n, k]` layout
+/// (borrowed from the model file when the constant is), a transposed copy for `[k, n]`.
+/// `None` if the constant holds another type.
+fn nk<T: Element + Plain>(x: &Tensor, shape: &[usize], layout: Layout) -> Option<SharedSlice<T>> {
     match layout {
-        Layout::NK => v.to_vec(),
+        Layout::NK => x.to_shared::<T>(),
         Layout::KN => {
+            let v = x.as_slice::<T>()?;
             let (r, c) = (shape[0], shape[1]);
             let mut w = vec![T::default(); r * c];
             for i in 0..r {
@@ -137,7 +148,7 @@ fn nk<T: Copy + Default>(v: &[T], shape: &[usize], layout: Layout) -> Vec<T> {
                     w[j * r + i] = v[i * c + j];
                 }
             }
-            w
+            Some(w.into())
         }
     }
 }

@@ -5,8 +5,11 @@
 //!
 //! The dot products run four weight rows per activation row. On x86-64 with AVX2 (detected at
 //! run time) they use `vpmaddubsw` (|a| as u8 times w with a's sign, pairs to i16) and
-//! `vpmaddwd` (pairs to i32): 32 multiply-adds per instruction pair. Both operands stay in
-//! [-127, 127], so the i16 pair sums (at most 2 * 127 * 127 = 32258) never saturate. Elsewhere
+//! `vpmaddwd` (pairs to i32): 32 multiply-adds per instruction pair. Activations are in
+//! [-128, 127] (QuantizeLinear's range; |a| = 128 is still exact as the u8 operand) and weights
+//! in [-127, 127] (`w * sign(a)` must not overflow i8, so a weight of -128 never reaches
+//! these kernels, see `quant::w8a8_compatible`), so the i16 pair sums (at most
+//! 2 * 128 * 127 = 32512 < 32767) never saturate. Elsewhere
 //! a plain widening loop that LLVM vectorizes (NEON `smull`/`sadalp` on phones).
 
 use super::window::resolve;
@@ -15,8 +18,11 @@ use crate::ir::Op;
 use crate::quant::{QData, QWeight};
 use crate::tensor::Tensor;
 
-/// Largest int8 magnitude used on both sides (symmetric; -128 is never produced).
+/// Largest int8 magnitude of the symmetric scales (`max|row| / 127`).
 const QMAX: f32 = 127.0;
+/// Smallest quantized activation: -128, as QuantizeLinear saturates, so a static scale from a
+/// QDQ file gives the values ONNX Runtime computes (a per-row scale never goes below -127).
+const QMIN: f32 = -128.0;
 
 /// The int8 weight matrix `[n, k]`, its per-row scales and the static activation scale.
 pub fn parts(w: &QWeight) -> Option<(&[i8], &[f32], Option<f32>)> {
@@ -27,7 +33,7 @@ pub fn parts(w: &QWeight) -> Option<(&[i8], &[f32], Option<f32>)> {
 }
 
 /// Quantizes `row` into `q` (round half to even, as ONNX and WGSL do) and returns its scale: `max|row| / 127` unless `fixed` is given
-/// (then values beyond `127 * fixed` saturate). An all-zero row gets scale 0 and zeros.
+/// (then values outside `[-128, 127] * fixed` saturate). An all-zero row gets scale 0 and zeros.
 pub fn quantize_row(row: &[f32], fixed: Option<f32>, q: &mut [i8]) -> f32 {
     let s = fixed.unwrap_or_else(|| row.iter().fold(0f32, |m, x| m.max(x.abs())) / QMAX);
     if !(s > 0.0 && s.is_finite()) {
@@ -36,7 +42,7 @@ pub fn quantize_row(row: &[f32], fixed: Option<f32>, q: &mut [i8]) -> f32 {
     }
     let inv = 1.0 / s;
     for (o, &x) in q.iter_mut().zip(row) {
-        *o = (x * inv).round_ties_even().clamp(-QMAX, QMAX) as i8;
+        *o = (x * inv).round_ties_even().clamp(QMIN, QMAX) as i8;
     }
     s
 }
@@ -52,7 +58,7 @@ fn split_scratch(scratch: &mut Vec<f32>, m: usize, bytes: usize) -> (&mut [f32],
 }
 
 /// `acc[i * ldc + j] (op)= sum_k a[i, k] * w[j, k]` as i32 through `emit(i, j, dot)`.
-/// `a` is `[m, k]`, `w` is `[n, k]`, both row-major int8 in [-127, 127].
+/// `a` is `[m, k]` int8 in [-128, 127], `w` is `[n, k]` int8 in [-127, 127], both row-major.
 pub fn gemm_i8(m: usize, n: usize, k: usize, a: &[i8], w: &[i8], mut emit: impl FnMut(usize, usize, i32)) {
     assert!(a.len() >= m * k && w.len() >= n * k, "gemm_i8 operand lengths");
     #[cfg(target_arch = "x86_64")]
@@ -217,7 +223,7 @@ pub fn qconv_w8a8(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], s
                 }
                 let inv = if *s > 0.0 { 1.0 / *s } else { 0.0 };
                 for (r, q) in qa[p * kdim..][..kdim].iter_mut().enumerate() {
-                    *q = (col[r * osz + p] * inv).round_ties_even().clamp(-QMAX, QMAX) as i8;
+                    *q = (col[r * osz + p] * inv).round_ties_even().clamp(QMIN, QMAX) as i8;
                 }
             }
             let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
@@ -269,6 +275,27 @@ mod tests {
         for (j, &g) in got.iter().enumerate() {
             assert_eq!(g, (0..64).map(|t| 127 * w[j * 64 + t] as i32).sum::<i32>());
         }
+        // -128 activations (a static scale saturating, as QuantizeLinear) with +-127 weights:
+        // pair sums reach 2 * 128 * 127 = 32512, still below i16's 32767.
+        let a: Vec<i8> = (0..70).map(|i| if i % 5 == 4 { 127 } else { -128 }).collect();
+        let w: Vec<i8> = (0..280).map(|i| if i % 7 == 0 { 127 } else { -127 }).collect();
+        let mut got = [0i32; 4];
+        gemm_i8(1, 4, 70, &a, &w, |_, j, d| got[j] = d);
+        for (j, &g) in got.iter().enumerate() {
+            let e: i32 = (0..70).map(|t| a[t] as i32 * w[j * 70 + t] as i32).sum();
+            assert_eq!((g, dot_portable(&a, &w[j * 70..][..70])), (e, e), "row {j}");
+        }
+    }
+
+    #[test]
+    fn static_scale_saturates_like_quantize_linear() {
+        // QuantizeLinear(int8): round half to even, saturate to [-128, 127].
+        let mut q = [0i8; 6];
+        let s = quantize_row(&[-1000.0, -128.4, -127.6, 126.5, 127.5, 1000.0], Some(1.0), &mut q);
+        assert_eq!((s, q), (1.0, [-128, -128, -128, 126, 127, 127]));
+        // A per-row scale stays symmetric: the row's extreme maps to -127.
+        let s = quantize_row(&[-2.0, 1.0], None, &mut q[..2]);
+        assert_eq!((s, &q[..2]), (2.0 / 127.0, &[-127i8, 64][..]));
     }
 
     #[test]
