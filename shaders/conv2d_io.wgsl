@@ -1,5 +1,7 @@
 // Conv2d interface shared by conv2d.wgsl and conv2d_w8a8.wgsl (prepended to both): the
-// uniform layout the plan fills and the bindings.
+// uniform layout the plan fills and the bindings: four storage buffers (the downlevel / GLES
+// 3.1 limit per stage); quantized weight rows carry their scales (quant.wgsl). act_scale: the
+// static activation scale of a calibrated w8a8 weight (0 = per patch).
 
 struct Params {
     n: u32,
@@ -23,7 +25,7 @@ struct Params {
     fa: f32,
     fb: f32,
     groups: u32,
-    _p0: u32,
+    act_scale: f32,
     _p1: u32,
     _p2: u32,
 }
@@ -33,7 +35,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> scales: array<u32>;
 
 // Output element `i` (< n * c_out * oh * ow) as (x, y, channel, batch) of the NCHW output.
 fn out_pos(i: u32) -> vec4<u32> {

@@ -1,9 +1,9 @@
 // w8a8 direct 2-D convolution, NCHW, one invocation per output element. The input patch under
 // the window (c_in / group * kh * kw values, zero in the padding) is one activation row: it is
-// quantized with its own symmetric scale (max|patch| / 127), or the static calibrated scale in
-// scales[c_out] when > 0, and multiplied four lanes at a time with the int8 weight row through
+// quantized with its own symmetric scale (max|patch| / 127), or the static calibrated scale
+// p.act_scale when > 0, and multiplied four lanes at a time with the int8 weight row through
 // dot4 (prepended: packed or unpacked variant). Weights as in gemm_w8a8.wgsl: [c_out, kdim]
-// rows padded to `groups` = ceil(kdim / 4) words, f32 scales per output channel. Bindings
+// rows padded to `groups` = ceil(kdim / 4) words, each followed by its f32 scale. Bindings
 // and uniforms are conv2d.wgsl's (conv2d_io.wgsl). Prepended with act.wgsl.
 
 // Params and bindings: conv2d_io.wgsl.
@@ -40,7 +40,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var t = 0u; t < kk; t++) {
         amax = max(amax, abs(patch_at(b, g, oy, ox, t)));
     }
-    let fixed = bitcast<f32>(scales[p.c_out]);
+    let fixed = p.act_scale;
     let sa = select(amax / 127.0, fixed, fixed > 0.0);
     let inv = select(0.0, 1.0 / sa, sa > 0.0);
     var acc = 0i;
@@ -53,9 +53,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 packed |= (u32(q) & 0xFFu) << (8u * e);
             }
         }
-        acc += dot4(packed, w[oc * p.groups + word]);
+        acc += dot4(packed, w[oc * (p.groups + 1u) + word]);
     }
-    var v = sa * bitcast<f32>(scales[oc]) * f32(acc);
+    var v = sa * bitcast<f32>(w[oc * (p.groups + 1u) + p.groups]) * f32(acc);
     if p.has_bias == 1u {
         v += bias[oc];
     }

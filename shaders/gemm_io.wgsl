@@ -1,6 +1,9 @@
 // GEMM interface shared by gemm.wgsl and gemm_w8a8.wgsl (prepended to both): the uniform
-// layout the plan fills and the bindings. m0..y_off: the block and buffer windows of a split
-// dispatch (see gemm.wgsl); gemm_w8a8.wgsl is never split and ignores them.
+// layout the plan fills and the bindings. m0..y_off, k0, k1, b0, c_off: the block and buffer
+// windows of a split dispatch (see gemm.wgsl; gemm_w8a8.wgsl reads all but k0, k1 and b0: it
+// is never split along K nor batched). act_scale: the
+// static activation scale of a calibrated w8a8 weight (0 = per row). Four storage buffers, the
+// downlevel / GLES 3.1 limit per stage: quantized weight rows carry their scales (quant.wgsl).
 
 struct Params {
     m: u32,
@@ -18,20 +21,23 @@ struct Params {
     act: u32,
     fa: f32,
     fb: f32,
-    _pad: u32,
+    act_scale: f32,
     m0: u32,
     m1: u32,
     n0: u32,
     n1: u32,
     a_off: u32,
     w_off: u32,
-    s_off: u32,
     y_off: u32,
+    k0: u32,
+    k1: u32,
+    b0: u32,
+    c_off: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> scales: array<u32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;

@@ -2,8 +2,11 @@
 //   `copy`:   y[y_base + sum c_d * ys_d] = x[x_base + sum c_d * xs_d] over `shape`, with signed
 //             input strides. Transpose (permuted strides), Slice (start offset, step * stride,
 //             negative steps included) and Concat (one dispatch per input into its slab of y).
-//   `gather`: y viewed as [outer, n_idx, inner] reads x[(o * d + idx[j]) * inner + i]; the
-//             indices are normalised (negative ones wrapped) and range-checked on the host.
+//   `gather`: y viewed as [outer, n_idx, inner] reads x[(o * d + idx[j]) * inner + i]. The
+//             indices are i32, or i64 as two words (low first) when `rank` is 1: a constant
+//             table normalised on the host, or a run-time tensor (token ids) as uploaded.
+//             Negative indices count from the end; an index outside [-d, d) gives 0 (the CPU
+//             engine refuses it; a shader cannot fail).
 
 struct Params {
     len: u32,
@@ -41,7 +44,7 @@ fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     y[yi] = x[u32(xi)];
 }
 
-// Gather reuses the uniform: shape[0] = (outer, d, n_idx, inner).
+// Gather reuses the uniform: shape[0] = (outer, d, n_idx, inner), rank = 1 for i64 indices.
 @compute @workgroup_size(256)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
@@ -54,5 +57,19 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let e = i % inner;
     let j = (i / inner) % n_idx;
     let o = i / (inner * n_idx);
-    y[i] = x[(o * d + idx[j]) * inner + e];
+    var k: i32;
+    var fits = true;
+    if p.rank == 1u {
+        k = bitcast<i32>(idx[2u * j]);
+        // An i64 within i32 range: the high word is the low word's sign extension.
+        fits = idx[2u * j + 1u] == select(0u, 0xFFFFFFFFu, k < 0);
+    } else {
+        k = bitcast<i32>(idx[j]);
+    }
+    k = select(k, k + i32(d), k < 0);
+    if fits && k >= 0 && k < i32(d) {
+        y[i] = x[(o * d + u32(k)) * inner + e];
+    } else {
+        y[i] = 0.0;
+    }
 }

@@ -1,14 +1,16 @@
 // Quantized weight decoding shared by gemm.wgsl and conv2d.wgsl (prepended to them).
 // W_MODE (override constant, one pipeline per format): 0 f32 bits, 1 f16 pairs, 2 int8
 // quads with f32 scales per row, 3 int4 (groups of 32 along K, f16 scales). The including
-// shader declares `w: array<u32>` and `scales: array<u32>`. Layouts: docs/quantized-format.md.
+// shader declares `w: array<u32>`. int8 and int4 rows carry their own scales after their
+// weights (one buffer instead of two keeps every kernel within the 4 storage buffers per
+// stage of downlevel / GLES 3.1 devices, and a window of whole rows holds their scales).
+// Layouts: docs/quantized-format.md ("On the GPU").
 
 override W_MODE: u32 = 0u;
 
-// First word of the bound windows of `w` and `scales` (gemm.wgsl sets them when a weight is
-// split over several bindings; 0 otherwise).
+// First word of the bound window of `w` (gemm.wgsl sets it when a weight is split over
+// several bindings; 0 otherwise).
 var<private> w_base: u32 = 0u;
-var<private> s_base: u32 = 0u;
 
 // f16 bits to f32 by hand: unpack2x16float needs a capability some GL devices lack.
 fn f16_bits(h: u32) -> f32 {
@@ -37,17 +39,21 @@ fn qweight(row: u32, kk: u32, k: u32, groups: u32) -> f32 {
             return half_at(w[i / 2u - w_base], i % 2u);
         }
         case 2u: {
-            let i = row * k + kk;
-            let byte = (w[i / 4u - w_base] >> (8u * (i % 4u))) & 0xFFu;
+            // Row: ceil(k / 4) words of four bytes, then the f32 scale.
+            let kw = (k + 3u) / 4u;
+            let base = row * (kw + 1u) - w_base;
+            let byte = (w[base + kk / 4u] >> (8u * (kk % 4u))) & 0xFFu;
             let q = (i32(byte) << 24u) >> 24u;
-            return f32(q) * bitcast<f32>(scales[row - s_base]);
+            return f32(q) * bitcast<f32>(w[base + kw]);
         }
         case 3u: {
-            let word = w[row * groups * 4u + kk / 8u - w_base];
+            // Row: `groups` groups of four words, then ceil(groups / 2) words of f16 scales.
+            let base = row * (groups * 4u + (groups + 1u) / 2u) - w_base;
+            let word = w[base + kk / 8u];
             let nib = (word >> (4u * (kk % 8u))) & 0xFu;
             let q = (i32(nib) << 28u) >> 28u;
-            let si = row * groups + kk / 32u;
-            return f32(q) * half_at(scales[si / 2u - s_base], si % 2u);
+            let gi = kk / 32u;
+            return f32(q) * half_at(w[base + groups * 4u + gi / 2u], gi % 2u);
         }
         default: {
             return bitcast<f32>(w[row * k + kk - w_base]);

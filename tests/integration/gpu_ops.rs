@@ -2,7 +2,8 @@
 //! resize.wgsl) against the CPU f32 engine on random odd shapes, on lavapipe (Vulkan) and on
 //! the GL backend. Each context without an adapter prints that it skipped.
 //!
-//! Tolerances: Transpose / Slice / Concat / Gather move values and must be bit-exact;
+//! Tolerances: Transpose / Slice / Concat / Gather (constant or run-time i32 / i64 indices)
+//! move values and must be bit-exact;
 //! reductions rel 1e-4 + abs 1e-5 (f32 accumulation on the GPU, f64 on the CPU; LogSum/L2 etc.
 //! inherit it); LayerNorm rel 1e-4 + abs 1e-5 (f32 two-pass statistics vs f64); BatchNorm rel
 //! 1e-5 + abs 1e-6 (same folded a, b; one fused multiply-add); Resize rel 1e-5 + abs 1e-6
@@ -231,4 +232,120 @@ fn resize_matches_cpu() {
     let roi = f32s(&[0.0, 0.0, -0.2, 0.1, 1.0, 1.0, 0.9, 1.3]);
     let ins = || vec![In::Run(x.clone()), In::Const(roi.clone()), In::Const(f32s(&[1.0, 1.0, 1.4, 1.2])), In::Absent];
     check(t, "tf_crop_and_resize", Op::Resize(a), ins, 4, 1e-5, 1e-6);
+}
+
+/// i32 indices for a run-time Gather.
+fn i32s(shape: &[usize], v: &[i32]) -> Tensor {
+    Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap()
+}
+
+#[test]
+fn gather_with_runtime_indices_is_exact() {
+    let t = "gather_with_runtime_indices_is_exact";
+    let mut r = rng(12);
+    let x = random(&mut r, &[3, 7, 5], -1.0, 1.0);
+    // (axis, indices): i64 and i32, negative, 2-D, scalar (drops the axis), repeated.
+    let idx2 = Tensor::from_vec(vec![2, 3], vec![0i64, -1, 2, 4, -5, 1]).unwrap();
+    let cases = [
+        (0, i64s(&[2, -1, 0, 2, -3])),
+        (1, idx2),
+        (-1, Tensor::scalar(-2i64)),
+        (2, i32s(&[4], &[4, -5, 0, 3])),
+        (-2, i32s(&[2, 2], &[6, -7, 3, 3])),
+        (1, i32s(&[], &[-1])),
+    ];
+    for (axis, idx) in cases {
+        let rank = 3 + idx.rank() - 1;
+        let what = format!("gather axis {axis} of run-time {} indices {:?}", idx.dtype(), idx.shape());
+        check(t, &what, Op::Gather { axis }, || vec![In::Const(x.clone()), In::Run(idx.clone())], rank, 0.0, 0.0);
+        // The data computed at run time too.
+        check(t, &what, Op::Gather { axis }, || vec![In::Run(x.clone()), In::Run(idx.clone())], rank, 0.0, 0.0);
+    }
+    for (api, c) in contexts(t) {
+        runtime_gather_plan_checks(api, &c, &x);
+    }
+}
+
+/// Indices produced by a CPU node reach the GPU Gather; new index values (same shape) reuse the
+/// bound buffers; indices outside [-d, d) give 0 (an i64 past i32 too, not its low word).
+fn runtime_gather_plan_checks(api: &str, c: &Arc<Ctx>, x: &Tensor) {
+    use alembic::ir::{Graph, Node, Value};
+    use alembic::{DType, Shape};
+    let mut g = Graph { opset: 17, ..Default::default() };
+    let data = g.add_constant("data", x.clone());
+    let mut ids = Value::new("ids");
+    ids.dtype = Some(DType::I64);
+    ids.shape = Some(Shape::known(&[4]));
+    let ids = g.add_value(ids);
+    g.inputs.push(ids);
+    let mut copied = Value::new("ids_copy");
+    copied.dtype = Some(DType::I64);
+    let copied = g.add_value(copied);
+    let out = g.add_value(Value::new("out"));
+    g.nodes.push(Node { name: "copy".into(), op: Op::Identity, inputs: vec![Some(ids)], outputs: vec![copied] });
+    g.nodes.push(Node {
+        name: "gather".into(),
+        op: Op::Gather { axis: 1 },
+        inputs: vec![Some(data), Some(copied)],
+        outputs: vec![out],
+    });
+    g.outputs.push(out);
+    let g = Arc::new(g);
+    let b = WgpuBackend::with_context(c.clone());
+    assert_eq!(b.supports(&g, &g.nodes[1]), Support::Native, "{api}: run-time Gather on the CPU");
+    let plan = b.plan(g.clone()).unwrap();
+    assert_eq!(plan.fallback_nodes(), vec!["copy".to_string()], "{api}");
+    let cpu = alembic::backend::cpu::CpuBackend.prepare(g).unwrap();
+    let mut counts = None;
+    for ids in [[3i64, -1, 0, 6], [-7, 2, 2, 5]] {
+        let ids = Tensor::from_vec(vec![4], ids.to_vec()).unwrap();
+        let got = run_on(&plan, std::slice::from_ref(&ids));
+        close(
+            &format!("{api}: gather of CPU-made ids {ids:?}"),
+            &got,
+            &run_on(&*cpu, std::slice::from_ref(&ids)),
+            0.0,
+            0.0,
+        );
+        let now = c.counts().0;
+        assert_eq!(*counts.get_or_insert(now), now, "{api}: new index values created buffers");
+    }
+    // Out of range: 7 and -8 (d = 7), and 2^32 + 1 (low word 1): zeros, the rest gathered.
+    let bad = Tensor::from_vec(vec![4], vec![7i64, -8, (1 << 32) + 1, 1]).unwrap();
+    let got = run_on(&plan, &[bad]);
+    let (v, xs) = (got.as_slice::<f32>().unwrap(), x.as_slice::<f32>().unwrap());
+    for (o, row) in v.chunks(4 * 5).enumerate() {
+        assert!(row[..15].iter().all(|&e| e == 0.0), "{api}: out-of-range indices not zero: {row:?}");
+        assert_eq!(row[15..], xs[o * 35 + 5..o * 35 + 10], "{api}: index 1 after out-of-range ones");
+    }
+}
+
+#[test]
+fn onnx_gather_cases_run_on_wgpu_with_runtime_indices() {
+    use alembic::backend::BackendKind;
+    use alembic::onnx::tensor_proto::read_pb_file;
+    use alembic::quant::Precision;
+    use alembic::{Model, SessionOptions};
+    let t = "onnx_gather_cases_run_on_wgpu_with_runtime_indices";
+    let Some(dir) = std::env::var_os("ALEMBIC_ONNX_NODE_CASES").map(std::path::PathBuf::from) else {
+        return println!("SKIPPED {t}: ALEMBIC_ONNX_NODE_CASES unset (scripts/test.sh sets it)");
+    };
+    if ctx(t).is_none() {
+        return;
+    }
+    // The ONNX backend's Gather cases: data and int64 indices are both graph inputs.
+    for case in ["test_gather_0", "test_gather_1", "test_gather_2d_indices", "test_gather_negative_indices"] {
+        let case_dir = dir.join(case);
+        let model = Model::load(case_dir.join("model.onnx")).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let support = model.support_at(BackendKind::Wgpu, Precision::F32);
+        assert!(support.iter().all(|(_, _, s)| *s == Support::Native), "{case}: {support:?}");
+        let session = model.session(SessionOptions::default().backend(BackendKind::Wgpu)).unwrap();
+        let set = case_dir.join("test_data_set_0");
+        let read = |f: &str| read_pb_file(&set.join(f)).unwrap_or_else(|e| panic!("{case}/{f}: {e}")).1;
+        let (data, idx, want) = (read("input_0.pb"), read("input_1.pb"), read("output_0.pb"));
+        assert_eq!(idx.dtype(), alembic::DType::I64, "{case}");
+        let names: Vec<String> = model.inputs().iter().map(|i| i.name.clone()).collect();
+        let out = session.run_refs(&[(names[0].as_str(), &data), (names[1].as_str(), &idx)]).unwrap();
+        close(&format!("{case} on wgpu"), &out.0[0].1, &want, 0.0, 0.0);
+    }
 }

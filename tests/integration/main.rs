@@ -12,6 +12,8 @@ mod fixtures;
 #[cfg(feature = "wgpu")]
 mod gpu;
 #[cfg(feature = "wgpu")]
+mod gpu_limits;
+#[cfg(feature = "wgpu")]
 mod gpu_ops;
 #[cfg(feature = "wgpu")]
 mod gpu_plan;

@@ -82,7 +82,7 @@ fn run(exec: &dyn alembic::backend::Executable, x: &Tensor) -> Tensor {
 /// sitting on a rounding boundary by one step: each such flip changes an output by at most
 /// `scale_a * max|w|` (<= 1/127 for inputs and weights in [-1, 1]). So: every element within
 /// two flips, and at least 95% of them equal to rel 1e-4 (no flip at all).
-fn compare(what: &str, gpu: &Tensor, cpu: &Tensor) {
+pub(super) fn compare(what: &str, gpu: &Tensor, cpu: &Tensor) {
     assert_eq!(gpu.shape(), cpu.shape(), "{what}: shape");
     let (a, b) = (gpu.as_slice::<f32>().unwrap(), cpu.as_slice::<f32>().unwrap());
     let (mut exact, mut worst) = (0, 0f32);

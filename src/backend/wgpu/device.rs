@@ -123,6 +123,23 @@ pub fn parse_backends(v: &str) -> Result<wgpu::Backends> {
     })
 }
 
+/// Options of the shared context from `ALEMBIC_WGPU_LIMITS`: `adapter` (or unset) for all the
+/// adapter offers, `downlevel` for a phone's limits on any machine ([`CtxOptions::downlevel`]).
+pub fn options_from_env() -> Result<CtxOptions> {
+    match std::env::var("ALEMBIC_WGPU_LIMITS") {
+        Err(_) => Ok(CtxOptions::default()),
+        Ok(v) => parse_limits(&v),
+    }
+}
+
+pub fn parse_limits(v: &str) -> Result<CtxOptions> {
+    match v.to_ascii_lowercase().as_str() {
+        "" | "adapter" => Ok(CtxOptions::default()),
+        "downlevel" => Ok(CtxOptions { downlevel: true, ..Default::default() }),
+        other => Err(Error::Unavailable(format!("ALEMBIC_WGPU_LIMITS='{other}' is not one of adapter, downlevel"))),
+    }
+}
+
 /// Options of [`Ctx::with_options`].
 #[derive(Clone, Debug, Default)]
 pub struct CtxOptions {
@@ -131,6 +148,13 @@ pub struct CtxOptions {
     /// Caps the storage binding size plans assume below the adapter's limit (tests use it to
     /// exercise the split paths on small tensors).
     pub max_storage_binding: Option<u32>,
+    /// Caps the buffer size plans assume below the adapter's `max_buffer_size` (tests use it to
+    /// check the refusal of larger buffers).
+    pub max_buffer_size: Option<u64>,
+    /// Requests `wgpu::Limits::downlevel_defaults()` (a GLES 3.1 phone: 4 storage buffers per
+    /// stage, 16 KiB workgroup memory, 256 invocations, 128 MiB bindings) instead of all the
+    /// adapter offers, so wgpu validates every pipeline and binding against a phone's limits.
+    pub downlevel: bool,
 }
 
 /// Rank of an adapter: real GPUs first, then native APIs before GL.
@@ -182,8 +206,9 @@ impl Ctx {
         };
         let info = adapter.get_info();
         let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
-        // Everything the adapter offers (at least the downlevel defaults on any conformant one).
-        let mut limits = adapter.limits();
+        // Everything the adapter offers (at least the downlevel defaults on any conformant one),
+        // or exactly the downlevel defaults when asked to behave like a phone.
+        let mut limits = if opts.downlevel { downlevel_limits(&adapter.limits()) } else { adapter.limits() };
         // Timestamp queries cost nothing unless a profiling run writes them.
         let optional = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::PIPELINE_CACHE;
         let enabled = adapter.features() & optional;
@@ -198,6 +223,9 @@ impl Ctx {
         let disk = super::disk_cache::DiskCache::open(&device, &info, opts.cache_dir);
         if let Some(cap) = opts.max_storage_binding {
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap.into());
+        }
+        if let Some(cap) = opts.max_buffer_size {
+            limits.max_buffer_size = limits.max_buffer_size.min(cap);
         }
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
@@ -231,12 +259,12 @@ impl Ctx {
         })
     }
 
-    /// The process-wide context for the backends `ALEMBIC_WGPU_BACKEND` names (opened once).
+    /// The process-wide context for the backends `ALEMBIC_WGPU_BACKEND` names, with the limits
+    /// `ALEMBIC_WGPU_LIMITS` asks for (opened once).
     pub fn shared() -> Result<Arc<Ctx>> {
         static CTX: OnceLock<std::result::Result<Arc<Ctx>, String>> = OnceLock::new();
-        CTX.get_or_init(|| backends_from_env().and_then(Ctx::new).map(Arc::new).map_err(|e| e.to_string()))
-            .clone()
-            .map_err(Error::Unavailable)
+        let open = || Ctx::with_options(backends_from_env()?, options_from_env()?);
+        CTX.get_or_init(|| open().map(Arc::new).map_err(|e| e.to_string())).clone().map_err(Error::Unavailable)
     }
 
     /// The compiled pipeline for `key`, compiling (and caching) it on first use. The variant
@@ -334,6 +362,12 @@ impl Ctx {
     }
 }
 
+/// `Limits::downlevel_defaults()`, each lowered to the adapter's where it offers less (so the
+/// request never fails on a device below them).
+fn downlevel_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
+    wgpu::Limits::downlevel_defaults().or_worse_values_from(adapter)
+}
+
 /// Names of the adapter features kernels care about, as wgpu spells them.
 fn feature_names(f: wgpu::Features, wgsl: wgpu::WgslLanguageFeatures) -> Vec<String> {
     let known = [
@@ -370,4 +404,18 @@ pub fn validate_shaders() -> Result<(), String> {
         v.validate(&module).map_err(|e| format!("{family}.wgsl: {}", one_line(&format!("{e:?}"))))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_limits;
+
+    #[test]
+    fn wgpu_limits_env_values() {
+        assert!(!parse_limits("").unwrap().downlevel);
+        assert!(!parse_limits("adapter").unwrap().downlevel);
+        assert!(parse_limits("Downlevel").unwrap().downlevel);
+        let e = parse_limits("phone").unwrap_err().to_string();
+        assert!(e.contains("ALEMBIC_WGPU_LIMITS='phone'") && e.contains("downlevel"), "{e}");
+    }
 }

@@ -77,6 +77,12 @@ pub enum GpuOp {
         indices: Vec<i64>,
         ishape: Vec<usize>,
     },
+    /// Gather with indices computed at run time (a graph input such as token ids, or a CPU
+    /// node's output): i32 or i64 (`wide`) values read by the shader from their buffer.
+    GatherRuntime {
+        axis: i64,
+        wide: bool,
+    },
     /// Resize with constant roi / scales / sizes.
     Resize(ResizeAttrs),
 }
@@ -383,25 +389,45 @@ fn alias_shape(op: &Op, graph: &Graph, node: &Node, x: &[usize]) -> Result<Vec<u
     })
 }
 
-/// Packs a quantized weight into (weights, scales) u32 words for gemm.wgsl, and its W_MODE.
-pub fn pack_qweight(w: &QWeight) -> (u32, Vec<u32>, Vec<u32>) {
+/// Packs a quantized weight into u32 words for quant.wgsl / the w8a8 shaders, with its W_MODE.
+/// int8, int4 and w8a8 rows are followed by their own scales (see quant.wgsl), so the kernels
+/// bind one weight buffer and a window of whole rows holds its scales when a GEMM is split.
+pub fn pack_qweight(w: &QWeight) -> (u32, Vec<u32>) {
     fn pairs(h: &[half::f16]) -> Vec<u32> {
         h.chunks(2).map(|c| c[0].to_bits() as u32 | (c.get(1).map_or(0, |x| x.to_bits()) as u32) << 16).collect()
     }
     match &w.data {
-        QData::F16(h) => (1, pairs(h), vec![0]),
+        QData::F16(h) => (1, pairs(h)),
         QData::Int8 { q, scales } => {
-            let words = q
-                .chunks(4)
-                .map(|c| c.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | ((b as u8 as u32) << (8 * i))))
-                .collect();
-            (2, words, scales.iter().map(|s| s.to_bits()).collect())
+            let kw = w.k.div_ceil(4);
+            let mut words = vec![0u32; w.n * (kw + 1)];
+            for (r, row) in q.chunks(w.k.max(1)).enumerate().take(w.n) {
+                let out = &mut words[r * (kw + 1)..(r + 1) * (kw + 1)];
+                for (j, &b) in row.iter().enumerate() {
+                    out[j / 4] |= (b as u8 as u32) << (8 * (j % 4));
+                }
+                out[kw] = scales[r].to_bits();
+            }
+            (2, words)
         }
-        QData::Int4 { packed, scales } => (3, packed.to_vec(), pairs(scales)),
-        QData::W8a8 { .. } => {
-            let (words, scales) = super::w8a8::pack(w).expect("w8a8 weight");
-            (super::w8a8::MODE, words, scales)
+        QData::Int4 { packed, scales } => {
+            let g = w.groups();
+            let mut words = Vec::with_capacity(w.n * (4 * g + g.div_ceil(2)));
+            for r in 0..w.n {
+                words.extend_from_slice(&packed[r * g * 4..(r + 1) * g * 4]);
+                words.extend(pairs(&scales[r * g..(r + 1) * g]));
+            }
+            (3, words)
         }
+        QData::W8a8 { .. } => (super::w8a8::MODE, super::w8a8::pack(w).expect("w8a8 weight")),
+    }
+}
+
+/// The static activation scale a w8a8 weight carries (the shaders' `act_scale`; 0 = per row).
+pub fn act_scale(w: &QWeight) -> f32 {
+    match w.data {
+        QData::W8a8 { act_scale, .. } => act_scale.unwrap_or(0.0),
+        _ => 0.0,
     }
 }
 

@@ -4,7 +4,7 @@
 //! [`crate::quant::quantize_graph`] (dequantized in the GEMM shader, f32 accumulation). Nodes
 //! without a kernel run on the CPU engine (`Support::Fallback("cpu")`). The adapter is chosen
 //! once per process (see [`device::Ctx::shared`]); `ALEMBIC_WGPU_BACKEND=vulkan|gl|metal|dx12`
-//! forces an API.
+//! forces an API, `ALEMBIC_WGPU_LIMITS=downlevel` a phone's limits (`Limits::downlevel_defaults`).
 
 pub mod device;
 pub mod disk_cache;

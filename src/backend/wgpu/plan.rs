@@ -17,8 +17,12 @@ mod profile;
 
 pub use profile::ProfileClock;
 
+use host::{elem_bytes, gpu_bytes, gpu_dtype};
+
 use super::device::Ctx;
-use super::kernels::{classify, geometry, layout::reads_input, out_shape, pack_qweight, qweight_groups, Act, GpuOp};
+use super::kernels::{
+    act_scale, classify, geometry, layout::reads_input, out_shape, pack_qweight, qweight_groups, Act, GpuOp,
+};
 use super::w8a8;
 use crate::backend::cpu::kernels;
 use crate::backend::cpu::kernels::broadcast::broadcast_strides;
@@ -89,31 +93,46 @@ pub struct WgpuPlan {
     loc: Vec<Loc>,
     n_slots: usize,
     consts: HashMap<ValueId, wgpu::Buffer>,
-    /// Packed weights and scales of QGemm steps, by step index.
-    qbufs: HashMap<usize, (u32, wgpu::Buffer, wgpu::Buffer)>,
+    /// Packed weights (rows followed by their scales) of QGemm / QConv steps, by step index:
+    /// (W_MODE, buffer, static activation scale).
+    qbufs: HashMap<usize, (u32, wgpu::Buffer, f32)>,
     /// Folded BatchNorm parameters (count per half, `[a..., b...]`), by step index.
     folded: HashMap<usize, (usize, wgpu::Buffer)>,
     dummy: wgpu::Buffer,
     bound: Mutex<Option<Bound>>,
 }
 
-fn storage_init(ctx: &Ctx, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+/// Refuses a buffer past the adapter's `max_buffer_size` (128 MiB and up; 256 MiB downlevel)
+/// with a message naming it, rather than leaving wgpu to fail on it.
+fn fits_buffer(ctx: &Ctx, label: &str, bytes: usize) -> Result<u64> {
+    let size = bytes.max(16).next_multiple_of(4) as u64;
+    if size > ctx.limits.max_buffer_size {
+        return Err(Error::Unavailable(format!(
+            "wgpu: '{label}' needs a {size}-byte buffer, above the adapter's {}-byte max_buffer_size",
+            ctx.limits.max_buffer_size
+        )));
+    }
+    Ok(size)
+}
+
+fn storage_init(ctx: &Ctx, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+    fits_buffer(ctx, label, bytes.len())?;
     let mut v = bytes.to_vec();
     v.resize(v.len().max(16).next_multiple_of(4), 0);
-    ctx.buffer_init(&wgpu::util::BufferInitDescriptor {
+    Ok(ctx.buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
         contents: &v,
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-    })
+    }))
 }
 
-fn storage(ctx: &Ctx, label: &str, bytes: usize) -> wgpu::Buffer {
-    ctx.buffer(&wgpu::BufferDescriptor {
+fn storage(ctx: &Ctx, label: &str, bytes: usize) -> Result<wgpu::Buffer> {
+    Ok(ctx.buffer(&wgpu::BufferDescriptor {
         label: Some(label),
-        size: bytes.max(16).next_multiple_of(4) as u64,
+        size: fits_buffer(ctx, label, bytes)?,
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
-    })
+    }))
 }
 
 fn numel(s: &[usize]) -> usize {
@@ -215,7 +234,7 @@ impl WgpuPlan {
             {
                 let t = g.values[v].constant.as_deref().expect("constant");
                 let f = t.as_slice::<f32>().ok_or_else(|| Error::Unavailable("non-f32 constant on wgpu".into()))?;
-                consts.insert(v, storage_init(&ctx, &g.values[v].name, bytemuck::cast_slice(f)));
+                consts.insert(v, storage_init(&ctx, &g.values[v].name, bytemuck::cast_slice(f))?);
             }
         }
         let mut qbufs = HashMap::new();
@@ -226,14 +245,13 @@ impl WgpuPlan {
                 _ => None,
             };
             if let Some(w) = q {
-                let (mode, words, scales) = pack_qweight(w);
-                let wb = storage_init(&ctx, "qweight", bytemuck::cast_slice(&words));
-                let sb = storage_init(&ctx, "qscales", bytemuck::cast_slice(&scales));
-                qbufs.insert(si, (mode, wb, sb));
+                let (mode, words) = pack_qweight(w);
+                let wb = storage_init(&ctx, &g.nodes[s.node].name, bytemuck::cast_slice(&words))?;
+                qbufs.insert(si, (mode, wb, act_scale(w)));
             }
         }
         let folded = layout::fold_batch_norms(&ctx, g, &steps)?;
-        let dummy = storage(&ctx, "dummy", 16);
+        let dummy = storage(&ctx, "dummy", 16)?;
         Ok(WgpuPlan { ctx, graph, steps, root, loc, n_slots, consts, qbufs, folded, dummy, bound: Mutex::new(None) })
     }
 
@@ -309,13 +327,13 @@ impl WgpuPlan {
         let mut slot_bytes = vec![0usize; self.n_slots];
         for (v, sh) in shapes.iter().enumerate() {
             if let (Loc::Slot(k), Some(sh)) = (self.loc[self.root[v]], sh) {
-                slot_bytes[k] = slot_bytes[k].max(numel(sh) * 4);
+                slot_bytes[k] = slot_bytes[k].max(numel(sh) * elem_bytes(g, v));
             }
         }
         // Past the adapter's binding limit, only GEMMs split their work (gemm_split); refuse
         // other kernels clearly.
         let limit = self.ctx.limits.max_storage_buffer_binding_size as usize;
-        let big = |v: usize| shapes[v].as_ref().is_some_and(|s| numel(s) * 4 > limit);
+        let big = |v: usize| shapes[v].as_ref().is_some_and(|s| numel(s) * elem_bytes(g, v) > limit);
         if let Some(v) = (0..g.values.len())
             .find(|&v| self.loc[self.root[v]] != Loc::Host && big(v) && !gemm_split::only_gemms_touch(self, v))
         {
@@ -324,16 +342,23 @@ impl WgpuPlan {
                 g.values[v].name, shapes[v]
             )));
         }
+        for v in (0..g.values.len()).filter(|&v| self.loc[self.root[v]] != Loc::Host) {
+            let n = shapes[v].as_ref().map_or(0, |s| numel(s));
+            fits_buffer(&self.ctx, &g.values[v].name, n * elem_bytes(g, v))?;
+        }
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let slots: Vec<wgpu::Buffer> = slot_bytes.iter().map(|&b| storage(&self.ctx, "slot", b)).collect();
+        let slots: Vec<wgpu::Buffer> =
+            slot_bytes.iter().map(|&b| storage(&self.ctx, "slot", b)).collect::<Result<_>>()?;
         let input_bufs: Vec<Option<wgpu::Buffer>> = g
             .inputs
             .iter()
             .enumerate()
             .map(|(k, &v)| {
-                matches!(self.loc[v], Loc::Input(_)).then(|| storage(&self.ctx, "input", inputs[k].len() * 4))
+                matches!(self.loc[v], Loc::Input(_))
+                    .then(|| storage(&self.ctx, &g.values[v].name, inputs[k].len() * elem_bytes(g, v)))
+                    .transpose()
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let mut b = Bound {
             key: inputs.iter().map(|t| t.shape().to_vec()).collect(),
             shapes,
@@ -425,10 +450,13 @@ impl WgpuPlan {
                 let k = *x.last().unwrap_or(&0);
                 let n = *out.last().unwrap_or(&0);
                 let (mut m, mut batch, mut batch_a, mut batch_b) = (numel(&x) / k.max(1), 1, 0, 0);
-                let (alpha, beta, trans_b, mode, groups_k) = match op {
-                    GpuOp::Gemm { alpha, beta, trans_b } => (*alpha, *beta, *trans_b, 0, 0),
-                    GpuOp::QGemm { w, alpha, beta } => (*alpha, *beta, true, self.qbufs[&si].0, qweight_groups(w)),
-                    _ => (1.0, 0.0, false, 0, 0),
+                let (alpha, beta, trans_b, mode, groups_k, a_scale) = match op {
+                    GpuOp::Gemm { alpha, beta, trans_b } => (*alpha, *beta, *trans_b, 0, 0, 0.0),
+                    GpuOp::QGemm { w, alpha, beta } => {
+                        let q = &self.qbufs[&si];
+                        (*alpha, *beta, true, q.0, qweight_groups(w), q.2)
+                    }
+                    _ => (1.0, 0.0, false, 0, 0, 0.0),
                 };
                 if let GpuOp::MatMul = op {
                     let bsh = sh(node.input(1)).unwrap_or_default();
@@ -439,14 +467,11 @@ impl WgpuPlan {
                         batch_b = k * n;
                     }
                 }
-                let (w_buf, s_buf, bias_in) = match op {
-                    GpuOp::QGemm { .. } => {
-                        let q = &self.qbufs[&si];
-                        (&q.1, &q.2, node.input(1))
-                    }
+                let (w_buf, bias_in) = match op {
+                    GpuOp::QGemm { .. } => (&self.qbufs[&si].1, node.input(1)),
                     _ => {
                         let w = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "B has no buffer"))?;
-                        (w, &self.dummy, if matches!(op, GpuOp::Gemm { .. }) { node.input(2) } else { None })
+                        (w, if matches!(op, GpuOp::Gemm { .. }) { node.input(2) } else { None })
                     }
                 };
                 let bias = bias_in.filter(|_| beta != 0.0);
@@ -479,8 +504,8 @@ impl WgpuPlan {
                     act.code,
                     fb(act.fa),
                     fb(act.fb),
-                    0,
-                    // the whole output, unsplit (see gemm_split)
+                    fb(a_scale),
+                    // the whole output and K, unsplit (see gemm_split)
                     0,
                     u32c(m)?,
                     0,
@@ -489,12 +514,15 @@ impl WgpuPlan {
                     0,
                     0,
                     0,
+                    u32c(k)?,
+                    0,
+                    0,
                 ];
                 let wg = [u32c(n.div_ceil(16))?, u32c(m.div_ceil(16))?, u32c(batch)?];
                 if wg.iter().any(|&d| d > 65535) {
                     return Err(too_big());
                 }
-                let bufs = vec![(1, a_buf), (2, w_buf), (3, s_buf), (4, bias_buf), (5, y)];
+                let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf), (4, y)];
                 let family = if mode == w8a8::MODE { w8a8::family(&self.ctx.report, false) } else { "gemm" };
                 let job = layout::Job {
                     key: (family, "main", mode),
@@ -507,15 +535,15 @@ impl WgpuPlan {
                 return gemm_split::split(self, job)?.into_iter().map(|j| self.finish(&node.name, j)).collect();
             }
             GpuOp::Conv { window, group, q } => {
-                let (w, w_buf, s_buf, mode, groups_k, bias_in) = match q {
+                let (w, w_buf, mode, groups_k, a_scale, bias_in) = match q {
                     Some((qw, ws)) => {
                         let qb = &self.qbufs[&si];
-                        (ws.clone(), &qb.1, &qb.2, qb.0, qweight_groups(qw), node.input(1))
+                        (ws.clone(), &qb.1, qb.0, qweight_groups(qw), qb.2, node.input(1))
                     }
                     None => {
                         let w = sh(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight shape unknown"))?;
                         let wb = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "weight has no buffer"))?;
-                        (w, wb, &self.dummy, 0, 0, node.input(2))
+                        (w, wb, 0, 0, 0.0, node.input(2))
                     }
                 };
                 let geo = geometry(window, [w[2], w[3]], [x[2], x[3]], false).map_err(|m| kerr(g, s.node, m))?;
@@ -541,9 +569,9 @@ impl WgpuPlan {
                 .iter()
                 .map(|&v| u32c(v))
                 .chain([Ok(bias_buf.is_some() as u32), Ok(act.code), Ok(fb(act.fa)), Ok(fb(act.fb))])
-                .chain([u32c(groups_k), Ok(0), Ok(0), Ok(0)])
+                .chain([u32c(groups_k), Ok(fb(a_scale)), Ok(0), Ok(0)])
                 .collect::<Result<Vec<u32>>>()?;
-                let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf.unwrap_or(&self.dummy)), (4, y), (5, s_buf)];
+                let bufs = vec![(1, a_buf), (2, w_buf), (3, bias_buf.unwrap_or(&self.dummy)), (4, y)];
                 let family = if mode == w8a8::MODE { w8a8::family(&self.ctx.report, true) } else { "conv2d" };
                 ((family, "main", mode), p, bufs, grid(len))
             }
@@ -643,9 +671,12 @@ impl WgpuPlan {
         let dev = &self.ctx.device;
         for (k, t) in inputs.iter().enumerate() {
             if let Some(buf) = &b.inputs[k] {
-                let f = t.as_slice::<f32>().ok_or_else(|| Error::input(&g.value(g.inputs[k]).name, "must be f32"))?;
-                if !f.is_empty() {
-                    self.ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(f));
+                let want = gpu_dtype(g, g.inputs[k]);
+                let bytes = gpu_bytes(t, want).ok_or_else(|| {
+                    Error::input(&g.value(g.inputs[k]).name, format!("must be {want}, got {}", t.dtype()))
+                })?;
+                if !bytes.is_empty() {
+                    self.ctx.queue.write_buffer(buf, 0, bytes);
                 }
             }
         }
@@ -698,11 +729,12 @@ impl WgpuPlan {
                 for (k, &o) in node.outputs.iter().enumerate() {
                     let t = std::mem::replace(&mut outs[k], Tensor::placeholder());
                     if let Some(buf) = self.buffer(b, o) {
-                        let f = t
-                            .as_slice::<f32>()
-                            .ok_or_else(|| kerr(g, self.steps[si].node, "non-f32 output for the GPU"))?;
-                        if !f.is_empty() {
-                            self.ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(f));
+                        let want = gpu_dtype(g, o);
+                        let bytes = gpu_bytes(&t, want).ok_or_else(|| {
+                            kerr(g, self.steps[si].node, format!("output {k} is {}, the GPU expects {want}", t.dtype()))
+                        })?;
+                        if !bytes.is_empty() {
+                            self.ctx.queue.write_buffer(buf, 0, bytes);
                         }
                     }
                     fresh[o] = true;

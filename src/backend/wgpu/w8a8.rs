@@ -55,17 +55,17 @@ pub fn row_words(w: &QWeight) -> usize {
 }
 
 /// Packs a w8a8 weight: rows of `ceil(k / 4)` u32 words (four int8 lanes each, zero padded),
-/// and `n + 1` f32 scales (the weight rows', then the static activation scale or 0 = per row).
-pub fn pack(w: &QWeight) -> Option<(Vec<u32>, Vec<u32>)> {
-    let QData::W8a8 { q, scales, act_scale } = &w.data else { return None };
+/// each followed by the row's f32 scale. The static activation scale goes in the uniform
+/// (`act_scale`, see [`super::kernels::act_scale`]).
+pub fn pack(w: &QWeight) -> Option<Vec<u32>> {
+    let QData::W8a8 { q, scales, .. } = &w.data else { return None };
     let kw = row_words(w);
-    let mut words = vec![0u32; w.n * kw];
+    let mut words = vec![0u32; w.n * (kw + 1)];
     for (r, row) in q.chunks(w.k.max(1)).enumerate().take(w.n) {
         for (j, &b) in row.iter().enumerate() {
-            words[r * kw + j / 4] |= (b as u8 as u32) << (8 * (j % 4));
+            words[r * (kw + 1) + j / 4] |= (b as u8 as u32) << (8 * (j % 4));
         }
+        words[r * (kw + 1) + kw] = scales[r].to_bits();
     }
-    let mut s: Vec<u32> = scales.iter().map(|s| s.to_bits()).collect();
-    s.push(act_scale.unwrap_or(0.0).to_bits());
-    Some((words, s))
+    Some(words)
 }

@@ -1,7 +1,8 @@
 //! Which normalisation, reduction and data-movement nodes run on wgpu (norm.wgsl, reduce.wgsl,
 //! move.wgsl, resize.wgsl) and their output shapes. Arguments that ONNX passes as tensors
-//! (axes, starts, indices, scales, sizes) must be constants: they are resolved on the host and
-//! reach the shaders as uniforms or small tables, never as shader text.
+//! (axes, starts, scales, sizes) must be constants: they are resolved on the host and reach the
+//! shaders as uniforms or small tables, never as shader text. Gather's indices may also be
+//! computed at run time (i32 / i64): the shader reads them from their buffer.
 
 use super::GpuOp;
 use crate::backend::cpu::kernels::{reduce, resize, shape_ops, slice_pad};
@@ -52,6 +53,15 @@ pub fn classify(graph: &Graph, node: &Node) -> Option<GpuOp> {
             let idx = ints(konst(graph, node, 1), "indices").ok()??;
             GpuOp::Gather { axis: *axis, indices: idx, ishape: konst(graph, node, 1)?.shape().to_vec() }
         }
+        Op::Gather { axis } => {
+            // Run-time indices of a known integer type (the buffer holds them as uploaded).
+            let wide = match node.input(1).and_then(|v| graph.value(v).dtype) {
+                Some(DType::I64) => true,
+                Some(DType::I32) => false,
+                _ => return None,
+            };
+            GpuOp::GatherRuntime { axis: *axis, wide }
+        }
         Op::Resize(a) if (1..4).all(|i| const_or_absent(graph, node, i)) => {
             let sizes = konst(graph, node, 3).is_some_and(|t| !t.is_empty());
             // A non-stretching aspect policy derives one scale for several axes; the tap tables
@@ -91,6 +101,7 @@ pub fn reads_input(op: &GpuOp, k: usize) -> bool {
         | GpuOp::Gather { .. }
         | GpuOp::Resize(_)
         | GpuOp::Transpose { .. } => k == 0,
+        GpuOp::GatherRuntime { .. } => k <= 1,
         _ => true,
     }
 }
@@ -147,6 +158,15 @@ pub fn resize_plan(
     resize::plan(a, xs, scales.as_deref(), sizes.as_deref())
 }
 
+/// Gather's output: `x` with axis `axis` replaced by the indices' shape.
+fn gather_shape(x: &[usize], axis: i64, ishape: &[usize]) -> Result<Vec<usize>, String> {
+    let a = shape_ops::axis(axis, x.len())?;
+    let mut o = x[..a].to_vec();
+    o.extend_from_slice(ishape);
+    o.extend_from_slice(&x[a + 1..]);
+    Ok(o)
+}
+
 /// Output shape of the ops this module covers.
 pub fn out_shape(op: &GpuOp, node: &Node, graph: &Graph, ins: &[Option<Vec<usize>>]) -> Result<Vec<usize>, String> {
     let x = ins.first().cloned().flatten().ok_or("input 0 is missing")?;
@@ -173,12 +193,10 @@ pub fn out_shape(op: &GpuOp, node: &Node, graph: &Graph, ins: &[Option<Vec<usize
             }
             o
         }
-        GpuOp::Gather { axis, ishape, .. } => {
-            let a = shape_ops::axis(*axis, x.len())?;
-            let mut o = x[..a].to_vec();
-            o.extend_from_slice(ishape);
-            o.extend_from_slice(&x[a + 1..]);
-            o
+        GpuOp::Gather { axis, ishape, .. } => gather_shape(&x, *axis, ishape)?,
+        GpuOp::GatherRuntime { axis, .. } => {
+            let ishape = ins.get(1).cloned().flatten().ok_or("indices shape unknown")?;
+            gather_shape(&x, *axis, &ishape)?
         }
         GpuOp::Resize(a) => resize_plan(graph, node, a, &x)?.0,
         _ => return Err("not a layout op".into()),

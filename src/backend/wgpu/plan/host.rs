@@ -1,10 +1,38 @@
 //! Values crossing between the GPU and the host: read-backs through the bound staging buffers
-//! (one submit for the work recorded so far), and host copies of values the GPU never held.
+//! (one submit for the work recorded so far), host copies of values the GPU never held, and the
+//! element types GPU buffers hold (f32, or Gather's run-time i32 / i64 indices as uploaded).
 
 use super::{numel, Bound, Loc, WgpuPlan};
 use crate::error::{Error, Result};
-use crate::ir::ValueId;
+use crate::ir::{Graph, ValueId};
 use crate::tensor::{DType, Tensor};
+
+/// Bytes per element of a GPU-resident value: 8 for i64 (Gather's run-time indices), else 4.
+pub(super) fn elem_bytes(g: &Graph, v: ValueId) -> usize {
+    if g.values[v].dtype == Some(DType::I64) {
+        8
+    } else {
+        4
+    }
+}
+
+/// The element type a GPU buffer of `v` holds (f32, or i32 / i64 indices).
+pub(super) fn gpu_dtype(g: &Graph, v: ValueId) -> DType {
+    match g.values[v].dtype {
+        Some(d @ (DType::I64 | DType::I32)) => d,
+        _ => DType::F32,
+    }
+}
+
+/// `t`'s bytes for a GPU buffer of element type `want`, or `None` when `t` is of another type.
+pub(super) fn gpu_bytes(t: &Tensor, want: DType) -> Option<&[u8]> {
+    match want {
+        _ if t.dtype() != want => None,
+        DType::I64 => t.as_slice::<i64>().map(bytemuck::cast_slice),
+        DType::I32 => t.as_slice::<i32>().map(bytemuck::cast_slice),
+        _ => t.as_slice::<f32>().map(bytemuck::cast_slice),
+    }
+}
 
 impl WgpuPlan {
     /// Copies `vals` from the GPU into `b.host` (one submit, after `enc`'s work).

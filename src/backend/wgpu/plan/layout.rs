@@ -58,7 +58,7 @@ pub(super) fn fold_batch_norms(ctx: &Ctx, g: &Graph, steps: &[Step]) -> Result<H
         let a: Vec<f32> = (0..per).map(|i| p[0][i] / (p[3][i] + epsilon).sqrt()).collect();
         let b: Vec<f32> = (0..per).map(|i| p[1][i] - p[2][i] * a[i]).collect();
         let ab: Vec<f32> = a.into_iter().chain(b).collect();
-        out.insert(si, (per, storage_init(ctx, "batchnorm", bytemuck::cast_slice(&ab))));
+        out.insert(si, (per, storage_init(ctx, "batchnorm", bytemuck::cast_slice(&ab))?));
     }
     Ok(out)
 }
@@ -97,6 +97,30 @@ fn copy_job<'a>(
         key: ("move", "copy", 0),
         params: p,
         bufs: vec![(1, x), (2, y)],
+        aux: None,
+        windows: vec![],
+        groups: grid(len),
+    }
+}
+
+/// A gather dispatch of move.wgsl over `x` along axis `a` with `n_idx` indices (i64 when
+/// `wide`); the caller binds the indices at binding 3.
+fn gather_job<'a>(
+    x: &[usize],
+    a: usize,
+    n_idx: usize,
+    wide: bool,
+    x_buf: &'a wgpu::Buffer,
+    y: &'a wgpu::Buffer,
+) -> Job<'a> {
+    let len = numel(&x[..a]) * n_idx * numel(&x[a + 1..]);
+    let mut p = vec![len as u32, u32::from(wide), 0, 0];
+    p.extend(words8([numel(&x[..a]) as u32, x[a] as u32, n_idx as u32, numel(&x[a + 1..]) as u32], 0));
+    p.resize(28, 0);
+    Job {
+        key: ("move", "gather", 0),
+        params: p,
+        bufs: vec![(1, x_buf), (2, y)],
         aux: None,
         windows: vec![],
         groups: grid(len),
@@ -165,18 +189,19 @@ pub(super) fn jobs<'a>(
                         .ok_or_else(|| err(format!("index {i} out of range [-{d}, {d})")))
                 })
                 .collect::<Result<_>>()?;
-            let mut p = vec![len as u32, 0, 0, 0];
-            p.extend(words8([numel(&x[..a]) as u32, d as u32, idx.len() as u32, numel(&x[a + 1..]) as u32], 0));
-            p.resize(28, 0);
-            let ib = storage_init(&plan.ctx, "gather-indices", bytemuck::cast_slice(&idx));
-            vec![Job {
-                key: ("move", "gather", 0),
-                params: p,
-                bufs: vec![(1, x_buf), (2, y)],
-                aux: Some((3, ib)),
-                windows: vec![],
-                groups: grid(len),
-            }]
+            let ib = storage_init(&plan.ctx, "gather-indices", bytemuck::cast_slice(&idx))?;
+            let mut job = gather_job(&x, a, idx.len(), false, x_buf, y);
+            job.aux = Some((3, ib));
+            vec![job]
+        }
+        GpuOp::GatherRuntime { axis, wide } => {
+            let a = crate::tensor::norm_axis(*axis, x.len()).ok_or_else(|| err("axis out of range".into()))?;
+            let iv = node.input(1);
+            let n_idx = sh(iv).map(|s| numel(&s)).ok_or_else(|| err("indices shape unknown".into()))?;
+            let ib = iv.and_then(|v| plan.buffer(b, v)).ok_or_else(|| err("indices have no buffer".into()))?;
+            let mut job = gather_job(&x, a, n_idx, *wide, x_buf, y);
+            job.bufs.push((3, ib));
+            vec![job]
         }
         GpuOp::Reduce { kind, axes, .. } => {
             let red = reduced_axes(axes, x.len()).map_err(err)?;
@@ -278,7 +303,7 @@ pub(super) fn jobs<'a>(
             p.extend(words8(oshape.iter().map(|&d| d as u32), 1));
             p.extend(words8(xstr.iter().map(|&d| d as u32), 0));
             p.extend(off);
-            let tb = storage_init(&plan.ctx, "resize-taps", bytemuck::cast_slice(&table));
+            let tb = storage_init(&plan.ctx, "resize-taps", bytemuck::cast_slice(&table))?;
             vec![Job {
                 key: ("resize", "main", 0),
                 params: p,

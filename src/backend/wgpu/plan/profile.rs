@@ -193,7 +193,7 @@ impl WgpuPlan {
     /// activation slots, input and read-back buffers. Per-dispatch uniforms are not counted.
     pub fn gpu_bytes(&self) -> u64 {
         let mut n: u64 = self.consts.values().map(|b| b.size()).sum();
-        n += self.qbufs.values().map(|(_, w, s)| w.size() + s.size()).sum::<u64>();
+        n += self.qbufs.values().map(|(_, w, _)| w.size()).sum::<u64>();
         n += self.folded.values().map(|(_, ab)| ab.size()).sum::<u64>();
         n += self.dummy.size();
         if let Some(b) = self.bound.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
