@@ -11,11 +11,13 @@
 //! matrixmultiply re-packs both operands on every call, which dominates small products; here
 //! only the activations side is touched per call, and only for Conv.
 
-use super::microkernel::{tile, AView, CView, Isa, MR, NR};
+use super::microkernel::{tile, tile_wide, AView, CView, Isa, MR, NR};
 use super::threads;
 
-/// Multiply-adds below which a product runs on one thread (a pool hand-off costs a few us).
-const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// Multiply-adds below which a product runs on one thread (~50 us of one core): a pool hand-off
+/// costs a few us, and a split waits for its slowest half (measured: a 32x144x64 conv product
+/// split in two ran 3x slower than on one thread on a busy 2-core machine).
+const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Floats of packed patches per block (128 KiB: the block stays in L2 while every row panel of
 /// the weight passes over it).
 const B_BLOCK_FLOATS: usize = 1 << 15;
@@ -196,20 +198,31 @@ pub fn gemm_cols(
     let workers = if m * k * n < PARALLEL_MIN_MACS { 1 } else { threads::count().min(panels) };
     let per = panels.div_ceil(workers);
     let out = OutPtr(y.as_mut_ptr());
+    // Fewer than 3 rows: several panels per tile, for enough independent accumulators.
+    let wide = match m {
+        1 => 4,
+        2 => 2,
+        _ => 1,
+    };
     threads::for_each_worker(workers, |wi| {
         let out = out;
-        for p in wi * per..((wi + 1) * per).min(panels) {
+        let (p0, p1) = (wi * per, ((wi + 1) * per).min(panels));
+        let mut p = p0;
+        while p < p1 {
+            let pw = if p + wide <= p1 { wide } else { 1 };
             let bp = b.panel(p).as_ptr();
-            let cols = NR.min(n - p * NR);
+            let cols = (pw * NR).min(n - p * NR);
             for r0 in (0..m).step_by(MR) {
                 let av = AView { ptr: a[r0 * rs..].as_ptr(), rs, ks };
                 // SAFETY: rows r0.. and columns p*NR.. lie inside y, written by this worker
-                // alone (it owns panel p); A holds rows r0..r0+MR over k (asserted above).
+                // alone (it owns panels p0..p1); A holds rows r0..r0+MR over k (asserted
+                // above); panels p..p+pw follow each other k*NR floats apart.
                 unsafe {
                     let c = CView { ptr: out.0.add(r0 * n + p * NR), ldc: n, cols, alpha, accumulate };
-                    tile(isa, MR.min(m - r0), k, av, bp, c);
+                    tile_wide(isa, MR.min(m - r0), pw, k, av, bp, k * NR, c);
                 }
             }
+            p += pw;
         }
     });
 }
@@ -293,15 +306,18 @@ mod tests {
     /// A row's result is bit-identical whether it is computed alone or among other rows.
     #[test]
     fn row_result_independent_of_batch() {
-        let (m, k, n) = (9, 77, 40);
+        // 100 columns: 7 panels, so 1- and 2-row products also run their multi-panel tiles.
+        let (m, k, n) = (9, 77, 100);
         let a = data(m * k, 6);
         let packed = PackedCols::pack(&data(k * n, 7), k, n, (n, 1));
         let mut all = vec![0f32; m * n];
         gemm_cols(Isa::detect(), &a, (k, 1), m, &packed, &mut all, 1.0, false);
-        for r in 0..m {
-            let mut one = vec![0f32; n];
-            gemm_cols(Isa::detect(), &a[r * k..], (k, 1), 1, &packed, &mut one, 1.0, false);
-            assert_eq!(one, all[r * n..][..n], "row {r}");
+        for rows in [1, 2] {
+            for r in 0..=m - rows {
+                let mut some = vec![0f32; rows * n];
+                gemm_cols(Isa::detect(), &a[r * k..], (k, 1), rows, &packed, &mut some, 1.0, false);
+                assert_eq!(some, all[r * n..][..rows * n], "rows {r}..{}", r + rows);
+            }
         }
     }
 }
