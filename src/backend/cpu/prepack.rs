@@ -88,3 +88,67 @@ pub fn eval(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuPlan;
+    use crate::backend::Executable;
+    use crate::ir::{Unary, Value};
+    use crate::tensor::DType;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 37 + seed * 11) % 29) as f32 / 14.0 - 1.0).collect()
+    }
+
+    /// Gemm (transB, alpha, beta, C) + fused Relu, then MatMul, both on packed weights through
+    /// the plan, against the unpacked kernels node by node.
+    #[test]
+    fn plan_runs_packed_weights_like_the_plain_kernels() {
+        let (m, k, n, n2) = (3, 5, 4, 6);
+        let mut g = Graph::default();
+        let mut xv = Value::new("x");
+        xv.dtype = Some(DType::F32);
+        let x = g.add_value(xv);
+        let w = g.add_constant("w", Tensor::from_vec(vec![n, k], values(n * k, 1)).unwrap());
+        let c = g.add_constant("c", Tensor::from_vec(vec![n], values(n, 2)).unwrap());
+        let b2 = g.add_constant("b2", Tensor::from_vec(vec![n, n2], values(n * n2, 3)).unwrap());
+        let mut f32_value = |name: &str| {
+            let mut v = Value::new(name);
+            v.dtype = Some(DType::F32);
+            g.add_value(v)
+        };
+        let (y1, y2, y3) = (f32_value("y1"), f32_value("y2"), f32_value("y3"));
+        let gemm = Op::Gemm { alpha: 0.5, beta: 2.0, trans_a: false, trans_b: true };
+        let node = |name: &str, op: Op, inputs: Vec<Option<usize>>, out: usize| Node {
+            name: name.into(),
+            op,
+            inputs,
+            outputs: vec![out],
+        };
+        g.nodes = vec![
+            node("gemm", gemm, vec![Some(x), Some(w), Some(c)], y1),
+            node("relu", Op::Unary(Unary::Relu), vec![Some(y1)], y2),
+            node("matmul", Op::MatMul, vec![Some(y2), Some(b2)], y3),
+        ];
+        g.inputs = vec![x];
+        g.outputs = vec![y3];
+        assert!(matches!(prepack(&g, &g.nodes[0]).as_deref(), Some(Packed::Dense(p)) if p.k == k && p.n == n));
+        assert!(matches!(prepack(&g, &g.nodes[2]).as_deref(), Some(Packed::Dense(p)) if p.k == n && p.n == n2));
+        let plan = CpuPlan::new(Arc::new(g.clone()));
+        let xt = Tensor::from_vec(vec![m, k], values(m * k, 4)).unwrap();
+        let got = plan.run(&[&xt]).unwrap().remove(0);
+        let mut want = xt;
+        for nd in &g.nodes {
+            let ins: Vec<Option<&Tensor>> =
+                nd.inputs.iter().map(|i| i.map(|v| g.constant(v).unwrap_or(&want))).collect();
+            let mut out = vec![Tensor::empty(DType::F32)];
+            crate::backend::cpu::kernels::eval(&nd.op, &ins, &mut out, &mut Vec::new()).unwrap();
+            want = out.remove(0);
+        }
+        assert_eq!(got.shape(), &[m, n2]);
+        for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+}

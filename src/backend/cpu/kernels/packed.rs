@@ -11,7 +11,7 @@
 //! matrixmultiply re-packs both operands on every call, which dominates small products; here
 //! only the activations side is touched per call, and only for Conv.
 
-use super::microkernel::{tile, tile_wide, AView, CView, Isa, MR, NR};
+use super::microkernel::{tile_wide, AView, CView, Isa, MR, NR};
 use super::threads;
 
 /// Multiply-adds below which a product runs on one thread (~50 us of one core): a pool hand-off
@@ -137,20 +137,27 @@ pub fn gemm_rows(
             for p in 0..m.div_ceil(MR) {
                 let (r0, rows) = (p * MR, MR.min(m - p * MR));
                 let a = AView { ptr: w.panel(g, p).as_ptr(), rs: 1, ks: MR };
-                for q in 0..bp {
+                // A last panel of 1-2 rows takes two column panels per tile (enough accumulators
+                // to hide the FMA latency; the same sums).
+                let step = if rows <= 2 { 2 } else { 1 };
+                let mut q = 0;
+                while q < bp {
+                    let pw = if q + step <= bp { step } else { 1 };
                     let jq = j0 + q * NR;
                     // SAFETY: rows r0.. and columns jq.. lie inside y (m x n), and this worker
-                    // alone writes columns c0..c1; the panels hold k x NR floats.
+                    // alone writes columns c0..c1; the panels hold k x NR floats each, k * NR
+                    // apart.
                     unsafe {
                         let c = CView {
                             ptr: out.0.add(r0 * n + jq),
                             ldc: n,
-                            cols: NR.min(j0 + cols - jq),
+                            cols: (pw * NR).min(j0 + cols - jq),
                             alpha: 1.0,
                             accumulate: false,
                         };
-                        tile(isa, rows, k, a, pack[q * k * NR..].as_ptr(), c);
+                        tile_wide(isa, rows, pw, k, a, pack[q * k * NR..].as_ptr(), k * NR, c);
                     }
+                    q += pw;
                 }
                 for r in r0..r0 + rows {
                     // SAFETY: as above; the tiles writing this stretch have finished.
