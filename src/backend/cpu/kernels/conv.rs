@@ -7,7 +7,7 @@
 
 use super::activation::bias_apply;
 use super::linalg::sgemm;
-use super::microkernel::Isa;
+use super::microkernel::{Isa, NR};
 use super::packed::{self, PackedRows};
 use super::window::{resolve, via_f32, Geom};
 use super::{depthwise, threads};
@@ -149,8 +149,11 @@ fn conv(
     }
     let pointwise = g.kernel == [1; 3] && g.stride == [1; 3] && g.pad == [0; 3] && g.pad_end == [0; 3];
     let kdim = cg * ksz;
-    // A weight packed at plan time for exactly this shape, else matrixmultiply.
-    let packed = packed.filter(|p| p.groups == group && p.m == mg && p.k == kdim);
+    // A weight packed at plan time for exactly this shape, else matrixmultiply. Products
+    // narrower than one column panel (squeeze-excitation 1x1 convs on a pooled [C,1,1] are
+    // matrix-vector products) stay on matrixmultiply: the tile would compute 16 columns for one
+    // (measured on MobileNetV3's SE convs: 2x slower than matrixmultiply).
+    let packed = packed.filter(|p| p.groups == group && p.m == mg && p.k == kdim && n * osz >= NR);
     let isa = Isa::detect();
     if n == 1 {
         // One image: the GEMM writes straight into Y, then bias and activation in place.
