@@ -41,6 +41,58 @@ fn gemm(c: &mut Criterion) {
     g.finish();
 }
 
+/// The GEMM on weights packed at plan time (`kernels::packed`) against matrixmultiply on the
+/// same operands. `conv`: `W[M,K] x Patches[K,N]` at the teacher's conv shapes and two
+/// MobileNet 1x1 convs (the patches are packed per call, as the engine does). `dense`:
+/// `A[M,K] x W^T` (ONNX Gemm with transB) at batch 1 and 8, the teacher's and MobileNet's
+/// classifiers and the student's layers.
+fn packed_gemm(c: &mut Criterion) {
+    use alembic::backend::cpu::kernels::microkernel::Isa;
+    use alembic::backend::cpu::kernels::packed::{gemm_cols, gemm_rows, rows_scratch_len, PackedCols, PackedRows};
+    let isa = Isa::detect();
+    let mut g = c.benchmark_group("packed_gemm");
+    for &(m, k, n) in &[(16, 9, 64), (32, 144, 64), (32, 288, 16), (72, 16, 3136), (576, 96, 49)] {
+        let (w, b) = (values(m * k, 0.05), values(k * n, 0.1));
+        let packed = PackedRows::pack(&w, 1, m, k);
+        let mut y = vec![0f32; m * n];
+        let mut scratch = vec![0f32; rows_scratch_len(k, n)];
+        let id = format!("conv_{m}x{k}x{n}");
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(BenchmarkId::new("packed", &id), |bch| {
+            bch.iter(|| {
+                gemm_rows(isa, &packed, 0, black_box(&b), n, &mut y, &mut scratch, &|_, _, _: &mut [f32]| {});
+                black_box(&y);
+            })
+        });
+        g.bench_function(BenchmarkId::new("matrixmultiply", &id), |bch| {
+            bch.iter(|| {
+                sgemm(m, k, n, 1.0, &w, (k as isize, 1), black_box(&b), (n as isize, 1), 0.0, &mut y, n as isize);
+                black_box(&y);
+            })
+        });
+    }
+    for &(m, k, n) in &[(1, 32, 10), (1, 64, 128), (8, 64, 128), (1, 576, 1024), (1, 1024, 1000), (8, 1024, 1000)] {
+        let (a, w) = (values(m * k, 0.1), values(n * k, 0.05));
+        let packed = PackedCols::pack(&w, k, n, (1, k));
+        let mut y = vec![0f32; m * n];
+        let id = format!("dense_{m}x{k}x{n}");
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(BenchmarkId::new("packed", &id), |bch| {
+            bch.iter(|| {
+                gemm_cols(isa, black_box(&a), (k, 1), m, &packed, &mut y, 1.0, false);
+                black_box(&y);
+            })
+        });
+        g.bench_function(BenchmarkId::new("matrixmultiply", &id), |bch| {
+            bch.iter(|| {
+                sgemm(m, k, n, 1.0, black_box(&a), (k as isize, 1), &w, (1, k as isize), 0.0, &mut y, n as isize);
+                black_box(&y);
+            })
+        });
+    }
+    g.finish();
+}
+
 /// The teacher fixture's 3x3 pad-1 convs (conv1 1->16 and conv2 16->32 on 8x8, conv3 32->32 on
 /// 4x4) at batch 1 and 8, through the CPU kernel dispatch as the engine calls it.
 fn conv(c: &mut Criterion) {
@@ -155,9 +207,13 @@ fn models(c: &mut Criterion) {
     g.finish();
 }
 
+fn values(n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|i| ((i % 13) as f32 - 6.0) * scale).collect()
+}
+
 fn filled(shape: Vec<usize>, scale: f32) -> Tensor {
     let n = shape.iter().product::<usize>();
-    Tensor::from_vec(shape, (0..n).map(|i| ((i % 13) as f32 - 6.0) * scale).collect::<Vec<f32>>()).unwrap()
+    Tensor::from_vec(shape, values(n, scale)).unwrap()
 }
 
 fn square_window(k: usize, stride: usize) -> Window {
@@ -239,5 +295,5 @@ fn fused_conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, conv, qgemm, depthwise, fused_conv, stats, models);
+criterion_group!(benches, gemm, packed_gemm, conv, qgemm, depthwise, fused_conv, stats, models);
 criterion_main!(benches);

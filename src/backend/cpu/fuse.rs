@@ -4,8 +4,10 @@
 //! The graph itself is untouched (the wgpu plan and the distillation tape see the original).
 
 use super::kernels::activation::fusable;
+use super::prepack::Packed;
 use crate::ir::{Binary, Graph, Op, Unary, ValueId};
 use crate::tensor::DType;
+use std::sync::Arc;
 
 /// One unit of work of the CPU plan: a graph node, the values it writes (for a fused step, the
 /// activation's output), and the activation to apply in its epilogue.
@@ -16,6 +18,8 @@ pub struct Step {
     pub name: String,
     pub outputs: Vec<ValueId>,
     pub act: Option<Unary>,
+    /// The node's constant weight, packed for the CPU kernels (set by the plan).
+    pub packed: Option<Arc<Packed>>,
 }
 
 /// Producers whose output pass can take an activation.
@@ -33,7 +37,8 @@ pub fn steps(g: &Graph) -> Vec<Step> {
         if absorbed[n] {
             continue;
         }
-        let mut step = Step { node: n, name: node.name.clone(), outputs: node.outputs.clone(), act: None };
+        let mut step =
+            Step { node: n, name: node.name.clone(), outputs: node.outputs.clone(), act: None, packed: None };
         if let ([o], true) = (&node.outputs[..], can_absorb(&node.op)) {
             let o = *o;
             let sole = match &consumers[o][..] {

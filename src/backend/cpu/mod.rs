@@ -3,6 +3,7 @@
 mod fuse;
 pub mod kernels;
 mod plan;
+mod prepack;
 
 pub use plan::{CpuPlan, NodeTime, Slot};
 

@@ -6,7 +6,7 @@
 //! nodes: `fuse.rs` folds an activation into the node producing its input.
 
 use super::fuse::{steps, Step};
-use super::kernels;
+use super::prepack::prepack;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueId};
@@ -57,7 +57,10 @@ impl CpuPlan {
         for (i, &v) in graph.inputs.iter().enumerate() {
             slots[v] = Some(Slot::Input(i));
         }
-        let steps = steps(&graph);
+        let mut steps = steps(&graph);
+        for step in &mut steps {
+            step.packed = prepack(&graph, &graph.nodes[step.node]);
+        }
         // Last reader (step) of every value; graph outputs live to the end.
         let mut last_use = vec![None; graph.values.len()];
         for (n, step) in steps.iter().enumerate() {
@@ -171,7 +174,8 @@ impl CpuPlan {
                 &spilled
             };
             let t0 = times.as_ref().map(|_| Instant::now());
-            let res = kernels::eval_fused(&node.op, step.act.as_ref(), ins, outs, &mut scratch[n]);
+            let res =
+                super::prepack::eval(&node.op, step.act.as_ref(), step.packed.as_deref(), ins, outs, &mut scratch[n]);
             if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
                 t.push((step.name.clone(), node.op.name(), t0.elapsed()));
             }

@@ -1,6 +1,8 @@
 //! Gemm and MatMul over `matrixmultiply`'s packed GEMM (strided, so transposes cost nothing).
 
 use super::broadcast::broadcast_strides;
+use super::microkernel::Isa;
+use super::packed::{self, PackedCols};
 use super::KResult;
 use crate::tensor::{broadcast_shapes, Data, Tensor};
 
@@ -114,6 +116,46 @@ pub fn gemm(
         }
         _ => Err(format!("Gemm of {} and {} is not supported", a.dtype(), b.dtype())),
     }
+}
+
+/// ONNX Gemm with B constant and packed at plan time (`trans_b` resolved by the packing).
+pub fn gemm_packed(
+    a: &Tensor,
+    b: &PackedCols,
+    c: Option<&Tensor>,
+    (alpha, beta): (f32, f32),
+    ta: bool,
+    out: &mut Tensor,
+) -> KResult {
+    let av = a.as_slice::<f32>().ok_or_else(|| format!("Gemm A must be f32 like B, got {}", a.dtype()))?;
+    if a.rank() != 2 {
+        return Err(format!("Gemm needs 2-D A, got {:?}", a.shape()));
+    }
+    let (m, k) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
+    if k != b.k {
+        return Err(format!("Gemm inner dimensions differ: A' is {m}x{k}, B' is {}x{}", b.k, b.n));
+    }
+    let n = b.n;
+    let o = out.reuse_f32(&[m, n]);
+    let accumulate = fill_bias(o, c, beta, m, n)? != 0.0;
+    let strides = if ta { (1, m) } else { (k, 1) };
+    packed::gemm_cols(Isa::detect(), av, strides, m, b, o, alpha, accumulate);
+    Ok(())
+}
+
+/// MatMul of f32 A (any rank, rows flattened) by a constant 2-D B packed at plan time.
+pub fn matmul_packed(a: &Tensor, b: &PackedCols, out: &mut Tensor) -> KResult {
+    let av = a.as_slice::<f32>().ok_or_else(|| format!("MatMul A must be f32 like B, got {}", a.dtype()))?;
+    let ash = a.shape();
+    if ash.last() != Some(&b.k) {
+        return Err(format!("MatMul inner dimensions differ: {ash:?} x [{}, {}]", b.k, b.n));
+    }
+    let m = av.len() / b.k.max(1);
+    let mut osh = ash[..ash.len() - 1].to_vec();
+    osh.push(b.n);
+    let o = out.reuse_f32(&osh);
+    packed::gemm_cols(Isa::detect(), av, (b.k, 1), m, b, o, 1.0, false);
+    Ok(())
 }
 
 /// Writes `beta * C` broadcast into `o`; returns the beta sgemm should apply (1 when C was

@@ -69,6 +69,13 @@ where
     }
 }
 
+/// Calls `f(w)` for every worker `w < workers` (at most 8), each on its own thread of the pool.
+pub fn for_each_worker(workers: usize, f: impl Fn(usize) + Sync) {
+    let mut ids = [0f32; 8];
+    let w = workers.clamp(1, ids.len());
+    for_each_chunk(&mut ids[..w], 1, &mut [], 0, w, |i, _, _| f(i));
+}
+
 /// Halves the runs of `per` items until one is left per worker, via `rayon::join`.
 fn split<G>(out: &mut [f32], scratch: &mut [f32], first: usize, per: usize, chunk: usize, scratch_len: usize, g: &G)
 where

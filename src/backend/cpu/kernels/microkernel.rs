@@ -1,0 +1,218 @@
+//! The f32 GEMM register tile: up to `MR` rows by `NR` columns of `C = alpha * A B (+ C)`,
+//! with B read from a packed `NR`-wide panel (k-major, `NR` contiguous floats per k) and A
+//! broadcast one element per row and k from any strides (a packed weight panel, or the
+//! activations in place). All accumulators stay in registers over the whole K: every output
+//! is one sequential multiply-add chain over k starting from zero, whatever the tile's row
+//! count, so a row's result does not depend on how many rows (batch) share the product.
+//!
+//! Compiled twice: AVX2+FMA intrinsics (12 ymm accumulators for 6x16), picked once at run
+//! time, and a portable body that LLVM vectorizes for the baseline target (NEON on ARM).
+
+/// Rows of a full tile.
+pub const MR: usize = 6;
+/// Columns of a tile, the width of a packed B panel.
+pub const NR: usize = 16;
+
+/// Instruction set a tile runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+impl Isa {
+    /// The best the running CPU has (detected once).
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::sync::OnceLock;
+            static ISA: OnceLock<Isa> = OnceLock::new();
+            *ISA.get_or_init(|| {
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    Isa::Avx2Fma
+                } else {
+                    Isa::Portable
+                }
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Portable
+    }
+}
+
+/// Where a tile reads A: element (r, k) at `ptr[r * rs + k * ks]`.
+#[derive(Clone, Copy)]
+pub struct AView {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub ks: usize,
+}
+
+/// Where a tile writes C: `ptr[r * ldc + j]` for `r < rows`, `j < cols`. When `accumulate`,
+/// the tile adds to what is there (a prefilled `beta * C`).
+#[derive(Clone, Copy)]
+pub struct CView {
+    pub ptr: *mut f32,
+    pub ldc: usize,
+    pub cols: usize,
+    pub alpha: f32,
+    pub accumulate: bool,
+}
+
+/// `C[r, j] = alpha * sum_k A(r, k) * B(k, j) (+ C[r, j])` for `rows <= MR` and `cols <= NR`,
+/// B one packed panel (`B(k, j) = b[k * NR + j]`).
+///
+/// # Safety
+/// `a` must be readable at (r, k) for r < rows, k < k; `b` must hold `k * NR` floats; `c` must
+/// be writable (and readable when accumulating) at every (r, j) it names.
+pub unsafe fn tile(isa: Isa, rows: usize, k: usize, a: AView, b: *const f32, c: CView) {
+    tile_wide(isa, rows, 1, k, a, b, 0, c)
+}
+
+/// [`tile`] over `panels` adjacent packed panels of B (panel q at `b + q * panel_stride`,
+/// columns `q * NR..` of C; `cols <= panels * NR`). Few rows with several panels keep enough
+/// independent accumulators to hide the FMA latency (batch-1 GEMV); each output is still the
+/// same multiply-add chain as in [`tile`]. Supported: 1 panel with 1..=MR rows, 2 panels with
+/// 1 or 2 rows, 4 panels with 1 row.
+///
+/// # Safety
+/// As [`tile`], for every panel.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tile_wide(isa: Isa, rows: usize, panels: usize, k: usize, a: AView, b: *const f32, ps: usize, c: CView) {
+    macro_rules! shapes {
+        ($f:ident) => {
+            match (rows, panels) {
+                (6, 1) => $f::<6, 1>(k, a, b, ps, c),
+                (5, 1) => $f::<5, 1>(k, a, b, ps, c),
+                (4, 1) => $f::<4, 1>(k, a, b, ps, c),
+                (3, 1) => $f::<3, 1>(k, a, b, ps, c),
+                (2, 1) => $f::<2, 1>(k, a, b, ps, c),
+                (1, 1) => $f::<1, 1>(k, a, b, ps, c),
+                (2, 2) => $f::<2, 2>(k, a, b, ps, c),
+                (1, 2) => $f::<1, 2>(k, a, b, ps, c),
+                (1, 4) => $f::<1, 4>(k, a, b, ps, c),
+                _ => panic!("no {rows}-row {panels}-panel tile"),
+            }
+        };
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => shapes!(tile_avx2),
+        Isa::Portable => shapes!(tile_portable),
+    }
+}
+
+/// Portable body: fixed-size accumulators that LLVM keeps in vector registers.
+#[inline(always)]
+unsafe fn tile_portable<const R: usize, const P: usize>(k: usize, a: AView, b: *const f32, ps: usize, c: CView) {
+    let mut acc = [[[0f32; NR]; P]; R];
+    for kk in 0..k {
+        for (q, bq) in (0..P).map(|q| (q, &*(b.add(q * ps + kk * NR) as *const [f32; NR]))) {
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let av = *a.ptr.add(r * a.rs + kk * a.ks);
+                for (s, &bv) in accr[q].iter_mut().zip(bq) {
+                    *s += av * bv;
+                }
+            }
+        }
+    }
+    store(&acc, c);
+}
+
+/// Writes finished accumulators (scalar: only edge tiles and the portable path get here).
+#[inline(always)]
+unsafe fn store<const R: usize, const P: usize>(acc: &[[[f32; NR]; P]; R], c: CView) {
+    for (r, accr) in acc.iter().enumerate() {
+        let dst = c.ptr.add(r * c.ldc);
+        for (j, &v) in accr.iter().flatten().enumerate().take(c.cols) {
+            let v = c.alpha * v;
+            *dst.add(j) = if c.accumulate { v + *dst.add(j) } else { v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const R: usize, const P: usize>(k: usize, a: AView, b: *const f32, ps: usize, c: CView) {
+    use std::arch::x86_64::*;
+    let mut acc = [[[_mm256_setzero_ps(); 2]; P]; R];
+    let (mut ap, mut bp) = (a.ptr, b);
+    for _ in 0..k {
+        for q in 0..P {
+            let b0 = _mm256_loadu_ps(bp.add(q * ps));
+            let b1 = _mm256_loadu_ps(bp.add(q * ps + 8));
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(r * a.rs));
+                accr[q][0] = _mm256_fmadd_ps(av, b0, accr[q][0]);
+                accr[q][1] = _mm256_fmadd_ps(av, b1, accr[q][1]);
+            }
+        }
+        ap = ap.add(a.ks);
+        bp = bp.add(NR);
+    }
+    let alpha = _mm256_set1_ps(c.alpha);
+    if c.cols == P * NR {
+        for (r, accr) in acc.iter().enumerate() {
+            let dst = c.ptr.add(r * c.ldc);
+            for (h, &v) in accr.iter().flatten().enumerate() {
+                let mut v = _mm256_mul_ps(alpha, v);
+                if c.accumulate {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(dst.add(8 * h)));
+                }
+                _mm256_storeu_ps(dst.add(8 * h), v);
+            }
+        }
+    } else {
+        let mut spill = [[[0f32; NR]; P]; R];
+        for (s, v) in spill.iter_mut().flatten().zip(acc.iter().flatten()) {
+            _mm256_storeu_ps(s.as_mut_ptr(), v[0]);
+            _mm256_storeu_ps(s.as_mut_ptr().add(8), v[1]);
+        }
+        store(&spill, c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tile shape, full and partial column counts, against a naive loop, on both paths.
+    #[test]
+    fn tiles_match_naive() {
+        let k = 13;
+        let (lda, ps) = (k + 3, k * NR + 5);
+        let a: Vec<f32> = (0..MR * lda).map(|i| ((i * 37) % 23) as f32 * 0.125 - 1.0).collect();
+        let b: Vec<f32> = (0..4 * ps).map(|i| ((i * 11) % 19) as f32 * 0.25 - 2.0).collect();
+        let mut isas = vec![Isa::Portable, Isa::detect()];
+        isas.dedup();
+        let shapes = (1..=MR).map(|r| (r, 1)).chain([(1, 2), (2, 2), (1, 4)]);
+        for (isa, (rows, panels)) in isas.iter().flat_map(|&i| shapes.clone().map(move |s| (i, s))) {
+            for cols in [1, 7, 8, 9, NR, NR + 3, panels * NR].into_iter().filter(|&c| c <= panels * NR) {
+                for (alpha, accumulate) in [(1.0, false), (0.5, true)] {
+                    let ldc = 4 * NR + 2;
+                    let mut c: Vec<f32> = (0..MR * ldc).map(|i| i as f32).collect();
+                    let before = c.clone();
+                    let view = AView { ptr: a.as_ptr(), rs: lda, ks: 1 };
+                    let cv = CView { ptr: c.as_mut_ptr(), ldc, cols, alpha, accumulate };
+                    // SAFETY: a, b and c hold every element the tile names.
+                    unsafe { tile_wide(isa, rows, panels, k, view, b.as_ptr(), ps, cv) };
+                    for r in 0..MR {
+                        for j in 0..ldc {
+                            let got = c[r * ldc + j];
+                            if r >= rows || j >= cols {
+                                assert_eq!(got, before[r * ldc + j], "{isa:?} wrote outside the tile");
+                                continue;
+                            }
+                            let bv = |kk: usize| b[(j / NR) * ps + kk * NR + j % NR];
+                            let dot: f32 = (0..k).map(|kk| a[r * lda + kk] * bv(kk)).sum();
+                            let want = alpha * dot + if accumulate { before[r * ldc + j] } else { 0.0 };
+                            let at = format!("{isa:?} {rows}x{panels} cols {cols} ({r},{j})");
+                            assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{at}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

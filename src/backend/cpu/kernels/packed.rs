@@ -1,0 +1,330 @@
+//! GEMM over weights packed once at plan time, on the register tile of `microkernel.rs`.
+//!
+//! Two layouts, after which side of the product the constant weight is on:
+//! - [`PackedRows`]: Conv's `Y[M,N] = W[M,K] x Patches[K,N]`. W is cut into `MR`-row panels
+//!   stored k-major (the tile broadcasts one weight per row and k); the patches are packed per
+//!   call into `NR`-column panels, a block of columns at a time sized to stay in L2.
+//! - [`PackedCols`]: Gemm/MatMul's `Y[M,N] = A[M,K] x B[K,N]` with B constant. B is cut into
+//!   `NR`-column panels stored k-major; A (the activations) is read in place. At batch 1 the
+//!   product streams the packed weight once, contiguously (a GEMV).
+//!
+//! matrixmultiply re-packs both operands on every call, which dominates small products; here
+//! only the activations side is touched per call, and only for Conv.
+
+use super::microkernel::{tile_wide, AView, CView, Isa, MR, NR};
+use super::threads;
+
+/// Multiply-adds below which a product runs on one thread (~50 us of one core): a pool hand-off
+/// costs a few us, and a split waits for its slowest half (measured: a 32x144x64 conv product
+/// split in two ran 3x slower than on one thread on a busy 2-core machine).
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+/// Floats of packed patches per block (128 KiB: the block stays in L2 while every row panel of
+/// the weight passes over it).
+const B_BLOCK_FLOATS: usize = 1 << 15;
+
+/// A weight `W[M,K]` per group, in `MR`-row panels: element (r, k) of panel p of group g at
+/// `data[(g * panels + p) * MR * K + k * MR + r]`; rows past M are zero.
+#[derive(Debug)]
+pub struct PackedRows {
+    pub groups: usize,
+    pub m: usize,
+    pub k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedRows {
+    /// Packs `groups` row-major `m x k` matrices stored one after another in `w`.
+    pub fn pack(w: &[f32], groups: usize, m: usize, k: usize) -> PackedRows {
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0f32; groups * panels * MR * k];
+        for g in 0..groups {
+            for r in 0..m {
+                let (p, rr) = (r / MR, r % MR);
+                let dst = &mut data[(g * panels + p) * MR * k..][..MR * k];
+                for (kk, &v) in w[(g * m + r) * k..][..k].iter().enumerate() {
+                    dst[kk * MR + rr] = v;
+                }
+            }
+        }
+        PackedRows { groups, m, k, data }
+    }
+
+    fn panel(&self, g: usize, p: usize) -> &[f32] {
+        let panels = self.m.div_ceil(MR);
+        &self.data[(g * panels + p) * MR * self.k..][..MR * self.k]
+    }
+}
+
+/// A constant `B[K,N]` in `NR`-column panels: element (k, j) of panel p at
+/// `data[p * K * NR + k * NR + j]`; columns past N are zero.
+#[derive(Debug)]
+pub struct PackedCols {
+    pub k: usize,
+    pub n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedCols {
+    /// Packs `B` whose element (k, j) is `b[k * rs + j * cs]` (a transposed B is `rs = 1`).
+    pub fn pack(b: &[f32], k: usize, n: usize, (rs, cs): (usize, usize)) -> PackedCols {
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0f32; panels * k * NR];
+        for (p, panel) in data.chunks_exact_mut(k * NR).enumerate() {
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (jj, d) in row.iter_mut().enumerate().take(n.saturating_sub(p * NR)) {
+                    *d = b[kk * rs + (p * NR + jj) * cs];
+                }
+            }
+        }
+        PackedCols { k, n, data }
+    }
+
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.data[p * self.k * NR..][..self.k * NR]
+    }
+}
+
+/// A raw output pointer shared by workers that write disjoint tiles.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: workers write disjoint column ranges of the output (see the callers).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Columns of one block of packed patches.
+fn block_cols(k: usize) -> usize {
+    ((B_BLOCK_FLOATS / k.max(1)) / NR).max(1) * NR
+}
+
+/// Floats of `scratch` [`gemm_rows`] needs for `k x n` patches.
+pub fn rows_scratch_len(k: usize, n: usize) -> usize {
+    let workers = threads::count();
+    workers * k * block_cols(k).min(n.div_ceil(NR) * NR)
+}
+
+/// `y[r, j] = sum_k W_g(r, k) * b[k * n + j]` for group `g` of `w` (`y` is `m x n`, row-major),
+/// then `epilogue(row, first_col, y_row_part)` over each finished stretch of a row while it is
+/// in cache. `scratch` holds [`rows_scratch_len`] floats.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_rows(
+    isa: Isa,
+    w: &PackedRows,
+    g: usize,
+    b: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
+    epilogue: &(impl Fn(usize, usize, &mut [f32]) + Sync),
+) {
+    let (m, k) = (w.m, w.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(b.len() >= k * n && y.len() >= m * n, "gemm_rows: operands shorter than {m}x{k}x{n}");
+    let panels = n.div_ceil(NR);
+    let workers = if m * k * n < PARALLEL_MIN_MACS { 1 } else { threads::count().min(panels) };
+    let per = panels.div_ceil(workers);
+    let nc = block_cols(k).min(per * NR);
+    let out = OutPtr(y.as_mut_ptr());
+    threads::for_each_chunk(&mut scratch[..workers * k * nc], k * nc, &mut [], 0, workers, |wi, pack, _| {
+        let out = out;
+        let (c0, c1) = ((wi * per * NR).min(n), ((wi + 1) * per * NR).min(n));
+        let mut j0 = c0;
+        while j0 < c1 {
+            let cols = nc.min(c1 - j0);
+            let bp = cols.div_ceil(NR);
+            pack_cols(b, n, k, j0, cols, &mut pack[..bp * k * NR]);
+            for p in 0..m.div_ceil(MR) {
+                let (r0, rows) = (p * MR, MR.min(m - p * MR));
+                let a = AView { ptr: w.panel(g, p).as_ptr(), rs: 1, ks: MR };
+                // A last panel of 1-2 rows takes two column panels per tile (enough accumulators
+                // to hide the FMA latency; the same sums).
+                let step = if rows <= 2 { 2 } else { 1 };
+                let mut q = 0;
+                while q < bp {
+                    let pw = if q + step <= bp { step } else { 1 };
+                    let jq = j0 + q * NR;
+                    // SAFETY: rows r0.. and columns jq.. lie inside y (m x n), and this worker
+                    // alone writes columns c0..c1; the panels hold k x NR floats each, k * NR
+                    // apart.
+                    unsafe {
+                        let c = CView {
+                            ptr: out.0.add(r0 * n + jq),
+                            ldc: n,
+                            cols: (pw * NR).min(j0 + cols - jq),
+                            alpha: 1.0,
+                            accumulate: false,
+                        };
+                        tile_wide(isa, rows, pw, k, a, pack[q * k * NR..].as_ptr(), k * NR, c);
+                    }
+                    q += pw;
+                }
+                for r in r0..r0 + rows {
+                    // SAFETY: as above; the tiles writing this stretch have finished.
+                    let part = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
+                    epilogue(r, j0, part);
+                }
+            }
+            j0 += cols;
+        }
+    });
+}
+
+/// Packs columns `j0..j0 + cols` of row-major `b` (`k x ld`) into `NR`-wide panels, zero-padded.
+fn pack_cols(b: &[f32], ld: usize, k: usize, j0: usize, cols: usize, dst: &mut [f32]) {
+    for (q, panel) in dst.chunks_exact_mut(k * NR).enumerate() {
+        let (c0, w) = (j0 + q * NR, NR.min(cols - q * NR));
+        for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+            row[..w].copy_from_slice(&b[kk * ld + c0..][..w]);
+            row[w..].fill(0.0);
+        }
+    }
+}
+
+/// `y[r, j] = alpha * sum_k A(r, k) * B(k, j) (+ y[r, j] when accumulate)` for the `m` rows of
+/// A, element (r, k) at `a[r * rs + k * ks]`; `y` is `m x n`, row-major.
+pub fn gemm_cols(
+    isa: Isa,
+    a: &[f32],
+    (rs, ks): (usize, usize),
+    m: usize,
+    b: &PackedCols,
+    y: &mut [f32],
+    alpha: f32,
+    accumulate: bool,
+) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        y.len() >= m * n && (k == 0 || a.len() > (m - 1) * rs + (k - 1) * ks),
+        "gemm_cols: operands shorter than {m}x{k}x{n}"
+    );
+    let panels = n.div_ceil(NR);
+    let workers = if m * k * n < PARALLEL_MIN_MACS { 1 } else { threads::count().min(panels) };
+    let per = panels.div_ceil(workers);
+    let out = OutPtr(y.as_mut_ptr());
+    // Fewer than 3 rows: several panels per tile, for enough independent accumulators.
+    let wide = match m {
+        1 => 4,
+        2 => 2,
+        _ => 1,
+    };
+    threads::for_each_worker(workers, |wi| {
+        let out = out;
+        let (p0, p1) = (wi * per, ((wi + 1) * per).min(panels));
+        let mut p = p0;
+        while p < p1 {
+            let pw = if p + wide <= p1 { wide } else { 1 };
+            let bp = b.panel(p).as_ptr();
+            let cols = (pw * NR).min(n - p * NR);
+            for r0 in (0..m).step_by(MR) {
+                let av = AView { ptr: a[r0 * rs..].as_ptr(), rs, ks };
+                // SAFETY: rows r0.. and columns p*NR.. lie inside y, written by this worker
+                // alone (it owns panels p0..p1); A holds rows r0..r0+MR over k (asserted
+                // above); panels p..p+pw follow each other k*NR floats apart.
+                unsafe {
+                    let c = CView { ptr: out.0.add(r0 * n + p * NR), ldc: n, cols, alpha, accumulate };
+                    tile_wide(isa, MR.min(m - r0), pw, k, av, bp, k * NR, c);
+                }
+            }
+            p += pw;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| ((i * 7919 + seed * 31) % 97) as f32 / 48.0 - 1.0).collect()
+    }
+
+    fn isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable, Isa::detect()];
+        v.dedup();
+        v
+    }
+
+    fn close(got: f32, want: f32) -> bool {
+        (got - want).abs() <= 1e-4 * (1.0 + want.abs())
+    }
+
+    /// Odd sizes (not multiples of the tile, K=1, M=1, N=1), with a row epilogue (bias+ReLU).
+    #[test]
+    fn rows_match_naive() {
+        for isa in isas() {
+            for &(m, k, n) in
+                &[(1, 1, 1), (1, 5, 1), (6, 1, 16), (7, 9, 17), (13, 31, 5), (32, 144, 64), (12, 300, 130)]
+            {
+                let groups = 2;
+                let w = data(groups * m * k, 1);
+                let b = data(k * n, 2);
+                let packed = PackedRows::pack(&w, groups, m, k);
+                let mut scratch = vec![0f32; rows_scratch_len(k, n)];
+                for g in 0..groups {
+                    let mut y = vec![f32::NAN; m * n];
+                    let bias = |r: usize| r as f32 * 0.1 - 0.3;
+                    gemm_rows(isa, &packed, g, &b, n, &mut y, &mut scratch, &|r, _, part: &mut [f32]| {
+                        part.iter_mut().for_each(|v| *v = (*v + bias(r)).max(0.0))
+                    });
+                    for r in 0..m {
+                        for j in 0..n {
+                            let dot: f32 = (0..k).map(|kk| w[(g * m + r) * k + kk] * b[kk * n + j]).sum();
+                            let want = (dot + bias(r)).max(0.0);
+                            assert!(close(y[r * n + j], want), "{isa:?} {m}x{k}x{n} g{g} ({r},{j}): {}", y[r * n + j]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Plain and transposed B, alpha, accumulation onto a prefilled C, odd sizes.
+    #[test]
+    fn cols_match_naive() {
+        for isa in isas() {
+            for &(m, k, n) in &[(1, 1, 1), (1, 64, 10), (2, 3, 33), (7, 17, 16), (8, 128, 64), (1, 1024, 100)] {
+                for trans_b in [false, true] {
+                    let a = data(m * k, 3);
+                    let b = data(k * n, 4);
+                    let strides = if trans_b { (1, k) } else { (n, 1) };
+                    let packed = PackedCols::pack(&b, k, n, strides);
+                    let bv = |kk: usize, j: usize| b[kk * strides.0 + j * strides.1];
+                    for (alpha, accumulate) in [(1.0, false), (0.5, true)] {
+                        let init = data(m * n, 5);
+                        let mut y = init.clone();
+                        gemm_cols(isa, &a, (k, 1), m, &packed, &mut y, alpha, accumulate);
+                        for r in 0..m {
+                            for j in 0..n {
+                                let dot: f32 = (0..k).map(|kk| a[r * k + kk] * bv(kk, j)).sum();
+                                let want = alpha * dot + if accumulate { init[r * n + j] } else { 0.0 };
+                                assert!(close(y[r * n + j], want), "{isa:?} {m}x{k}x{n} tb={trans_b} ({r},{j})");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A row's result is bit-identical whether it is computed alone or among other rows.
+    #[test]
+    fn row_result_independent_of_batch() {
+        // 100 columns: 7 panels, so 1- and 2-row products also run their multi-panel tiles.
+        let (m, k, n) = (9, 77, 100);
+        let a = data(m * k, 6);
+        let packed = PackedCols::pack(&data(k * n, 7), k, n, (n, 1));
+        let mut all = vec![0f32; m * n];
+        gemm_cols(Isa::detect(), &a, (k, 1), m, &packed, &mut all, 1.0, false);
+        for rows in [1, 2] {
+            for r in 0..=m - rows {
+                let mut some = vec![0f32; rows * n];
+                gemm_cols(Isa::detect(), &a[r * k..], (k, 1), rows, &packed, &mut some, 1.0, false);
+                assert_eq!(some, all[r * n..][..rows * n], "rows {r}..{}", r + rows);
+            }
+        }
+    }
+}

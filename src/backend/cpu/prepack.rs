@@ -1,0 +1,154 @@
+//! Weights packed once when the CPU plan is built: the constant weight of a Conv (not
+//! depthwise) or of a Gemm/MatMul is laid out in the register-tile panels of
+//! `kernels::packed`, kept by the plan's step (shared, not copied, by concurrent runs), and
+//! the graph's own constant is left as it is for the other engines and for training.
+
+use super::kernels::packed::{PackedCols, PackedRows};
+use crate::ir::{Graph, Node, Op};
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// A step's pre-packed weight.
+#[derive(Debug)]
+pub enum Packed {
+    /// Conv weight `[M, C/group, k...]` as `group` matrices `M/group x (C/group * k...)`.
+    Conv(PackedRows),
+    /// Gemm's B' (after `transB`) or MatMul's 2-D B, `K x N`.
+    Dense(PackedCols),
+}
+
+/// The f32 constant behind input `i` of `node`, if any.
+fn constant<'a>(g: &'a Graph, node: &Node, i: usize) -> Option<&'a Tensor> {
+    let t = g.values[node.input(i)?].constant.as_deref()?;
+    t.as_slice::<f32>().map(|_| t)
+}
+
+/// The packed weight for `node`, when it has a constant one the packed kernels take.
+pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
+    let packed = match &node.op {
+        Op::Conv { group, .. } => {
+            let w = constant(g, node, 1)?;
+            let ws = w.shape();
+            let (m, cg, group) = (*ws.first()?, *ws.get(1)?, *group);
+            // Depthwise convs have their own direct kernel; odd shapes stay on the general path.
+            if ws.len() < 3 || group == 0 || m % group != 0 || (cg == 1 && group > 1) {
+                return None;
+            }
+            let k = cg * ws[2..].iter().product::<usize>();
+            if k == 0 || m == 0 {
+                return None;
+            }
+            Packed::Conv(PackedRows::pack(w.as_slice::<f32>()?, group, m / group, k))
+        }
+        Op::Gemm { trans_b, .. } => {
+            let b = constant(g, node, 1)?;
+            let &[r, c] = b.shape() else { return None };
+            let (k, n, strides) = if *trans_b { (c, r, (1, c)) } else { (r, c, (c, 1)) };
+            dense(b, k, n, strides)?
+        }
+        Op::MatMul => {
+            let b = constant(g, node, 1)?;
+            let &[k, n] = b.shape() else { return None };
+            dense(b, k, n, (n, 1))?
+        }
+        _ => return None,
+    };
+    Some(Arc::new(packed))
+}
+
+fn dense(b: &Tensor, k: usize, n: usize, strides: (usize, usize)) -> Option<Packed> {
+    (k > 0 && n > 0).then(|| Packed::Dense(PackedCols::pack(b.as_slice::<f32>().expect("f32 constant"), k, n, strides)))
+}
+
+/// Runs a plan step: on its packed weight when it has one and X is f32, else as
+/// [`kernels::eval_fused`](super::kernels::eval_fused) does.
+pub fn eval(
+    op: &Op,
+    act: Option<&crate::ir::Unary>,
+    packed: Option<&Packed>,
+    inputs: &[Option<&Tensor>],
+    outputs: &mut [Tensor],
+    scratch: &mut Vec<f32>,
+) -> super::kernels::KResult {
+    use super::kernels::{activation, conv, linalg, opt, req};
+    let x_f32 = req(inputs, 0)?.as_slice::<f32>().is_some();
+    let dense = match (packed, op) {
+        (Some(Packed::Conv(p)), Op::Conv { .. }) if x_f32 => {
+            return conv::eval_packed(op, act, p, inputs, outputs, scratch);
+        }
+        (Some(Packed::Dense(p)), Op::Gemm { alpha, beta, trans_a, .. }) if x_f32 => {
+            linalg::gemm_packed(req(inputs, 0)?, p, opt(inputs, 2), (*alpha, *beta), *trans_a, &mut outputs[0])
+        }
+        (Some(Packed::Dense(p)), Op::MatMul) if x_f32 => linalg::matmul_packed(req(inputs, 0)?, p, &mut outputs[0]),
+        _ => return super::kernels::eval_fused(op, act, inputs, outputs, scratch),
+    };
+    dense?;
+    if let Some(u) = act {
+        activation::apply(u, outputs[0].as_mut_slice::<f32>().ok_or("a fused activation needs an f32 output")?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuPlan;
+    use crate::backend::Executable;
+    use crate::ir::{Unary, Value};
+    use crate::tensor::DType;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 37 + seed * 11) % 29) as f32 / 14.0 - 1.0).collect()
+    }
+
+    /// Gemm (transB, alpha, beta, C) + fused Relu, then MatMul, both on packed weights through
+    /// the plan, against the unpacked kernels node by node.
+    #[test]
+    fn plan_runs_packed_weights_like_the_plain_kernels() {
+        let (m, k, n, n2) = (3, 5, 4, 6);
+        let mut g = Graph::default();
+        let mut xv = Value::new("x");
+        xv.dtype = Some(DType::F32);
+        let x = g.add_value(xv);
+        let w = g.add_constant("w", Tensor::from_vec(vec![n, k], values(n * k, 1)).unwrap());
+        let c = g.add_constant("c", Tensor::from_vec(vec![n], values(n, 2)).unwrap());
+        let b2 = g.add_constant("b2", Tensor::from_vec(vec![n, n2], values(n * n2, 3)).unwrap());
+        let mut f32_value = |name: &str| {
+            let mut v = Value::new(name);
+            v.dtype = Some(DType::F32);
+            g.add_value(v)
+        };
+        let (y1, y2, y3) = (f32_value("y1"), f32_value("y2"), f32_value("y3"));
+        let gemm = Op::Gemm { alpha: 0.5, beta: 2.0, trans_a: false, trans_b: true };
+        let node = |name: &str, op: Op, inputs: Vec<Option<usize>>, out: usize| Node {
+            name: name.into(),
+            op,
+            inputs,
+            outputs: vec![out],
+        };
+        g.nodes = vec![
+            node("gemm", gemm, vec![Some(x), Some(w), Some(c)], y1),
+            node("relu", Op::Unary(Unary::Relu), vec![Some(y1)], y2),
+            node("matmul", Op::MatMul, vec![Some(y2), Some(b2)], y3),
+        ];
+        g.inputs = vec![x];
+        g.outputs = vec![y3];
+        assert!(matches!(prepack(&g, &g.nodes[0]).as_deref(), Some(Packed::Dense(p)) if p.k == k && p.n == n));
+        assert!(matches!(prepack(&g, &g.nodes[2]).as_deref(), Some(Packed::Dense(p)) if p.k == n && p.n == n2));
+        let plan = CpuPlan::new(Arc::new(g.clone()));
+        let xt = Tensor::from_vec(vec![m, k], values(m * k, 4)).unwrap();
+        let got = plan.run(&[&xt]).unwrap().remove(0);
+        let mut want = xt;
+        for nd in &g.nodes {
+            let ins: Vec<Option<&Tensor>> =
+                nd.inputs.iter().map(|i| i.map(|v| g.constant(v).unwrap_or(&want))).collect();
+            let mut out = vec![Tensor::empty(DType::F32)];
+            crate::backend::cpu::kernels::eval(&nd.op, &ins, &mut out, &mut Vec::new()).unwrap();
+            want = out.remove(0);
+        }
+        assert_eq!(got.shape(), &[m, n2]);
+        for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+}
