@@ -23,10 +23,22 @@ fn constant<'a>(g: &'a Graph, node: &Node, i: usize) -> Option<&'a Tensor> {
     t.as_slice::<f32>().map(|_| t)
 }
 
+/// Packed convolutions are opt-in (`ALEMBIC_CPU_PACKED_CONV=1`): on the fixture teacher and
+/// MobileNetV3 they measured no faster than im2col + matrixmultiply end to end (teacher b1 p50
+/// 0.066-0.079 ms without vs 0.082-0.097 ms with, MobileNet within this VM's +-40% noise), while
+/// the packed Gemm/MatMul path wins 3-6x (docs/performance.md).
+fn packed_conv_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ALEMBIC_CPU_PACKED_CONV").is_ok_and(|v| v.trim() == "1"))
+}
+
 /// The packed weight for `node`, when it has a constant one the packed kernels take.
 pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
     let packed = match &node.op {
         Op::Conv { group, .. } => {
+            if !packed_conv_enabled() {
+                return None;
+            }
             let w = constant(g, node, 1)?;
             let ws = w.shape();
             let (m, cg, group) = (*ws.first()?, *ws.get(1)?, *group);
