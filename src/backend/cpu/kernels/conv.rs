@@ -6,6 +6,8 @@
 //! ConvTranspose lives in `conv_transpose.rs`.
 
 use super::activation::bias_apply;
+pub(super) use super::im2col::im2col;
+use super::im2col::src;
 use super::linalg::sgemm;
 use super::microkernel::{Isa, NR};
 use super::packed::{self, PackedRows};
@@ -237,75 +239,6 @@ fn gemm_rows(
             epilogue(r0 + r, row);
         }
     });
-}
-
-/// Input index of output `o` and tap `k` along one dim, or None in the padding.
-#[inline]
-fn src(o: usize, k: usize, g: &Geom, d: usize) -> Option<usize> {
-    let i = (o * g.stride[d] + k * g.dilation[d]) as isize - g.pad[d] as isize;
-    (i >= 0 && (i as usize) < g.input[d]).then_some(i as usize)
-}
-
-/// Outputs `lo..hi` along dim `d` whose tap `k` falls inside the input, and the input index of `lo`.
-fn valid(k: usize, g: &Geom, d: usize) -> (usize, usize, usize) {
-    let (s, off, pad, len) = (g.stride[d], k * g.dilation[d], g.pad[d], g.input[d]);
-    let lo = if off >= pad { 0 } else { (pad - off).div_ceil(s) };
-    let hi = if len + pad <= off { 0 } else { (len + pad - off).div_ceil(s) };
-    let (lo, hi) = (lo.min(g.out[d]), hi.min(g.out[d]));
-    let hi = hi.max(lo);
-    (lo, hi, (lo * s + off).saturating_sub(pad))
-}
-
-/// Rows (channel, tap) by columns (output position) of the input patches of `cg` channels;
-/// row `r` starts at `col[r * ld]`, so several images can fill side by side.
-pub(super) fn im2col(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
-    let [o0, o1, o2] = g.out;
-    let [k0, k1, k2] = g.kernel;
-    let [_, i1, i2] = g.input;
-    let s2 = g.stride[2];
-    let isz = g.in_size();
-    let osz = g.out_size();
-    let mut row = 0;
-    for ch in 0..cg {
-        let xc = &x[ch * isz..][..isz];
-        for a in 0..k0 {
-            for b in 0..k1 {
-                for cc in 0..k2 {
-                    let dst = &mut col[row * ld..][..osz];
-                    row += 1;
-                    let (lo, hi, first) = valid(cc, g, 2);
-                    let mut p = 0;
-                    for y0 in 0..o0 {
-                        let Some(i0) = src(y0, a, g, 0) else {
-                            dst[p..p + o1 * o2].fill(0.0);
-                            p += o1 * o2;
-                            continue;
-                        };
-                        for y1 in 0..o1 {
-                            let d = &mut dst[p..p + o2];
-                            p += o2;
-                            let Some(i1v) = src(y1, b, g, 1) else {
-                                d.fill(0.0);
-                                continue;
-                            };
-                            let line = &xc[(i0 * i1 + i1v) * i2..][..i2];
-                            d[..lo].fill(0.0);
-                            d[hi..].fill(0.0);
-                            if hi == lo {
-                                continue;
-                            } else if s2 == 1 {
-                                d[lo..hi].copy_from_slice(&line[first..first + hi - lo]);
-                            } else {
-                                for (k, v) in d[lo..hi].iter_mut().enumerate() {
-                                    *v = line[first + k * s2];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// One input channel per group, any rank (3-D depthwise convs, which the direct kernel of

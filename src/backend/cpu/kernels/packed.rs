@@ -91,6 +91,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The pointer (a method, so closures capture the whole Send + Sync wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Columns of one block of packed patches.
 fn block_cols(k: usize) -> usize {
     ((B_BLOCK_FLOATS / k.max(1)) / NR).max(1) * NR
@@ -127,7 +134,6 @@ pub fn gemm_rows(
     let nc = block_cols(k).min(per * NR);
     let out = OutPtr(y.as_mut_ptr());
     threads::for_each_chunk(&mut scratch[..workers * k * nc], k * nc, &mut [], 0, workers, |wi, pack, _| {
-        let out = out;
         let (c0, c1) = ((wi * per * NR).min(n), ((wi + 1) * per * NR).min(n));
         let mut j0 = c0;
         while j0 < c1 {
@@ -149,7 +155,7 @@ pub fn gemm_rows(
                     // apart.
                     unsafe {
                         let c = CView {
-                            ptr: out.0.add(r0 * n + jq),
+                            ptr: out.get().add(r0 * n + jq),
                             ldc: n,
                             cols: (pw * NR).min(j0 + cols - jq),
                             alpha: 1.0,
@@ -161,7 +167,7 @@ pub fn gemm_rows(
                 }
                 for r in r0..r0 + rows {
                     // SAFETY: as above; the tiles writing this stretch have finished.
-                    let part = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
+                    let part = unsafe { std::slice::from_raw_parts_mut(out.get().add(r * n + j0), cols) };
                     epilogue(r, j0, part);
                 }
             }
@@ -183,6 +189,7 @@ fn pack_cols(b: &[f32], ld: usize, k: usize, j0: usize, cols: usize, dst: &mut [
 
 /// `y[r, j] = alpha * sum_k A(r, k) * B(k, j) (+ y[r, j] when accumulate)` for the `m` rows of
 /// A, element (r, k) at `a[r * rs + k * ks]`; `y` is `m x n`, row-major.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm_cols(
     isa: Isa,
     a: &[f32],
@@ -212,7 +219,6 @@ pub fn gemm_cols(
         _ => 1,
     };
     threads::for_each_worker(workers, |wi| {
-        let out = out;
         let (p0, p1) = (wi * per, ((wi + 1) * per).min(panels));
         let mut p = p0;
         while p < p1 {
@@ -225,7 +231,7 @@ pub fn gemm_cols(
                 // alone (it owns panels p0..p1); A holds rows r0..r0+MR over k (asserted
                 // above); panels p..p+pw follow each other k*NR floats apart.
                 unsafe {
-                    let c = CView { ptr: out.0.add(r0 * n + p * NR), ldc: n, cols, alpha, accumulate };
+                    let c = CView { ptr: out.get().add(r0 * n + p * NR), ldc: n, cols, alpha, accumulate };
                     tile_wide(isa, MR.min(m - r0), pw, k, av, bp, k * NR, c);
                 }
             }
