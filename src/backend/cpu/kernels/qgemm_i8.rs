@@ -25,6 +25,17 @@ const QMAX: f32 = 127.0;
 /// QDQ file gives the values ONNX Runtime computes (a per-row scale never goes below -127).
 const QMIN: f32 = -128.0;
 
+/// `v.round_ties_even().clamp(QMIN, QMAX) as i8` without a libm call per value (the baseline
+/// x86-64 target has no SSE4.1 `roundps`, so `round_ties_even` is a call): after the clamp
+/// (rounding is monotonic and the bounds are integers, so the order does not matter),
+/// adding and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even. NaN stays
+/// NaN and casts to 0, as before.
+#[inline(always)]
+fn q8(v: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((v.clamp(QMIN, QMAX) + MAGIC) - MAGIC) as i8
+}
+
 /// The int8 weight matrix `[n, k]`, its per-row scales and the static activation scale.
 pub fn parts(w: &QWeight) -> Option<(&[i8], &[f32], Option<f32>)> {
     match &w.data {
@@ -43,7 +54,7 @@ pub fn quantize_row(row: &[f32], fixed: Option<f32>, q: &mut [i8]) -> f32 {
     }
     let inv = 1.0 / s;
     for (o, &x) in q.iter_mut().zip(row) {
-        *o = (x * inv).round_ties_even().clamp(QMIN, QMAX) as i8;
+        *o = q8(x * inv);
     }
     s
 }
@@ -224,7 +235,7 @@ pub fn qconv_w8a8(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], s
                 }
                 let inv = if *s > 0.0 { 1.0 / *s } else { 0.0 };
                 for (r, q) in qa[p * kdim..][..kdim].iter_mut().enumerate() {
-                    *q = (col[r * osz + p] * inv).round_ties_even().clamp(QMIN, QMAX) as i8;
+                    *q = q8(col[r * osz + p] * inv);
                 }
             }
             let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
@@ -439,21 +450,7 @@ fn qconv_packed_on(
                 super::conv::im2col(&g, xg, cg, col, osz);
                 col
             };
-            // Per-position scales: column maxima (vectorized along the rows), as qconv_w8a8.
-            sa.fill(0.0);
-            for row in colv.chunks_exact(osz) {
-                for (s, &v) in sa.iter_mut().zip(row) {
-                    *s = s.max(v.abs());
-                }
-            }
-            for (s, i) in sa.iter_mut().zip(inv.iter_mut()) {
-                *s = fixed.unwrap_or(*s / QMAX);
-                if !(*s > 0.0 && s.is_finite()) {
-                    *s = 0.0;
-                }
-                *i = if *s > 0.0 { 1.0 / *s } else { 0.0 };
-            }
-            pack_patches(colv, osz, kdim, inv, packed);
+            prep_patches(isa, colv, osz, kdim, fixed, sa, inv, packed);
             let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
             for pan in 0..npan {
                 let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
@@ -481,9 +478,63 @@ fn qconv_packed_on(
     Ok(())
 }
 
+/// Per-position scales of the patch matrix `col` (`[kdim, osz]`, column maxima as
+/// [`qconv_w8a8`] takes them) into `sa` / `inv`, then the patches packed by [`pack_patches`];
+/// compiled for AVX2 too (the baseline target vectorizes only 4 wide).
+#[allow(clippy::too_many_arguments)]
+fn prep_patches(
+    isa: i8tile::Isa,
+    col: &[f32],
+    osz: usize,
+    kdim: usize,
+    fixed: Option<f32>,
+    sa: &mut [f32],
+    inv: &mut [f32],
+    dst: &mut [i8],
+) {
+    #[inline(always)]
+    fn body(col: &[f32], osz: usize, kdim: usize, fixed: Option<f32>, sa: &mut [f32], inv: &mut [f32], dst: &mut [i8]) {
+        sa.fill(0.0);
+        for row in col.chunks_exact(osz) {
+            for (s, &v) in sa.iter_mut().zip(row) {
+                *s = s.max(v.abs());
+            }
+        }
+        for (s, i) in sa.iter_mut().zip(inv.iter_mut()) {
+            *s = fixed.unwrap_or(*s / QMAX);
+            if !(*s > 0.0 && s.is_finite()) {
+                *s = 0.0;
+            }
+            *i = if *s > 0.0 { 1.0 / *s } else { 0.0 };
+        }
+        pack_patches(col, osz, kdim, inv, dst);
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(
+        col: &[f32],
+        osz: usize,
+        kdim: usize,
+        fixed: Option<f32>,
+        sa: &mut [f32],
+        inv: &mut [f32],
+        dst: &mut [i8],
+    ) {
+        body(col, osz, kdim, fixed, sa, inv, dst)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa != i8tile::Isa::Portable {
+        // SAFETY: the AVX2 and AVX-VNNI bodies are only picked when AVX2 was detected.
+        return unsafe { avx2(col, osz, kdim, fixed, sa, inv, dst) };
+    }
+    let _ = isa;
+    body(col, osz, kdim, fixed, sa, inv, dst)
+}
+
 /// Quantizes the patch matrix `col` (`[kdim, osz]`, f32) with `inv[p]` per position into
 /// `NR`-position panels of 4-k groups (`dst[(pan * groups + g) * 64 + 4 * j + u]` = patch
 /// element (4g + u, pan * NR + j)), zero past `kdim` and `osz`.
+#[inline(always)]
 fn pack_patches(col: &[f32], osz: usize, kdim: usize, inv: &[f32], dst: &mut [i8]) {
     use i8tile::NR;
     let kg = i8tile::groups(kdim);
@@ -499,7 +550,7 @@ fn pack_patches(col: &[f32], osz: usize, kdim: usize, inv: &[f32], dst: &mut [i8
                 }
                 let src = &col[r * osz + p0..][..cols];
                 for ((d, &v), &i) in qu.iter_mut().zip(src).zip(iv) {
-                    *d = (v * i).round_ties_even().clamp(QMIN, QMAX) as i8 as u8 as u32;
+                    *d = q8(v * i) as u8 as u32;
                 }
             }
             let words: [u32; NR] = std::array::from_fn(|j| q[0][j] | q[1][j] << 8 | q[2][j] << 16 | q[3][j] << 24);
@@ -558,6 +609,17 @@ mod tests {
         for (j, &g) in got.iter().enumerate() {
             let e: i32 = (0..70).map(|t| a[t] as i32 * w[j * 70 + t] as i32).sum();
             assert_eq!((g, dot_portable(&a, &w[j * 70..][..70])), (e, e), "row {j}");
+        }
+    }
+
+    #[test]
+    fn fast_rounding_matches_round_ties_even() {
+        let mut xs = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e30, -1e30, 0.49999997, -0.5, 2.5, -2.5];
+        xs.extend((-2600..=2600).map(|i| i as f32 * 0.05));
+        xs.extend((-300..=300).map(|i| i as f32 + 0.5));
+        for x in xs {
+            let want = x.round_ties_even().clamp(QMIN, QMAX) as i8;
+            assert_eq!(q8(x), want, "{x}");
         }
     }
 
