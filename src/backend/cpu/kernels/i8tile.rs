@@ -349,6 +349,7 @@ mod tests {
 
     /// Every shape and body, both packings and both sign-trick sides, k tails, against i32 loops.
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn tiles_are_exact() {
         for k in [1, 3, 4, 5, 17, 64, 131] {
             let kg = groups(k);

@@ -365,7 +365,7 @@ fn qgemm_packed_on(
 
 /// The i32 groups of a 4-aligned byte buffer made by [`carve`].
 fn bytemuck_i32(b: &[i8]) -> &[i32] {
-    debug_assert!(b.as_ptr() as usize % 4 == 0 && b.len() % 4 == 0);
+    debug_assert!((b.as_ptr() as usize).is_multiple_of(4) && b.len().is_multiple_of(4));
     // SAFETY: `carve` hands out bytes from f32 storage (4-aligned); every bit pattern is an i32.
     unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<i32>(), b.len() / 4) }
 }
