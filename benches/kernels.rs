@@ -1,10 +1,11 @@
 //! Criterion micro-benchmarks: the CPU GEMM at a few shapes, the CPU Conv at the teacher's layer
-//! shapes, quantized GEMM/GEMV (int8 weight-only, w8a8) against f32, depthwise and Conv+HardSwish
+//! shapes, quantized GEMM/GEMV (int8 weight-only, w8a8, w8a8 tiled) and w8a8 Conv against f32, depthwise and Conv+HardSwish
 //! at MobileNetV3-small's shapes, the bench's latency statistics, and the fixtures end to end at
 //! batch 1 in f32, int8 and w8a8. Run with `cargo bench --bench kernels` (release profile); for
 //! model-level numbers across backends use `alembic bench`.
 
 use alembic::backend::cpu::kernels::linalg::sgemm;
+use alembic::backend::cpu::kernels::{i8tile, qgemm_i8};
 use alembic::ir::{AutoPad, Op, Unary, Window};
 use alembic::quant::Precision;
 use alembic::{Model, SessionOptions, Tensor};
@@ -170,6 +171,59 @@ fn qgemm(c: &mut Criterion) {
                 })
             });
         }
+        // w8a8 on the register-tiled int8 kernel, weight packed once (as the CPU plan does).
+        let q = alembic::quant::QWeight::quantize(&w, n, k, Precision::W8a8).unwrap();
+        let p = i8tile::PackedCols::pack(qgemm_i8::parts(&q).unwrap().0, n, k);
+        let (mut o, mut scratch) = (Tensor::empty(alembic::DType::F32), Vec::new());
+        g.bench_function(BenchmarkId::new("w8a8-tiled", format!("{m}x{k}x{n}")), |bch| {
+            bch.iter(|| {
+                qgemm_i8::qgemm_packed(&q, &p, black_box(&at), None, 1.0, 0.0, &mut o, &mut scratch).unwrap();
+                black_box(&o);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// w8a8 QConv at MobileNetV3-style shapes (1x1 expand/project and a 3x3 stem, batch 1):
+/// im2col + per-output dot products (`quant::qconv`) against the register-tiled kernel on a
+/// weight packed once, and the f32 Conv for reference. Throughput is 2 * MACs.
+fn qconv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("qconv");
+    for &(ci, co, hw, k, s) in &[(16, 64, 56, 1, 1), (72, 24, 28, 1, 1), (3, 16, 112, 3, 2), (24, 48, 24, 3, 1)] {
+        let x = filled(vec![1, ci, hw, hw], 0.05);
+        let kdim = ci * k * k;
+        let wf = values(co * kdim, 0.01);
+        let window = square_window(k, s);
+        let q = alembic::quant::QWeight::quantize(&wf, co, kdim, Precision::W8a8).unwrap();
+        let p = i8tile::PackedRows::pack(qgemm_i8::parts(&q).unwrap().0, 1, co, kdim);
+        let op = Op::QConv { window: window.clone(), group: 1, w: std::sync::Arc::new(q), wshape: vec![co, ci, k, k] };
+        let wt = filled(vec![co, ci, k, k], 0.01);
+        let f32_op = Op::Conv { window, group: 1 };
+        let b = filled(vec![co], 0.1);
+        let ohw = (hw + 2 * (k / 2) - k) / s + 1;
+        g.throughput(Throughput::Elements((2 * co * kdim * ohw * ohw) as u64));
+        let id = format!("c{ci}_m{co}_{hw}x{hw}_k{k}s{s}");
+        let (mut out, mut scratch) = (vec![Tensor::empty(alembic::DType::F32)], Vec::new());
+        g.bench_function(BenchmarkId::new("f32", &id), |bch| {
+            bch.iter(|| {
+                alembic::backend::cpu::kernels::eval(&f32_op, &[Some(&x), Some(&wt), Some(&b)], &mut out, &mut scratch)
+                    .unwrap();
+                black_box(&out);
+            })
+        });
+        g.bench_function(BenchmarkId::new("w8a8", &id), |bch| {
+            bch.iter(|| {
+                alembic::backend::cpu::kernels::eval(&op, &[Some(&x), Some(&b)], &mut out, &mut scratch).unwrap();
+                black_box(&out);
+            })
+        });
+        g.bench_function(BenchmarkId::new("w8a8-tiled", &id), |bch| {
+            bch.iter(|| {
+                qgemm_i8::qconv_packed(&op, None, &p, &[Some(&x), Some(&b)], &mut out, &mut scratch).unwrap();
+                black_box(&out);
+            })
+        });
     }
     g.finish();
 }
@@ -295,5 +349,5 @@ fn fused_conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, packed_gemm, conv, qgemm, depthwise, fused_conv, stats, models);
+criterion_group!(benches, gemm, packed_gemm, conv, qgemm, qconv, depthwise, fused_conv, stats, models);
 criterion_main!(benches);

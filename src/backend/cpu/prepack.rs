@@ -1,9 +1,11 @@
 //! Weights packed once when the CPU plan is built: the constant weight of a Conv (not
 //! depthwise) or of a Gemm/MatMul is laid out in the register-tile panels of
 //! `kernels::packed`, kept by the plan's step (shared, not copied, by concurrent runs), and
-//! the graph's own constant is left as it is for the other engines and for training.
+//! the graph's own constant is left as it is for the other engines and for training. The int8
+//! weight of a w8a8 QGemm / QConv (not depthwise) is packed likewise for `kernels::i8tile`.
 
 use super::kernels::packed::{PackedCols, PackedRows};
+use super::kernels::{i8tile, qgemm_i8};
 use crate::ir::{Graph, Node, Op};
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -15,6 +17,10 @@ pub enum Packed {
     Conv(PackedRows),
     /// Gemm's B' (after `transB`) or MatMul's 2-D B, `K x N`.
     Dense(PackedCols),
+    /// A w8a8 QGemm's int8 weight `[N, K]` as the B panels of `kernels::i8tile`.
+    QDense(i8tile::PackedCols),
+    /// A w8a8 QConv's int8 weight (not depthwise) as `group` row-panel matrices of `i8tile`.
+    QConv(i8tile::PackedRows),
 }
 
 /// The f32 constant behind input `i` of `node`, if any.
@@ -63,9 +69,36 @@ pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
             let &[k, n] = b.shape() else { return None };
             dense(b, k, n, (n, 1))?
         }
+        Op::QGemm { w, .. } => {
+            let q = w8a8_weight(w)?;
+            Packed::QDense(i8tile::PackedCols::pack(q, w.n, w.k))
+        }
+        Op::QConv { group, w, wshape, .. } => {
+            let q = w8a8_weight(w)?;
+            let group = *group;
+            // Depthwise stays on its own path (one weight row per group).
+            if group == 0 || w.n % group != 0 || (wshape.get(1) == Some(&1) && group > 1) {
+                return None;
+            }
+            Packed::QConv(i8tile::PackedRows::pack(q, group, w.n / group, w.k))
+        }
         _ => return None,
     };
     Some(Arc::new(packed))
+}
+
+/// `ALEMBIC_CPU_W8A8_TILED=0` keeps w8a8 QGemm/QConv on the per-output dot products of
+/// `qgemm_i8` (to compare the two in one binary).
+fn w8a8_tiled_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ALEMBIC_CPU_W8A8_TILED").map_or(true, |v| v.trim() != "0"))
+}
+
+/// The int8 values of a w8a8 weight the tiled kernel takes: K within the exact i32 range and
+/// no -128 (the AVX2 sign trick negates weights).
+fn w8a8_weight(w: &crate::quant::QWeight) -> Option<&[i8]> {
+    let (q, _, _) = qgemm_i8::parts(w)?;
+    (w8a8_tiled_enabled() && w.k > 0 && w.n > 0 && w.k <= i8tile::MAX_K && !q.contains(&i8::MIN)).then_some(q)
 }
 
 fn dense(b: &Tensor, k: usize, n: usize, strides: (usize, usize)) -> Option<Packed> {
@@ -92,6 +125,12 @@ pub fn eval(
             linalg::gemm_packed(req(inputs, 0)?, p, opt(inputs, 2), (*alpha, *beta), *trans_a, &mut outputs[0])
         }
         (Some(Packed::Dense(p)), Op::MatMul) if x_f32 => linalg::matmul_packed(req(inputs, 0)?, p, &mut outputs[0]),
+        (Some(Packed::QConv(p)), Op::QConv { .. }) if x_f32 => {
+            return qgemm_i8::qconv_packed(op, act, p, inputs, outputs, scratch);
+        }
+        (Some(Packed::QDense(p)), Op::QGemm { w, alpha, beta }) if x_f32 => {
+            qgemm_i8::qgemm_packed(w, p, req(inputs, 0)?, opt(inputs, 1), *alpha, *beta, &mut outputs[0], scratch)
+        }
         _ => return super::kernels::eval_fused(op, act, inputs, outputs, scratch),
     };
     dense?;

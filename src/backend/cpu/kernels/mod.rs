@@ -11,6 +11,7 @@ pub mod conv_transpose;
 pub mod depthwise;
 pub mod elementwise;
 pub mod gather;
+pub mod i8tile;
 pub mod im2col;
 pub mod linalg;
 pub mod microkernel;

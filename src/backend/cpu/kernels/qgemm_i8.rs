@@ -12,6 +12,7 @@
 //! 2 * 128 * 127 = 32512 < 32767) never saturate. Elsewhere
 //! a plain widening loop that LLVM vectorizes (NEON `smull`/`sadalp` on phones).
 
+use super::i8tile;
 use super::window::resolve;
 use super::{opt, req, KResult};
 use crate::ir::Op;
@@ -23,6 +24,17 @@ const QMAX: f32 = 127.0;
 /// Smallest quantized activation: -128, as QuantizeLinear saturates, so a static scale from a
 /// QDQ file gives the values ONNX Runtime computes (a per-row scale never goes below -127).
 const QMIN: f32 = -128.0;
+
+/// `v.round_ties_even().clamp(QMIN, QMAX) as i8` without a libm call per value (the baseline
+/// x86-64 target has no SSE4.1 `roundps`, so `round_ties_even` is a call): after the clamp
+/// (rounding is monotonic and the bounds are integers, so the order does not matter),
+/// adding and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even. NaN stays
+/// NaN and casts to 0, as before.
+#[inline(always)]
+fn q8(v: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((v.clamp(QMIN, QMAX) + MAGIC) - MAGIC) as i8
+}
 
 /// The int8 weight matrix `[n, k]`, its per-row scales and the static activation scale.
 pub fn parts(w: &QWeight) -> Option<(&[i8], &[f32], Option<f32>)> {
@@ -42,7 +54,7 @@ pub fn quantize_row(row: &[f32], fixed: Option<f32>, q: &mut [i8]) -> f32 {
     }
     let inv = 1.0 / s;
     for (o, &x) in q.iter_mut().zip(row) {
-        *o = (x * inv).round_ties_even().clamp(QMIN, QMAX) as i8;
+        *o = q8(x * inv);
     }
     s
 }
@@ -223,7 +235,7 @@ pub fn qconv_w8a8(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], s
                 }
                 let inv = if *s > 0.0 { 1.0 / *s } else { 0.0 };
                 for (r, q) in qa[p * kdim..][..kdim].iter_mut().enumerate() {
-                    *q = (col[r * osz + p] * inv).round_ties_even().clamp(QMIN, QMAX) as i8;
+                    *q = q8(col[r * osz + p] * inv);
                 }
             }
             let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
@@ -234,6 +246,358 @@ pub fn qconv_w8a8(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], s
         }
     }
     Ok(())
+}
+
+/// Quantizes the rows of `av` (`[m, k]`) as [`quantize_row`] does into 4-byte groups (`kg` per
+/// row, zero padded) and returns nothing; `sa` gets the scales, `asum` the integer row sums.
+fn quantize_rows_grouped(av: &[f32], k: usize, fixed: Option<f32>, sa: &mut [f32], asum: &mut [i32], qa: &mut [i8]) {
+    let kp = 4 * i8tile::groups(k);
+    for (i, ((s, sum), q)) in sa.iter_mut().zip(asum.iter_mut()).zip(qa.chunks_exact_mut(kp)).enumerate() {
+        *s = quantize_row(&av[i * k..][..k], fixed, &mut q[..k]);
+        q[k..].fill(0);
+        *sum = q[..k].iter().map(|&v| v as i32).sum();
+    }
+}
+
+/// Carves an f32 scratch buffer into `nf` f32, `ni` i32 and `nb` bytes (4-aligned), growing it.
+fn carve(scratch: &mut Vec<f32>, nf: usize, ni: usize, nb: usize) -> (&mut [f32], &mut [i32], &mut [i8]) {
+    scratch.resize(nf + ni + nb.div_ceil(4), 0.0);
+    let (f, rest) = scratch.split_at_mut(nf);
+    let (i, b) = rest.split_at_mut(ni);
+    // SAFETY: f32, i32 and i8 share every bit pattern; i32 has f32's alignment and i8 alignment
+    // 1; each new slice covers exactly the f32 elements it was made from.
+    unsafe {
+        (
+            f,
+            std::slice::from_raw_parts_mut(i.as_mut_ptr().cast::<i32>(), ni),
+            std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<i8>(), nb),
+        )
+    }
+}
+
+/// w8a8 [`Op::QGemm`] on the register-tiled kernel, the weight packed at plan time (`p`):
+/// results bit-identical to [`qgemm_w8a8`] (same quantization, same exact integer sums, same
+/// f32 rescaling order). `out` holds `beta * c` first when C is given.
+#[allow(clippy::too_many_arguments)]
+pub fn qgemm_packed(
+    w: &QWeight,
+    p: &i8tile::PackedCols,
+    a: &Tensor,
+    c: Option<&Tensor>,
+    alpha: f32,
+    beta: f32,
+    out: &mut Tensor,
+    scratch: &mut Vec<f32>,
+) -> KResult {
+    qgemm_packed_on(i8tile::Isa::detect(), w, p, a, c, alpha, beta, out, scratch)
+}
+
+/// [`qgemm_packed`] on a given kernel body (tests run every body the CPU has).
+#[allow(clippy::too_many_arguments)]
+fn qgemm_packed_on(
+    isa: i8tile::Isa,
+    w: &QWeight,
+    p: &i8tile::PackedCols,
+    a: &Tensor,
+    c: Option<&Tensor>,
+    alpha: f32,
+    beta: f32,
+    out: &mut Tensor,
+    scratch: &mut Vec<f32>,
+) -> KResult {
+    let (_, sw, fixed) = parts(w).ok_or("not a w8a8 weight")?;
+    let av = a.as_slice::<f32>().ok_or_else(|| format!("QGemm needs f32 activations, got {}", a.dtype()))?;
+    let (n, k) = (w.n, w.k);
+    let ash = a.shape();
+    if ash.last() != Some(&k) || p.n != n || p.k != k || k == 0 {
+        return Err(format!("QGemm input {ash:?} does not end with K = {k}"));
+    }
+    let m = av.len() / k;
+    let mut osh = ash[..ash.len() - 1].to_vec();
+    osh.push(n);
+    let o = out.reuse_f32(&osh);
+    let accumulate = match c.filter(|_| beta != 0.0) {
+        Some(c) => {
+            let cv = c.as_slice::<f32>().ok_or("QGemm C must be f32")?;
+            if crate::tensor::broadcast_shapes(c.shape(), &[m, n]).as_deref() != Some(&[m, n][..]) {
+                return Err(format!("QGemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()));
+            }
+            let s = super::broadcast::broadcast_strides(c.shape(), &[m, n]);
+            for (i, row) in o.chunks_exact_mut(n).enumerate() {
+                for (j, y) in row.iter_mut().enumerate() {
+                    *y = beta * cv[i * s[0] + j * s[1]];
+                }
+            }
+            true
+        }
+        None => false,
+    };
+    let kg = i8tile::groups(k);
+    let (sa, asum, qa) = carve(scratch, m, m, m * kg * 4);
+    quantize_rows_grouped(av, k, fixed, sa, asum, qa);
+    let qa: &[i32] = bytemuck_i32(qa);
+    let (npan, ps) = (n.div_ceil(i8tile::NR), p.panel_stride());
+    let mut acc = [[0i32; 4 * i8tile::NR]; i8tile::MR];
+    // Weight panels outermost: each streams from memory once and stays in L1 for every row block.
+    let mut pan = 0;
+    while pan < npan {
+        let wide = if m == 1 && pan + 4 <= npan { 4 } else { 1 };
+        let j0 = pan * i8tile::NR;
+        let cols = (wide * i8tile::NR).min(n - j0);
+        for i0 in (0..m).step_by(i8tile::MR) {
+            let rows = i8tile::MR.min(m - i0);
+            let view = i8tile::AView { ptr: qa[i0 * kg..].as_ptr(), rs: kg, gs: 1 };
+            // SAFETY: rows x kg groups of qa from row i0; `wide` panels of kg * 64 bytes from `pan`.
+            unsafe { i8tile::tile(isa, false, rows, wide, kg, view, p.panel(pan), ps, &asum[i0..], &mut acc) };
+            for (r, accr) in acc.iter().enumerate().take(rows) {
+                let i = i0 + r;
+                let (y, swj) = (&mut o[i * n + j0..][..cols], &sw[j0..][..cols]);
+                for ((y, &s), &d) in y.iter_mut().zip(swj).zip(accr) {
+                    let v = alpha * sa[i] * s * d as f32;
+                    *y = if accumulate { *y + v } else { v };
+                }
+            }
+        }
+        pan += wide;
+    }
+    Ok(())
+}
+
+/// The i32 groups of a 4-aligned byte buffer made by [`carve`].
+fn bytemuck_i32(b: &[i8]) -> &[i32] {
+    debug_assert!((b.as_ptr() as usize).is_multiple_of(4) && b.len().is_multiple_of(4));
+    // SAFETY: `carve` hands out bytes from f32 storage (4-aligned); every bit pattern is an i32.
+    unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<i32>(), b.len() / 4) }
+}
+
+/// Output positions below which [`qconv_packed`] runs [`qconv_w8a8`] instead.
+const NARROW: usize = 4;
+
+/// w8a8 [`Op::QConv`] (not depthwise) on the register-tiled kernel with the weight packed at
+/// plan time (`p`, output channels as the tile's rows) and the activation `act` fused. Per
+/// image and group the patches are quantized once, one scale per output position as
+/// [`qconv_w8a8`] does (same values, bit-identical outputs), straight into the kernel's packed
+/// column panels (16 positions x 4 k per 64 bytes); 1x1 stride-1 unpadded convs read X itself.
+pub fn qconv_packed(
+    op: &Op,
+    act: Option<&crate::ir::Unary>,
+    p: &i8tile::PackedRows,
+    inputs: &[Option<&Tensor>],
+    outputs: &mut [Tensor],
+    scratch: &mut Vec<f32>,
+) -> KResult {
+    qconv_packed_on(i8tile::Isa::detect(), op, act, p, inputs, outputs, scratch)
+}
+
+/// [`qconv_packed`] on a given kernel body.
+fn qconv_packed_on(
+    isa: i8tile::Isa,
+    op: &Op,
+    act: Option<&crate::ir::Unary>,
+    p: &i8tile::PackedRows,
+    inputs: &[Option<&Tensor>],
+    outputs: &mut [Tensor],
+    scratch: &mut Vec<f32>,
+) -> KResult {
+    use i8tile::{MR, NR};
+    let Op::QConv { window, group, w, wshape } = op else { return Err("not a QConv".into()) };
+    let (_, sw, fixed) = parts(w).ok_or("not a w8a8 weight")?;
+    let x = req(inputs, 0)?;
+    let xv = x.as_slice::<f32>().ok_or_else(|| format!("QConv needs f32 input, got {}", x.dtype()))?;
+    let xs = x.shape();
+    let group = *group;
+    if xs.len() != wshape.len() || xs.len() < 3 || group == 0 || xs[1] != wshape[1] * group || wshape[0] % group != 0 {
+        return Err(format!("QConv of {xs:?} with weight {wshape:?} (group {group}) is inconsistent"));
+    }
+    let g = resolve(window, &xs[2..], &wshape[2..])?;
+    let (nb, c, m) = (xs[0], xs[1], wshape[0]);
+    let (cg, mg, kdim) = (c / group, m / group, w.k);
+    if kdim != cg * g.kernel_size() || w.n != m || p.m != mg || p.k != kdim || p.groups != group || kdim == 0 {
+        return Err(format!("QConv weight [{}, {}] does not fit {wshape:?}", w.n, w.k));
+    }
+    let bias = match opt(inputs, 1) {
+        Some(b) => Some(b.as_slice::<f32>().filter(|v| v.len() == m).ok_or("QConv bias must be f32 [c_out]")?),
+        None => None,
+    };
+    let mut oshape = vec![nb, m];
+    oshape.extend_from_slice(&g.out_dims);
+    let y = outputs[0].reuse_f32(&oshape);
+    let (isz, osz) = (g.in_size(), g.out_size());
+    if osz < NARROW {
+        // A few positions (SE 1x1 convs on pooled input) would leave most of each 16-column
+        // tile idle: the per-output dot products are the same values, faster there.
+        qconv_w8a8(op, inputs, outputs, scratch)?;
+        if let Some(u) = act {
+            super::activation::apply(u, outputs[0].as_mut_slice::<f32>().ok_or("QConv output is f32")?);
+        }
+        return Ok(());
+    }
+    let direct = g.kernel_size() == 1 && g.stride == [1; 3] && g.pad == [0; 3] && g.pad_end == [0; 3];
+    let (kg, npan) = (i8tile::groups(kdim), osz.div_ceil(NR));
+    let ncol = if direct { 0 } else { kdim * osz };
+    // Scratch: im2col patches (f32 [kdim, osz], none for direct 1x1), per-position scales and
+    // inverses, then the packed int8 patches.
+    let (f, _, packed) = carve(scratch, ncol + 2 * npan * NR, 0, npan * kg * 64);
+    let (col, f) = f.split_at_mut(ncol);
+    let (sa, inv) = f.split_at_mut(npan * NR);
+    let mut acc = [[0i32; 4 * NR]; MR];
+    for img in 0..nb {
+        for grp in 0..group {
+            let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
+            let colv: &[f32] = if direct {
+                xg
+            } else {
+                super::conv::im2col(&g, xg, cg, col, osz);
+                col
+            };
+            prep_patches(isa, colv, osz, kdim, fixed, sa, inv, packed);
+            let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
+            for pan in 0..npan {
+                let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
+                let bp = packed[pan * kg * 64..].as_ptr();
+                for cp in 0..mg.div_ceil(MR) {
+                    let rows = MR.min(mg - cp * MR);
+                    let (view, sums) = p.panel(grp, cp);
+                    // SAFETY: packed weight panel of MR x kg groups; patch panel of kg * 64 bytes.
+                    unsafe { i8tile::tile(isa, true, rows, 1, kg, view, bp, 0, sums, &mut acc) };
+                    for (r, accr) in acc.iter().enumerate().take(rows) {
+                        let ch = grp * mg + cp * MR + r;
+                        let (s, b) = (sw[ch], bias.map_or(0.0, |b| b[ch]));
+                        let dst = &mut yg[(cp * MR + r) * osz + p0..][..cols];
+                        for ((d, &a), &v) in dst.iter_mut().zip(&sa[p0..]).zip(accr) {
+                            *d = a * s * v as f32 + b;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(u) = act {
+        super::activation::apply(u, y);
+    }
+    Ok(())
+}
+
+/// Per-position scales of the patch matrix `col` (`[kdim, osz]`, column maxima as
+/// [`qconv_w8a8`] takes them) into `sa` / `inv`, then the patches packed by [`pack_patches`];
+/// compiled for AVX2 too (the baseline target vectorizes only 4 wide).
+#[allow(clippy::too_many_arguments)]
+fn prep_patches(
+    isa: i8tile::Isa,
+    col: &[f32],
+    osz: usize,
+    kdim: usize,
+    fixed: Option<f32>,
+    sa: &mut [f32],
+    inv: &mut [f32],
+    dst: &mut [i8],
+) {
+    #[inline(always)]
+    fn scales(col: &[f32], osz: usize, fixed: Option<f32>, sa: &mut [f32], inv: &mut [f32]) {
+        sa.fill(0.0);
+        for row in col.chunks_exact(osz) {
+            for (s, &v) in sa.iter_mut().zip(row) {
+                *s = s.max(v.abs());
+            }
+        }
+        for (s, i) in sa.iter_mut().zip(inv.iter_mut()) {
+            *s = fixed.unwrap_or(*s / QMAX);
+            if !(*s > 0.0 && s.is_finite()) {
+                *s = 0.0;
+            }
+            *i = if *s > 0.0 { 1.0 / *s } else { 0.0 };
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(
+        col: &[f32],
+        osz: usize,
+        kdim: usize,
+        fixed: Option<f32>,
+        sa: &mut [f32],
+        inv: &mut [f32],
+        dst: &mut [i8],
+    ) {
+        scales(col, osz, fixed, sa, inv);
+        pack_patches_avx2(col, osz, kdim, inv, dst)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa != i8tile::Isa::Portable {
+        // SAFETY: the AVX2 and AVX-VNNI bodies are only picked when AVX2 was detected.
+        return unsafe { avx2(col, osz, kdim, fixed, sa, inv, dst) };
+    }
+    let _ = isa;
+    scales(col, osz, fixed, sa, inv);
+    pack_patches(col, osz, kdim, inv, dst)
+}
+
+/// Quantizes the patch matrix `col` (`[kdim, osz]`, f32) with `inv[p]` per position into
+/// `NR`-position panels of 4-k groups (`dst[(pan * groups + g) * 64 + 4 * j + u]` = patch
+/// element (4g + u, pan * NR + j)), zero past `kdim` and `osz`.
+#[inline(always)]
+fn pack_patches(col: &[f32], osz: usize, kdim: usize, inv: &[f32], dst: &mut [i8]) {
+    for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+        pack_panel(col, osz, kdim, inv, pan, panel);
+    }
+}
+
+/// Panel `pan` of [`pack_patches`].
+#[inline(always)]
+fn pack_panel(col: &[f32], osz: usize, kdim: usize, inv: &[f32], pan: usize, panel: &mut [i8]) {
+    use i8tile::NR;
+    let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
+    let iv: &[f32; NR] = inv[p0..][..NR].try_into().expect("inv holds whole panels");
+    for (gi, grp) in panel.chunks_exact_mut(64).enumerate() {
+        let mut q = [[0u32; NR]; 4];
+        for (u, qu) in q.iter_mut().enumerate() {
+            let r = 4 * gi + u;
+            if r >= kdim {
+                continue;
+            }
+            let src = &col[r * osz + p0..][..cols];
+            for ((d, &v), &i) in qu.iter_mut().zip(src).zip(iv) {
+                *d = q8(v * i) as u8 as u32;
+            }
+        }
+        let words: [u32; NR] = std::array::from_fn(|j| q[0][j] | q[1][j] << 8 | q[2][j] << 16 | q[3][j] << 24);
+        for (d, wv) in grp.chunks_exact_mut(4).zip(words) {
+            d.copy_from_slice(&wv.to_le_bytes().map(|b| b as i8));
+        }
+    }
+}
+
+/// [`pack_patches`] with AVX2 intrinsics for whole panels (LLVM scalarizes the saturating
+/// casts of [`q8`]): NaN masked to 0, clamped, then `vcvtps2dq` rounds half to even (the
+/// default MXCSR mode), the same values as [`q8`]; a position's 4 k are shifted into one lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_patches_avx2(col: &[f32], osz: usize, kdim: usize, inv: &[f32], dst: &mut [i8]) {
+    use i8tile::NR;
+    use std::arch::x86_64::*;
+    let (lo, hi, byte) = (_mm256_set1_ps(QMIN), _mm256_set1_ps(QMAX), _mm256_set1_epi32(0xff));
+    for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+        let p0 = pan * NR;
+        if p0 + NR > osz {
+            pack_panel(col, osz, kdim, inv, pan, panel);
+            continue;
+        }
+        for (gi, grp) in panel.chunks_exact_mut(64).enumerate() {
+            for h in 0..2 {
+                let iv = _mm256_loadu_ps(inv[p0 + 8 * h..][..8].as_ptr());
+                let mut word = _mm256_setzero_si256();
+                for u in 0..4.min(kdim - 4 * gi) {
+                    let src = &col[(4 * gi + u) * osz + p0 + 8 * h..][..8];
+                    let v = _mm256_mul_ps(_mm256_loadu_ps(src.as_ptr()), iv);
+                    let v = _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_ORD_Q>(v, v));
+                    let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+                    let q = _mm256_sllv_epi32(_mm256_and_si256(q, byte), _mm256_set1_epi32(8 * u as i32));
+                    word = _mm256_or_si256(word, q);
+                }
+                _mm256_storeu_si256(grp[32 * h..][..32].as_mut_ptr().cast(), word);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +648,17 @@ mod tests {
         for (j, &g) in got.iter().enumerate() {
             let e: i32 = (0..70).map(|t| a[t] as i32 * w[j * 70 + t] as i32).sum();
             assert_eq!((g, dot_portable(&a, &w[j * 70..][..70])), (e, e), "row {j}");
+        }
+    }
+
+    #[test]
+    fn fast_rounding_matches_round_ties_even() {
+        let mut xs = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e30, -1e30, 0.49999997, -0.5, 2.5, -2.5];
+        xs.extend((-2600..=2600).map(|i| i as f32 * 0.05));
+        xs.extend((-300..=300).map(|i| i as f32 + 0.5));
+        for x in xs {
+            let want = x.round_ties_even().clamp(QMIN, QMAX) as i8;
+            assert_eq!(q8(x), want, "{x}");
         }
     }
 
@@ -348,5 +723,86 @@ mod tests {
         let worst = g.iter().zip(e).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
         assert!(worst <= bound, "max |diff| {worst} > {bound}");
         assert!(worst > 0.0, "activations were not quantized");
+    }
+
+    /// A w8a8 weight with a static activation scale (activations saturate to -128 / 127).
+    fn with_static_scale(q: &QWeight, s: f32) -> QWeight {
+        let QData::W8a8 { q: v, scales, .. } = &q.data else { unreachable!() };
+        QWeight { n: q.n, k: q.k, data: QData::W8a8 { q: v.clone(), scales: scales.clone(), act_scale: Some(s) } }
+    }
+
+    /// The tiled QGemm gives exactly the per-output dot-product path's floats, on every body:
+    /// m = 1 (4-panel GEMV tile) and m past one row tile, k tails, n past whole panels, C, and
+    /// a static scale that saturates.
+    #[test]
+    fn tiled_qgemm_is_bit_identical() {
+        for (m, n, k) in [(1, 70, 37), (1, 5, 1), (2, 17, 7), (7, 33, 64), (13, 16, 130)] {
+            let (a, wf) = (vals(m * k, 8), vals(n * k, 9));
+            let q = QWeight::quantize(&wf, n, k, Precision::W8a8).unwrap();
+            let p = i8tile::PackedCols::pack(parts(&q).unwrap().0, n, k);
+            let at = Tensor::from_vec(vec![m, k], a.clone()).unwrap();
+            let ct = Tensor::from_vec(vec![n], vals(n, 10)).unwrap();
+            for (w, c) in [(q.clone(), None), (with_static_scale(&q, 0.004), Some(&ct))] {
+                let mut want = vec![0.0; m * n];
+                if let Some(c) = c {
+                    want.iter_mut().enumerate().for_each(|(i, y)| *y = 2.0 * c.as_slice::<f32>().unwrap()[i % n]);
+                }
+                qgemm_w8a8(&w, &a, m, 0.5, c.is_some(), &mut want, &mut Vec::new()).unwrap();
+                for isa in i8tile::Isa::available() {
+                    let mut out = Tensor::placeholder();
+                    qgemm_packed_on(isa, &w, &p, &at, c, 0.5, 2.0, &mut out, &mut Vec::new()).unwrap();
+                    assert_eq!(out.shape(), &[m, n]);
+                    assert_eq!(out.as_slice::<f32>().unwrap(), &want[..], "{isa:?} {m}x{n}x{k}");
+                }
+            }
+        }
+    }
+
+    /// The tiled QConv gives exactly [`qconv_w8a8`]'s floats: 3x3 padded strided dilated, two
+    /// groups, batch 2, a direct 1x1, positions past whole panels, a single position (the narrow
+    /// fallback), a static scale, fused Relu.
+    #[test]
+    fn tiled_qconv_is_bit_identical() {
+        use crate::ir::{AutoPad, Unary, Window};
+        let win = |s: usize, p: usize, d: usize| Window {
+            kernel: vec![],
+            strides: vec![s, s],
+            pads: vec![p; 4],
+            dilations: vec![d, d],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        // (batch, c_in, c_out, h, w, kernel, stride, pad, dilation, group)
+        for (nb, c, m, h, wd, kk, s, pd, d, group) in [
+            (2, 4, 14, 9, 7, 3, 2, 1, 1, 2),
+            (1, 3, 7, 11, 5, 3, 1, 1, 2, 1),
+            (2, 13, 9, 5, 6, 1, 1, 0, 1, 1),
+            (1, 6, 5, 1, 1, 1, 1, 0, 1, 1),
+        ] {
+            let window = win(s, pd, d);
+            let wshape = vec![m, c / group, kk, kk];
+            let k = c / group * kk * kk;
+            let q = QWeight::quantize(&vals(m * k, 11), m, k, Precision::W8a8).unwrap();
+            let p = i8tile::PackedRows::pack(parts(&q).unwrap().0, group, m / group, k);
+            let x = Tensor::from_vec(vec![nb, c, h, wd], vals(nb * c * h * wd, 12)).unwrap();
+            let b = Tensor::from_vec(vec![m], vals(m, 13)).unwrap();
+            for (w, bias, act) in [(q.clone(), Some(&b), None), (with_static_scale(&q, 0.005), None, Some(Unary::Relu))]
+            {
+                let op = Op::QConv { window: window.clone(), group, w: std::sync::Arc::new(w), wshape: wshape.clone() };
+                let ins = [Some(&x), bias];
+                let mut want = vec![Tensor::placeholder()];
+                qconv_w8a8(&op, &ins, &mut want, &mut Vec::new()).unwrap();
+                if let Some(u) = &act {
+                    crate::backend::cpu::kernels::activation::apply(u, want[0].as_mut_slice::<f32>().unwrap());
+                }
+                for isa in i8tile::Isa::available() {
+                    let mut got = vec![Tensor::placeholder()];
+                    qconv_packed_on(isa, &op, act.as_ref(), &p, &ins, &mut got, &mut Vec::new()).unwrap();
+                    assert_eq!(got[0].shape(), want[0].shape());
+                    let (g, e) = (got[0].as_slice::<f32>().unwrap(), want[0].as_slice::<f32>().unwrap());
+                    assert_eq!(g, e, "{isa:?} conv {kk}x{kk} c {c} m {m} group {group}");
+                }
+            }
+        }
     }
 }

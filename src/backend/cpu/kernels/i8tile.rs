@@ -1,0 +1,439 @@
+//! Register-tiled int8 x int8 -> i32 GEMM (the w8a8 QGemm / QConv of `qgemm_i8.rs`).
+//!
+//! `C[r, j] = sum_k A[r, k] * B[k, j]`, exact in i32. Both sides go in groups of 4 consecutive
+//! k (zero padded to a multiple of 4): A is read one group (4 bytes, one i32) per row and
+//! broadcast to all lanes; B comes from a packed panel holding, per group, `NR` columns x 4
+//! bytes (64 bytes: two 256-bit vectors of 8 columns x 4 k). A tile of up to `MR` rows x `NR`
+//! columns (or 1 row x 4 panels, for a GEMV) stays in i32 accumulators over the whole K; there
+//! is no horizontal sum per output.
+//!
+//! Bodies, picked once at run time:
+//! - AVX-VNNI `vpdpbusd`: u8 x s8, four products summed straight into i32 (no i16 step). B is
+//!   made unsigned in the register (`b ^ 0x80 = b + 128`) and each row starts from
+//!   `-128 * sum_k A[r, k]` (the caller passes those row sums), so the result is exact.
+//! - AVX2 `vpmaddubsw` + `vpmaddwd` with the sign trick: `|x|` (u8) times `y * sign(x)` (i8)
+//!   equals `x * y`. `y * sign(x)` overflows i8 only for y = -128, so the operand negated is the
+//!   one that never holds -128 (the int8 weights, in [-127, 127]); `neg_a` says that is A. The
+//!   i16 pair sums are at most 2 * 128 * 127 = 32512 < 32767: `vpmaddubsw` never saturates.
+//! - Portable: a widening i32 loop LLVM vectorizes.
+//!
+//! Every body accumulates in i32 (wrapping), exact while `k * 128 * 127 < 2^31`: `k <= MAX_K`.
+
+/// Rows of a full tile.
+pub const MR: usize = 6;
+/// Columns of a packed B panel (and of a one-panel tile).
+pub const NR: usize = 16;
+/// Bytes of one k group of a B panel.
+const GROUP: usize = 4 * NR;
+/// Largest K the i32 accumulators hold exactly (131072 * 128 * 127 < 2^31).
+pub const MAX_K: usize = 1 << 17;
+
+/// Instruction set a tile runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+}
+
+impl Isa {
+    /// The best the running CPU has (detected once).
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::sync::OnceLock;
+            static ISA: OnceLock<Isa> = OnceLock::new();
+            *ISA.get_or_init(|| {
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("avxvnni") {
+                    Isa::AvxVnni
+                } else if std::arch::is_x86_feature_detected!("avx2") {
+                    Isa::Avx2
+                } else {
+                    Isa::Portable
+                }
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Portable
+    }
+
+    /// Every body this CPU can run (for tests).
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                v.push(Isa::Avx2);
+            }
+            if Isa::detect() == Isa::AvxVnni {
+                v.push(Isa::AvxVnni);
+            }
+        }
+        v
+    }
+}
+
+/// Groups of 4 k for a depth of `k`.
+pub fn groups(k: usize) -> usize {
+    k.div_ceil(4)
+}
+
+/// Where a tile reads A: the 4-byte group `g` of row `r` is the i32 at `ptr[r * rs + g * gs]`.
+#[derive(Clone, Copy)]
+pub struct AView {
+    pub ptr: *const i32,
+    pub rs: usize,
+    pub gs: usize,
+}
+
+/// A tile's finished sums: `acc[r][j]` for row r, column j (of up to 4 panels).
+pub type Acc = [[i32; 4 * NR]; MR];
+
+/// Packs the `k x cols` matrix `b(k, j)` (cols <= NR) as one panel at `dst` (`groups(k) * 64`
+/// bytes); k past `k` and columns past `cols` are zero.
+pub fn pack_panel(dst: &mut [i8], k: usize, cols: usize, b: impl Fn(usize, usize) -> i8) {
+    for (g, grp) in dst.chunks_exact_mut(GROUP).take(groups(k)).enumerate() {
+        for j in 0..NR {
+            for u in 0..4 {
+                let kk = 4 * g + u;
+                grp[4 * j + u] = if j < cols && kk < k { b(kk, j) } else { 0 };
+            }
+        }
+    }
+}
+
+/// A constant `B[K, N]` (the QGemm weight, `B(k, j) = w[j * K + k]`) in `NR`-column panels.
+#[derive(Debug)]
+pub struct PackedCols {
+    pub k: usize,
+    pub n: usize,
+    data: Vec<i8>,
+}
+
+impl PackedCols {
+    /// Packs the row-major `w[n, k]` (column j of B is row j of w).
+    pub fn pack(w: &[i8], n: usize, k: usize) -> PackedCols {
+        let ps = groups(k) * GROUP;
+        let mut data = vec![0i8; n.div_ceil(NR) * ps];
+        for (p, dst) in data.chunks_exact_mut(ps.max(1)).enumerate() {
+            let cols = NR.min(n - p * NR);
+            pack_panel(dst, k, cols, |kk, j| w[(p * NR + j) * k + kk]);
+        }
+        PackedCols { k, n, data }
+    }
+
+    /// Bytes from one panel to the next.
+    pub fn panel_stride(&self) -> usize {
+        groups(self.k) * GROUP
+    }
+
+    pub fn panel(&self, p: usize) -> *const i8 {
+        self.data[p * self.panel_stride()..].as_ptr()
+    }
+}
+
+/// A constant `A[M, K]` per group (the QConv weight), in `MR`-row panels: group `g` of row r of
+/// panel p is `data[(panel_index * groups(K) + g) * MR + r]`; rows past M are zero. `sums`
+/// holds each row's sum (what the VNNI body subtracts).
+#[derive(Debug)]
+pub struct PackedRows {
+    pub groups: usize,
+    pub m: usize,
+    pub k: usize,
+    data: Vec<i32>,
+    sums: Vec<i32>,
+}
+
+impl PackedRows {
+    /// Packs `groups` row-major `m x k` matrices stored one after another in `w`.
+    pub fn pack(w: &[i8], ngroups: usize, m: usize, k: usize) -> PackedRows {
+        let (panels, kg) = (m.div_ceil(MR), groups(k));
+        let mut data = vec![0i32; ngroups * panels * kg * MR];
+        let mut sums = vec![0i32; ngroups * panels * MR];
+        for g in 0..ngroups {
+            for r in 0..m {
+                let row = &w[(g * m + r) * k..][..k];
+                let pi = g * panels + r / MR;
+                sums[pi * MR + r % MR] = row.iter().map(|&v| v as i32).sum();
+                for gi in 0..kg {
+                    let mut b = [0u8; 4];
+                    for (u, d) in b.iter_mut().enumerate() {
+                        *d = row.get(4 * gi + u).map_or(0, |&v| v as u8);
+                    }
+                    data[(pi * kg + gi) * MR + r % MR] = i32::from_le_bytes(b);
+                }
+            }
+        }
+        PackedRows { groups: ngroups, m, k, data, sums }
+    }
+
+    /// Panel `p` of group `g`: its A view and row sums.
+    pub fn panel(&self, g: usize, p: usize) -> (AView, &[i32]) {
+        let pi = g * self.m.div_ceil(MR) + p;
+        let kg = groups(self.k);
+        (AView { ptr: self.data[pi * kg * MR..].as_ptr(), rs: 1, gs: MR }, &self.sums[pi * MR..][..MR])
+    }
+}
+
+/// `acc[r][j] = sum_k A(r, k) * B(k, j)` for `r < rows`, `j < panels * NR`, over `kg` groups of
+/// 4 k; B panel q at `b + q * ps`. Shapes: 1..=MR rows with 1 panel, 1 row with 4 panels.
+/// `asum[r]` must be row r's sum over k (read by the VNNI body only); `neg_a`: A never holds
+/// -128 (else B must not).
+///
+/// # Safety
+/// A must be readable at every (r, g) named, each panel must hold `kg * 64` bytes.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tile(
+    isa: Isa,
+    neg_a: bool,
+    rows: usize,
+    panels: usize,
+    kg: usize,
+    a: AView,
+    b: *const i8,
+    ps: usize,
+    asum: &[i32],
+    acc: &mut Acc,
+) {
+    macro_rules! shapes {
+        ($f:ident $(, $na:expr)?) => {
+            match (rows, panels) {
+                (6, 1) => $f::<6, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
+                (5, 1) => $f::<5, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
+                (4, 1) => $f::<4, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
+                (3, 1) => $f::<3, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
+                (2, 1) => $f::<2, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
+                (1, 1) => $f::<1, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
+                (1, 4) => $f::<1, 4 $(, $na)?>(kg, a, b, ps, asum, acc),
+                _ => unreachable!("no {rows}-row {panels}-panel int8 tile"),
+            }
+        };
+    }
+    match isa {
+        Isa::Portable => shapes!(tile_portable),
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => shapes!(tile_vnni),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if neg_a => shapes!(tile_avx2, true),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => shapes!(tile_avx2, false),
+    }
+}
+
+#[inline(always)]
+unsafe fn tile_portable<const R: usize, const P: usize>(
+    kg: usize,
+    a: AView,
+    b: *const i8,
+    ps: usize,
+    _asum: &[i32],
+    acc: &mut Acc,
+) {
+    let mut s = [[0i32; 4 * NR]; R];
+    for g in 0..kg {
+        for q in 0..P {
+            let bg = &*(b.add(q * ps + g * GROUP) as *const [i8; GROUP]);
+            for (r, sr) in s.iter_mut().enumerate() {
+                let av = (*a.ptr.add(r * a.rs + g * a.gs)).to_le_bytes().map(|x| x as i8 as i32);
+                for (j, d) in sr[q * NR..][..NR].iter_mut().enumerate() {
+                    let bj = &bg[4 * j..][..4];
+                    *d = d.wrapping_add(
+                        av[0] * bj[0] as i32 + av[1] * bj[1] as i32 + av[2] * bj[2] as i32 + av[3] * bj[3] as i32,
+                    );
+                }
+            }
+        }
+    }
+    acc[..R].copy_from_slice(&s);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn tile_vnni<const R: usize, const P: usize>(
+    kg: usize,
+    a: AView,
+    b: *const i8,
+    ps: usize,
+    asum: &[i32],
+    acc: &mut Acc,
+) {
+    use std::arch::x86_64::*;
+    let flip = _mm256_set1_epi8(-128);
+    let mut s = [[[_mm256_setzero_si256(); 2]; P]; R];
+    for (r, sr) in s.iter_mut().enumerate() {
+        // sum (b + 128) a = sum a b + 128 sum a: start from -128 sum a (wrapping; the final sum fits).
+        *sr = [[_mm256_set1_epi32(asum[r].wrapping_mul(-128)); 2]; P];
+    }
+    let (mut ap, mut bp) = (a.ptr, b);
+    for _ in 0..kg {
+        for q in 0..P {
+            let b0 = _mm256_xor_si256(_mm256_loadu_si256(bp.add(q * ps).cast()), flip);
+            let b1 = _mm256_xor_si256(_mm256_loadu_si256(bp.add(q * ps + 32).cast()), flip);
+            for (r, sr) in s.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32(*ap.add(r * a.rs));
+                sr[q][0] = _mm256_dpbusd_avx_epi32(sr[q][0], b0, av);
+                sr[q][1] = _mm256_dpbusd_avx_epi32(sr[q][1], b1, av);
+            }
+        }
+        ap = ap.add(a.gs);
+        bp = bp.add(GROUP);
+    }
+    spill(&s, acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2<const R: usize, const P: usize, const NEG_A: bool>(
+    kg: usize,
+    a: AView,
+    b: *const i8,
+    ps: usize,
+    _asum: &[i32],
+    acc: &mut Acc,
+) {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut s = [[[_mm256_setzero_si256(); 2]; P]; R];
+    let (mut ap, mut bp) = (a.ptr, b);
+    for _ in 0..kg {
+        for q in 0..P {
+            let bv = [_mm256_loadu_si256(bp.add(q * ps).cast()), _mm256_loadu_si256(bp.add(q * ps + 32).cast())];
+            let babs = bv.map(|v| _mm256_sign_epi8(v, v));
+            for (r, sr) in s.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32(*ap.add(r * a.rs));
+                let aabs = _mm256_sign_epi8(av, av);
+                for h in 0..2 {
+                    // |x| (u8) * (y * sign x) (i8) = x y, pairs to i16 (no saturation), then i32.
+                    let pair = if NEG_A {
+                        _mm256_maddubs_epi16(babs[h], _mm256_sign_epi8(av, bv[h]))
+                    } else {
+                        _mm256_maddubs_epi16(aabs, _mm256_sign_epi8(bv[h], av))
+                    };
+                    sr[q][h] = _mm256_add_epi32(sr[q][h], _mm256_madd_epi16(pair, ones));
+                }
+            }
+        }
+        ap = ap.add(a.gs);
+        bp = bp.add(GROUP);
+    }
+    spill(&s, acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn spill<const R: usize, const P: usize>(s: &[[[std::arch::x86_64::__m256i; 2]; P]; R], acc: &mut Acc) {
+    use std::arch::x86_64::*;
+    for (sr, dst) in s.iter().zip(acc.iter_mut()) {
+        for (q, v) in sr.iter().enumerate() {
+            _mm256_storeu_si256(dst[q * NR..].as_mut_ptr().cast(), v[0]);
+            _mm256_storeu_si256(dst[q * NR + 8..].as_mut_ptr().cast(), v[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(len: usize, seed: u32, lo: i32) -> Vec<i8> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (lo + ((s >> 9) % (128 - lo) as u32) as i32) as i8
+            })
+            .collect()
+    }
+
+    /// Every shape and body, both packings and both sign-trick sides, k tails, against i32 loops.
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn tiles_are_exact() {
+        for k in [1, 3, 4, 5, 17, 64, 131] {
+            let kg = groups(k);
+            // A rows as row-major groups (activations) and as a packed weight.
+            let (m, n) = (MR, 4 * NR);
+            for (isa, neg_a) in Isa::available().into_iter().flat_map(|i| [(i, false), (i, true)]) {
+                // The side that is negated never holds -128; the other reaches it.
+                let (alo, blo) = if neg_a { (-127, -128) } else { (-128, -127) };
+                let a = bytes(m * k, 1 + k as u32, alo);
+                let bt = bytes(n * k, 2 + k as u32, blo); // B^T, row-major [n, k]
+                let packed = PackedCols::pack(&bt, n, k);
+                let rows_packed = PackedRows::pack(&a, 1, m, k);
+                let mut arow = vec![0i32; m * kg];
+                for r in 0..m {
+                    for g in 0..kg {
+                        let b: [u8; 4] = std::array::from_fn(|u| {
+                            a.get(r * k + 4 * g + u).filter(|_| 4 * g + u < k).map_or(0, |&v| v as u8)
+                        });
+                        arow[r * kg + g] = i32::from_le_bytes(b);
+                    }
+                }
+                let sums: Vec<i32> = (0..m).map(|r| a[r * k..][..k].iter().map(|&v| v as i32).sum()).collect();
+                let want = |r: usize, j: usize| (0..k).map(|t| a[r * k + t] as i32 * bt[j * k + t] as i32).sum::<i32>();
+                for (rows, panels) in (1..=MR).map(|r| (r, 1)).chain([(1, 4)]) {
+                    for packed_a in [false, true] {
+                        let view = if packed_a {
+                            rows_packed.panel(0, 0).0
+                        } else {
+                            AView { ptr: arow.as_ptr(), rs: kg, gs: 1 }
+                        };
+                        let mut acc = [[i32::MIN; 4 * NR]; MR];
+                        // SAFETY: views and panels cover rows x kg groups and panels x kg x 64 bytes.
+                        unsafe {
+                            tile(
+                                isa,
+                                neg_a,
+                                rows,
+                                panels,
+                                kg,
+                                view,
+                                packed.panel(0),
+                                packed.panel_stride(),
+                                &sums,
+                                &mut acc,
+                            )
+                        };
+                        for r in 0..rows {
+                            for j in 0..panels * NR {
+                                assert_eq!(
+                                    acc[r][j],
+                                    want(r, j),
+                                    "{isa:?} neg_a {neg_a} k {k} {rows}x{panels} ({r},{j})"
+                                );
+                            }
+                        }
+                    }
+                }
+                assert_eq!(rows_packed.panel(0, 0).1, &sums[..]);
+            }
+        }
+    }
+
+    /// Extremes: -128 against +-127 everywhere (largest pair sums), long K, a partial panel.
+    #[test]
+    fn extremes_do_not_saturate() {
+        let (k, n) = (1001, 5);
+        let a: Vec<i8> = (0..k).map(|i| if i % 7 == 3 { 127 } else { -128 }).collect();
+        let bt: Vec<i8> = (0..n * k).map(|i| if i % 3 == 0 { 127 } else { -127 }).collect();
+        let kg = groups(k);
+        let mut arow = vec![0i32; kg];
+        for (g, d) in arow.iter_mut().enumerate() {
+            *d = i32::from_le_bytes(std::array::from_fn(|u| a.get(4 * g + u).map_or(0, |&v| v as u8)));
+        }
+        let p = PackedCols::pack(&bt, n, k);
+        let sum = [a.iter().map(|&v| v as i32).sum::<i32>()];
+        for isa in Isa::available() {
+            let mut acc = [[0; 4 * NR]; MR];
+            let view = AView { ptr: arow.as_ptr(), rs: kg, gs: 1 };
+            // SAFETY: one row of kg groups, one panel of kg * 64 bytes.
+            unsafe { tile(isa, false, 1, 1, kg, view, p.panel(0), p.panel_stride(), &sum, &mut acc) };
+            for j in 0..NR {
+                let e: i32 = if j < n { (0..k).map(|t| a[t] as i32 * bt[j * k + t] as i32).sum() } else { 0 };
+                assert_eq!(acc[0][j], e, "{isa:?} column {j}");
+            }
+        }
+    }
+}
