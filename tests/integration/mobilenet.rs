@@ -56,3 +56,41 @@ fn mobilenet_parity() {
         }
     }
 }
+
+/// w8a8 quantizes the activations of the dense products only: depthwise convs keep f32
+/// activations with int8 weights (`quant::is_depthwise`), every other conv and the Gemms run
+/// w8a8, and the logits stay close to f32's.
+#[test]
+fn mobilenet_w8a8_keeps_depthwise_weight_only() {
+    use alembic::backend::cpu::CpuBackend;
+    use alembic::backend::Backend;
+    use alembic::ir::Op;
+    use alembic::quant::{is_depthwise, quantize_graph, Precision, QData};
+    use std::sync::Arc;
+
+    let model = alembic::Model::load(model()).expect("loads the MobileNetV3 fixture");
+    let g = quantize_graph(model.graph(), Precision::W8a8);
+    let (mut depthwise, mut dense) = (0, 0);
+    for node in &g.nodes {
+        match &node.op {
+            Op::QConv { group, wshape, w, .. } if is_depthwise(*group, wshape) => {
+                assert!(matches!(w.data, QData::Int8 { .. }), "{}: depthwise should be int8 weight-only", node.name);
+                depthwise += 1;
+            }
+            Op::QConv { w, .. } | Op::QGemm { w, .. } => {
+                assert!(matches!(w.data, QData::W8a8 { .. }), "{}: should be w8a8", node.name);
+                dense += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(depthwise > 0 && dense > 0, "{depthwise} depthwise and {dense} dense quantized nodes");
+    let x = input(3);
+    let run = |g| CpuBackend.prepare(Arc::new(g)).unwrap().run(&[&x]).unwrap().remove(0);
+    let (q, f) = (run(g), run(model.graph().clone()));
+    let (q, f) = (q.as_slice::<f32>().unwrap(), f.as_slice::<f32>().unwrap());
+    let peak = f.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = q.iter().zip(f).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("mobilenet w8a8 vs f32: max |diff| {worst:.3e} (max |logit| {peak:.3e}); {depthwise} depthwise int8, {dense} w8a8");
+    assert!(worst <= 0.1 * peak, "w8a8 logits drift {worst} against a peak of {peak}");
+}
