@@ -24,7 +24,16 @@ pub struct Step {
 
 /// Producers whose output pass can take an activation.
 fn can_absorb(op: &Op) -> bool {
-    matches!(op, Op::Conv { .. } | Op::ConvTranspose(_) | Op::Gemm { .. } | Op::MatMul | Op::Binary(Binary::Add))
+    matches!(
+        op,
+        Op::Conv { .. }
+            | Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::QGemm { .. }
+            | Op::QConv { .. }
+            | Op::Binary(Binary::Add)
+    )
 }
 
 /// The graph's nodes as steps, activations fused into their producers where allowed.
