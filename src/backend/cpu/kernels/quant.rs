@@ -50,10 +50,16 @@ pub fn qgemm(
     super::qdense::qdense(super::microkernel::Isa::detect(), w, av, m, alpha, acc_beta != 0.0, o)
 }
 
+thread_local! {
+    /// QConv's dequantized weight: one buffer per thread, as large as the largest QConv weight
+    /// run on it, instead of an f32 copy kept by every node.
+    static QCONV_WEIGHT: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// [`Op::QConv`](crate::ir::Op::QConv): dequantizes the weight (vectorized,
-/// [`dequantize_into`](super::qdense::dequantize_into)) into the node's scratch allocation,
-/// reused run to run, and runs the f32 conv kernel with the fused activation `act`. Memory saving is for storage only: an f32
-/// copy of this one weight stays allocated; the conv kernel's temporaries are per call.
+/// [`dequantize_into`](super::qdense::dequantize_into)) into a per-thread buffer and runs the
+/// f32 conv kernel, with the fused activation `act`, on the node's scratch (its im2col buffer
+/// then carries over run to run instead of being allocated per call).
 pub fn qconv(
     op: &crate::ir::Op,
     act: Option<&crate::ir::Unary>,
@@ -69,17 +75,16 @@ pub fn qconv(
         }
         return Ok(());
     }
-    let mut buf = std::mem::take(scratch);
+    let mut buf = QCONV_WEIGHT.take();
     buf.resize(w.n * w.k, 0.0);
     super::qdense::dequantize_into(super::microkernel::Isa::detect(), w, &mut buf)?;
     let wt = Tensor::from_vec(wshape.clone(), buf).ok_or("QConv weight shape does not match its data")?;
     let conv = crate::ir::Op::Conv { window: window.clone(), group: *group };
     let ins = [inputs.first().copied().flatten(), Some(&wt), inputs.get(1).copied().flatten()];
-    let mut conv_scratch = Vec::new();
     // The activation fused by the plan runs in the conv's output pass.
-    let r = super::conv::eval_fused(&conv, act, &ins, outputs, &mut conv_scratch);
+    let r = super::conv::eval_fused(&conv, act, &ins, outputs, scratch);
     if let crate::tensor::Data::F32(v) = wt.into_data() {
-        *scratch = v;
+        QCONV_WEIGHT.set(v);
     }
     r
 }
