@@ -98,7 +98,6 @@ pub fn qdense(isa: Isa, w: &QWeight, a: &[f32], m: usize, alpha: f32, accumulate
     let per = n.div_ceil(workers).div_ceil(8) * 8;
     let out = OutPtr(y.as_mut_ptr());
     threads::for_each_worker(workers, |wi| {
-        let out = out;
         let (c0, c1) = ((wi * per).min(n), ((wi + 1) * per).min(n));
         for r0 in (0..m).step_by(MR) {
             let rows = MR.min(m - r0);
@@ -114,7 +113,7 @@ pub fn qdense(isa: Isa, w: &QWeight, a: &[f32], m: usize, alpha: f32, accumulate
                 // SAFETY: rows r0..r0+rows of a (m x k) and weight rows j..j+cols (< n) exist
                 // (checked above); y's rows r0.. at columns j..j+cols are written by this
                 // worker alone (it owns columns c0..c1).
-                unsafe { tile(isa, wv, t, out.0.add(r0 * n), n) };
+                unsafe { tile(isa, wv, t, out.get().add(r0 * n), n) };
                 j += cols;
             }
         }
@@ -197,6 +196,13 @@ struct OutPtr(*mut f32);
 // SAFETY: workers write disjoint column ranges of the output (see `qdense`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method call, so closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// One tile: activation rows at `a + r * k`, weight rows `j0..j0 + cols`.
 #[derive(Clone, Copy)]
