@@ -133,12 +133,13 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
-/// Quantized GEMM/GEMV (`Op::QGemm` on the CPU) against f32 sgemm at the same shapes: int8
-/// weight-only (dequantize a block, then sgemm) and w8a8 (int8 activations, integer dot
-/// products). Throughput is 2mnk FLOP per iteration (criterion's elem/s = FLOP/s).
+/// Quantized GEMM/GEMV (`Op::QGemm` on the CPU) against f32 sgemm at the same shapes: int8 /
+/// int4 weight-only (qdense: the packed weight read in place) and w8a8 (int8 activations,
+/// integer dot products). 1x1024x1000 is a MobileNet classifier (a memory-bound GEMV). Throughput is 2mnk FLOP per iteration (criterion's elem/s = FLOP/s).
 fn qgemm(c: &mut Criterion) {
     let mut g = c.benchmark_group("qgemm");
-    for &(m, k, n) in &[(1, 512, 512), (1, 1024, 1024), (8, 64, 128), (64, 256, 256), (256, 256, 256)] {
+    for &(m, k, n) in &[(1, 512, 512), (1, 1024, 1024), (1, 1024, 1000), (8, 64, 128), (64, 256, 256), (256, 256, 256)]
+    {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
         let at = Tensor::from_vec(vec![m, k], a.clone()).unwrap();
@@ -151,7 +152,7 @@ fn qgemm(c: &mut Criterion) {
                 black_box(&out);
             })
         });
-        for p in [Precision::Int8, Precision::W8a8] {
+        for p in [Precision::Int8, Precision::Int4, Precision::W8a8] {
             let q = alembic::quant::QWeight::quantize(&w, n, k, p).unwrap();
             let mut o = Tensor::empty(alembic::DType::F32);
             let mut scratch = Vec::new();

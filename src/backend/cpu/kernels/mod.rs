@@ -18,6 +18,7 @@ pub mod microkernel;
 pub mod norm;
 pub mod packed;
 pub mod pool;
+pub mod qdense;
 pub mod qgemm_i8;
 pub mod qlinear;
 pub mod quant;
@@ -58,6 +59,9 @@ pub fn eval_fused(
     if let Op::Conv { .. } | Op::ConvTranspose(_) = op {
         return conv::eval_fused(op, act, inputs, outputs, scratch);
     }
+    if let Op::QConv { .. } = op {
+        return quant::qconv(op, act, inputs, outputs, scratch);
+    }
     eval(op, inputs, outputs, scratch)?;
     let y = outputs[0].as_mut_slice::<f32>().ok_or("a fused activation needs an f32 output")?;
     activation::apply(u, y);
@@ -87,7 +91,7 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch
             &mut outputs[0],
         ),
         Op::MatMul => linalg::matmul(req(inputs, 0)?, req(inputs, 1)?, &mut outputs[0]),
-        Op::QConv { .. } => quant::qconv(op, inputs, outputs, scratch),
+        Op::QConv { .. } => quant::qconv(op, None, inputs, outputs, scratch),
         Op::QLinear(q) => qlinear::eval(q, inputs, outputs, scratch),
         Op::QGemm { w, alpha, beta } => {
             quant::qgemm(w, req(inputs, 0)?, opt(inputs, 1), *alpha, *beta, &mut outputs[0], scratch)

@@ -1,15 +1,11 @@
-//! Quantized-weight GEMM ([`Op::QGemm`](crate::ir::Op::QGemm)): weights stay packed; blocks of
-//! output channels are dequantized into `scratch` (f32) and multiplied with sgemm, so the
-//! f32 copy alive at any time is one block, not the whole matrix.
+//! Quantized-weight GEMM ([`Op::QGemm`](crate::ir::Op::QGemm)) and convolution: bias, shape
+//! checks and dispatch. Weight-only int8/int4/f16 products run on `qdense.rs`, which reads the
+//! packed weight in place; w8a8 on the integer kernels of `qgemm_i8.rs`.
 
 use super::broadcast::broadcast_strides;
-use super::linalg::sgemm;
 use super::KResult;
 use crate::quant::QWeight;
 use crate::tensor::{broadcast_shapes, Tensor};
-
-/// Output channels dequantized per block.
-const BLOCK_N: usize = 64;
 
 /// `out[.., n] = alpha * a[.., k] . w[n, k] + beta * c` (c broadcast to `[m, n]`).
 pub fn qgemm(
@@ -51,46 +47,44 @@ pub fn qgemm(
     if super::qgemm_i8::parts(w).is_some() {
         return super::qgemm_i8::qgemm_w8a8(w, av, m, alpha, acc_beta != 0.0, o, scratch);
     }
-    let bn = BLOCK_N.min(n.max(1));
-    scratch.resize(bn * k, 0.0);
-    let mut j0 = 0;
-    while j0 < n {
-        let nb = bn.min(n - j0);
-        for r in 0..nb {
-            w.dequantize_row(j0 + r, &mut scratch[r * k..(r + 1) * k]);
-        }
-        // A[m,k] x Wblock^T[k,nb] into columns j0..j0+nb of the output.
-        sgemm(m, k, nb, alpha, av, (k as isize, 1), scratch, (1, k as isize), acc_beta, &mut o[j0..], n as isize);
-        j0 += nb;
-    }
-    Ok(())
+    super::qdense::qdense(super::microkernel::Isa::detect(), w, av, m, alpha, acc_beta != 0.0, o)
 }
 
-/// [`Op::QConv`](crate::ir::Op::QConv): dequantizes the weight into a tensor (the node's
-/// scratch allocation) and runs the f32 conv kernel. Memory saving is for storage only: the f32
-/// weight exists while the node runs; the conv kernel's own temporaries are allocated per call.
+thread_local! {
+    /// QConv's dequantized weight: one buffer per thread, as large as the largest QConv weight
+    /// run on it, instead of an f32 copy kept by every node.
+    static QCONV_WEIGHT: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// [`Op::QConv`](crate::ir::Op::QConv): dequantizes the weight (vectorized,
+/// [`dequantize_into`](super::qdense::dequantize_into)) into a per-thread buffer and runs the
+/// f32 conv kernel, with the fused activation `act`, on the node's scratch (its im2col buffer
+/// then carries over run to run instead of being allocated per call).
 pub fn qconv(
     op: &crate::ir::Op,
+    act: Option<&crate::ir::Unary>,
     inputs: &[Option<&Tensor>],
     outputs: &mut [Tensor],
     scratch: &mut Vec<f32>,
 ) -> KResult {
     let crate::ir::Op::QConv { window, group, w, wshape } = op else { return Err("not a QConv".into()) };
     if super::qgemm_i8::parts(w).is_some() {
-        return super::qgemm_i8::qconv_w8a8(op, inputs, outputs, scratch);
+        super::qgemm_i8::qconv_w8a8(op, inputs, outputs, scratch)?;
+        if let Some(u) = act {
+            super::activation::apply(u, outputs[0].as_mut_slice::<f32>().ok_or("QConv output is f32")?);
+        }
+        return Ok(());
     }
-    let mut buf = std::mem::take(scratch);
+    let mut buf = QCONV_WEIGHT.take();
     buf.resize(w.n * w.k, 0.0);
-    for r in 0..w.n {
-        w.dequantize_row(r, &mut buf[r * w.k..(r + 1) * w.k]);
-    }
+    super::qdense::dequantize_into(super::microkernel::Isa::detect(), w, &mut buf)?;
     let wt = Tensor::from_vec(wshape.clone(), buf).ok_or("QConv weight shape does not match its data")?;
     let conv = crate::ir::Op::Conv { window: window.clone(), group: *group };
     let ins = [inputs.first().copied().flatten(), Some(&wt), inputs.get(1).copied().flatten()];
-    let mut conv_scratch = Vec::new();
-    let r = super::eval(&conv, &ins, outputs, &mut conv_scratch);
+    // The activation fused by the plan runs in the conv's output pass.
+    let r = super::conv::eval_fused(&conv, act, &ins, outputs, scratch);
     if let crate::tensor::Data::F32(v) = wt.into_data() {
-        *scratch = v;
+        QCONV_WEIGHT.set(v);
     }
     r
 }
@@ -129,6 +123,78 @@ mod tests {
                     };
                     assert!((o[i * n + j] - e).abs() <= tol, "{p} {i},{j}: {} vs {e}", o[i * n + j]);
                 }
+            }
+        }
+    }
+
+    /// QGemm -> Relu -> QConv -> Relu through the CPU plan: both activations fuse into their
+    /// producers (2 steps) and the result equals the unfused kernels run node by node.
+    #[test]
+    fn plan_fuses_activations_into_qgemm_and_qconv() {
+        use crate::backend::cpu::CpuPlan;
+        use crate::backend::Executable;
+        use crate::ir::{AutoPad, Graph, Node, Op, Unary, Value, Window};
+        use crate::tensor::DType;
+        use std::sync::Arc;
+        let (m, k, n) = (2, 37, 18); // QGemm out [2, 18] = QConv in [1, 2, 3, 6]
+        let vals = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len).map(|i| ((i * 7919 + seed * 31) % 97) as f32 / 48.0 - 1.0).collect()
+        };
+        for p in [Precision::Int8, Precision::Int4, Precision::F16] {
+            let mut g = Graph::default();
+            let mut v = |name: &str| {
+                let mut v = Value::new(name);
+                v.dtype = Some(DType::F32);
+                g.add_value(v)
+            };
+            let (x, y1, y2, r, y3, y4) = (v("x"), v("y1"), v("y2"), v("r"), v("y3"), v("y4"));
+            let shape = g.add_constant("shape", Tensor::from_vec(vec![4], vec![1i64, 2, 3, 6]).unwrap());
+            let qg = QWeight::quantize(&vals(n * k, 1), n, k, p).unwrap();
+            let qc = QWeight::quantize(&vals(4 * 2 * 9, 2), 4, 2 * 9, p).unwrap();
+            let window = Window {
+                kernel: vec![3, 3],
+                strides: vec![1, 1],
+                pads: vec![1, 1, 1, 1],
+                dilations: vec![1, 1],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+            };
+            let node = |name: &str, op: Op, inputs: Vec<Option<usize>>, out: usize| Node {
+                name: name.into(),
+                op,
+                inputs,
+                outputs: vec![out],
+            };
+            g.nodes = vec![
+                node("qgemm", Op::QGemm { w: Arc::new(qg), alpha: 1.0, beta: 0.0 }, vec![Some(x)], y1),
+                node("relu1", Op::Unary(Unary::Relu), vec![Some(y1)], y2),
+                node("reshape", Op::Reshape { allowzero: false }, vec![Some(y2), Some(shape)], r),
+                node(
+                    "qconv",
+                    Op::QConv { window, group: 1, w: Arc::new(qc), wshape: vec![4, 2, 3, 3] },
+                    vec![Some(r)],
+                    y3,
+                ),
+                node("relu2", Op::Unary(Unary::Relu), vec![Some(y3)], y4),
+            ];
+            g.inputs = vec![x];
+            g.outputs = vec![y4];
+            let plan = CpuPlan::new(Arc::new(g.clone()));
+            assert_eq!(plan.step_count(), 3, "{p}: both activations fused");
+            let xt = Tensor::from_vec(vec![m, k], vals(m * k, 3)).unwrap();
+            let got = plan.run(&[&xt]).unwrap().remove(0);
+            let mut want = xt;
+            for nd in &g.nodes {
+                let ins: Vec<Option<&Tensor>> =
+                    nd.inputs.iter().map(|i| i.map(|v| g.constant(v).unwrap_or(&want))).collect();
+                let mut out = vec![Tensor::empty(DType::F32)];
+                super::super::eval(&nd.op, &ins, &mut out, &mut Vec::new()).unwrap();
+                want = out.remove(0);
+            }
+            assert_eq!(got.shape(), &[1, 4, 3, 6]);
+            assert!(want.as_slice::<f32>().unwrap().contains(&0.0), "relu clipped something");
+            for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{p}: {a} vs {b}");
             }
         }
     }
