@@ -9,9 +9,11 @@
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use std::sync::OnceLock;
 
-/// Multiply-adds below which handing work to another thread costs more than it saves
-/// (a pool wake-up is a few microseconds; this is ~10 us of single-core work).
-const MIN_PARALLEL_WORK: usize = 1 << 16;
+/// Multiply-adds below which handing work to another thread costs more than it saves: a pool
+/// wake-up is a few microseconds, and a split waits for its slower half (~150 us of one core;
+/// at 1 << 16 the fixture teacher ran 4x slower at 2 threads than at 1, its 300K-MAC convs
+/// split in two; the same bound as `packed::PARALLEL_MIN_MACS`).
+const MIN_PARALLEL_WORK: usize = 1 << 20;
 
 /// Threads the CPU kernels use.
 pub fn count() -> usize {
