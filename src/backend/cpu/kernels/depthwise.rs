@@ -56,7 +56,9 @@ pub fn depthwise(
     let (isz, osz, ksz) = (g.in_size(), g.out_size(), g.kernel_size());
     let m = c * mg;
     let lay = Layout::new(g);
-    let psz = lay.size(g);
+    // LANES spare floats after the plane: a row's last, partial block of outputs still loads
+    // whole vectors (lanes past the row read neighbouring or spare values and are dropped).
+    let psz = lay.size(g) + LANES;
     let planes = n * m;
     let workers = threads::workers(planes, osz * ksz);
     scratch.resize(psz * workers, 0.0);
@@ -155,16 +157,12 @@ fn plane_body<const FMA: bool>(
                         let off = cc * d2;
                         (off % s2) * lay.len + off / s2
                     };
-                    if width == LANES {
-                        let src: &[f32; LANES] = row[start + x0..][..LANES].try_into().expect("LANES long");
-                        for i in 0..LANES {
-                            acc[i] = if FMA { wv.mul_add(src[i], acc[i]) } else { acc[i] + wv * src[i] };
-                        }
-                    } else {
-                        let src = &row[start + x0..][..width];
-                        for i in 0..width {
-                            acc[i] = if FMA { wv.mul_add(src[i], acc[i]) } else { acc[i] + wv * src[i] };
-                        }
+                    // Whole vectors even for the last, partial block (see `depthwise`): on
+                    // MobileNetV3's 7- and 14-wide planes every block is partial, and a
+                    // variable-width loop there ran scalar.
+                    let src: &[f32; LANES] = row[start + x0..][..LANES].try_into().expect("LANES long");
+                    for i in 0..LANES {
+                        acc[i] = if FMA { wv.mul_add(src[i], acc[i]) } else { acc[i] + wv * src[i] };
                     }
                 }
             }
@@ -231,6 +229,9 @@ mod tests {
             (3, 1, 2, 2, 1, 8, 17),
             (3, 3, 0, 1, 1, 10, 50),
             (1, 1, 0, 1, 3, 4, 5),
+            (5, 1, 2, 1, 1, 7, 7),
+            (5, 2, 2, 1, 1, 14, 14),
+            (3, 2, 1, 1, 1, 3, 3),
         ];
         for &(k, s, p, d, mg, h, wd) in &cases {
             let (n, c) = (2, 3);
