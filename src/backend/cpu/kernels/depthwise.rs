@@ -9,6 +9,7 @@
 //! Planes are independent, so they are split over the CPU thread pool.
 
 use super::activation;
+use super::im2col::copy_short;
 use super::threads;
 use super::window::Geom;
 use crate::ir::Unary;
@@ -63,6 +64,8 @@ pub fn depthwise(
     let planes = n * m;
     let workers = threads::workers(planes, osz * ksz);
     scratch.resize(psz * workers, 0.0);
+    // The padding (and the spare tail) is zero for every plane: zero it here once.
+    scratch[..psz * workers].fill(0.0);
     let run = |plane: usize, yc: &mut [f32], buf: &mut [f32]| {
         let (img, oc) = (plane / m, plane % m);
         let xc = &x[(img * c + oc / mg) * isz..][..isz];
@@ -73,37 +76,48 @@ pub fn depthwise(
     threads::for_each_chunk(y, osz, scratch, psz, workers, run);
 }
 
-/// Copies one input plane into the zero-padded, phase-split buffer.
+/// Copies one input plane into the interior of the phase-split buffer. The padding around it
+/// is zeroed once per call (`depthwise`): its positions are the same for every plane, and on
+/// MobileNetV3's 7x7 planes the per-row fills were a libc call per two floats.
 fn pad_plane(g: &Geom, lay: Layout, x: &[f32], buf: &mut [f32]) {
     let (s2, (ih, iw)) = (g.stride[2], (g.input[1], g.input[2]));
     let (p1, p2) = (g.pad[1], g.pad[2]);
-    for r in 0..lay.rows {
-        let src = r.checked_sub(p1).filter(|&i| i < ih).map(|i| &x[i * iw..][..iw]);
-        for ph in 0..s2 {
-            let dst = &mut buf[(r * s2 + ph) * lay.len..][..lay.len];
-            let Some(line) = src else {
-                dst.fill(0.0);
-                continue;
-            };
-            if s2 == 1 {
-                // Columns p2..p2+iw hold the line; the rest is padding.
-                let lo = p2.min(lay.len);
-                let hi = (p2 + iw).min(lay.len);
-                dst[..lo].fill(0.0);
-                dst[lo..hi].copy_from_slice(&line[..hi - lo]);
-                dst[hi..].fill(0.0);
-            } else {
-                // Phase ph holds padded columns j * s2 + ph; those in p2..p2 + iw are input
-                // columns (j * s2 + ph - p2), the rest padding.
-                let lo = p2.saturating_sub(ph).div_ceil(s2).min(lay.len);
-                let hi = (p2 + iw).saturating_sub(ph).div_ceil(s2).clamp(lo, lay.len);
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                if hi > lo {
-                    let src = line[lo * s2 + ph - p2..].iter().step_by(s2);
-                    for (d, &v) in dst[lo..hi].iter_mut().zip(src) {
-                        *d = v;
-                    }
+    for (i, line) in x.chunks_exact(iw).take(ih).enumerate() {
+        let r = i + p1;
+        if r >= lay.rows {
+            break;
+        }
+        let rowbuf = &mut buf[r * s2 * lay.len..][..s2 * lay.len];
+        if s2 == 1 {
+            // Columns p2..p2 + iw hold the line (clipped to what the outputs read).
+            let n = iw.min(lay.len.saturating_sub(p2));
+            if n > 0 {
+                copy_short(&mut rowbuf[p2..p2 + n], line);
+            }
+        } else if s2 == 2 {
+            // Input column 2t + u lands in phase (u + p2) % 2 at position t + (u + p2) / 2: a
+            // de-interleave of even and odd columns (vectorized; `step_by` ran scalar).
+            let ph_even = p2 % 2;
+            let (first_even, first_odd) = (p2 / 2, (p2 + 1) / 2);
+            let n_even = iw.div_ceil(2).min(lay.len.saturating_sub(first_even));
+            let n_odd = (iw / 2).min(lay.len.saturating_sub(first_odd));
+            let pairs = n_even.min(n_odd);
+            let (lo, hi) = rowbuf.split_at_mut(lay.len);
+            let (even, odd) = if ph_even == 0 { (lo, hi) } else { (hi, lo) };
+            let (even, odd) = (&mut even[first_even..][..n_even], &mut odd[first_odd..][..n_odd]);
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(line.chunks_exact(2)).take(pairs) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            if n_even > pairs {
+                even[pairs] = line[2 * pairs];
+            }
+            debug_assert!(n_odd <= pairs && n_even <= pairs + 1);
+        } else {
+            for (ci, &v) in line.iter().enumerate() {
+                let pc = ci + p2;
+                if pc / s2 < lay.len {
+                    rowbuf[(pc % s2) * lay.len + pc / s2] = v;
                 }
             }
         }
@@ -120,10 +134,79 @@ fn plane_kernel(g: &Geom, lay: Layout, buf: &[f32], w: &[f32], bias: f32, act: O
     plane_body::<false>(g, lay, buf, w, bias, act, y);
 }
 
+/// Start of each horizontal tap's run within a padded row (phase row and offset), for kernels
+/// up to 64 wide; `None` past that.
+fn tap_starts(g: &Geom, lay: Layout) -> Option<[usize; 64]> {
+    let mut taps = [0usize; 64];
+    let (k2, s2, d2) = (g.kernel[2], g.stride[2], g.dilation[2]);
+    for (cc, t) in taps.iter_mut().enumerate().take(k2) {
+        let off = cc * d2;
+        *t = (off % s2) * lay.len + off / s2;
+    }
+    (k2 <= taps.len()).then_some(taps)
+}
+
+/// The AVX2 plane: explicit vectors, because from the array code of `plane_body` the compiler
+/// kept the 16 accumulators in pieces of xmm registers with shuffles between them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_avx2(g: &Geom, lay: Layout, buf: &[f32], w: &[f32], bias: f32, act: Option<&Unary>, y: &mut [f32]) {
-    plane_body::<true>(g, lay, buf, w, bias, act, y);
+    use std::arch::x86_64::*;
+    let Some(taps) = tap_starts(g, lay) else {
+        return plane_body::<true>(g, lay, buf, w, bias, act, y);
+    };
+    let (o1, o2) = (g.out[1], g.out[2]);
+    let (k1, k2) = (g.kernel[1], g.kernel[2]);
+    let (s1, s2, d1) = (g.stride[1], g.stride[2], g.dilation[1]);
+    // Every load below lies in the padded plane plus its LANES spare floats (`depthwise`), and
+    // every store in the o1 x o2 output plane.
+    assert!(buf.len() >= lay.size(g) + LANES && w.len() >= k1 * k2 && y.len() >= o1 * o2);
+    let (bp, wp, yp) = (buf.as_ptr(), w.as_ptr(), y.as_mut_ptr());
+    for oy in 0..o1 {
+        let row0 = bp.add(oy * s1 * s2 * lay.len);
+        let yrow = yp.add(oy * o2);
+        let mut x0 = 0;
+        while x0 < o2 {
+            let left = o2 - x0;
+            if left <= LANES / 2 {
+                // A last block of at most 8 (MobileNetV3's 7-wide planes): one vector.
+                let mut a0 = _mm256_set1_ps(bias);
+                for a in 0..k1 {
+                    let row = row0.add(a * d1 * s2 * lay.len + x0);
+                    for (cc, &t) in taps.iter().enumerate().take(k2) {
+                        let wv = _mm256_set1_ps(*wp.add(a * k2 + cc));
+                        a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(row.add(t)), a0);
+                    }
+                }
+                let mut out = [0f32; LANES / 2];
+                _mm256_storeu_ps(out.as_mut_ptr(), a0);
+                std::ptr::copy_nonoverlapping(out.as_ptr(), yrow.add(x0), left);
+                break;
+            }
+            let (mut a0, mut a1) = (_mm256_set1_ps(bias), _mm256_set1_ps(bias));
+            for a in 0..k1 {
+                let row = row0.add(a * d1 * s2 * lay.len + x0);
+                for (cc, &t) in taps.iter().enumerate().take(k2) {
+                    let wv = _mm256_set1_ps(*wp.add(a * k2 + cc));
+                    a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(row.add(t)), a0);
+                    a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(row.add(t + 8)), a1);
+                }
+            }
+            if left >= LANES {
+                _mm256_storeu_ps(yrow.add(x0), a0);
+                _mm256_storeu_ps(yrow.add(x0 + 8), a1);
+            } else {
+                let mut out = [0f32; LANES];
+                _mm256_storeu_ps(out.as_mut_ptr(), a0);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), a1);
+                std::ptr::copy_nonoverlapping(out.as_ptr(), yrow.add(x0), left);
+            }
+            x0 += LANES.min(left);
+        }
+    }
+    if let Some(u) = act {
+        activation::apply(u, &mut y[..o1 * o2]);
+    }
 }
 
 /// One output plane. `FMA` selects fused multiply-add (only where the CPU has it: without
@@ -141,40 +224,26 @@ fn plane_body<const FMA: bool>(
     let (o1, o2) = (g.out[1], g.out[2]);
     let (k1, k2) = (g.kernel[1], g.kernel[2]);
     let (s1, s2, d1, d2) = (g.stride[1], g.stride[2], g.dilation[1], g.dilation[2]);
-    // Start of each tap's run within its padded row: phase row and offset.
-    let mut taps = [0usize; 64];
-    let simple = k2 <= taps.len();
-    if simple {
-        for (cc, t) in taps.iter_mut().enumerate().take(k2) {
-            let off = cc * d2;
-            *t = (off % s2) * lay.len + off / s2;
-        }
-    }
+    let taps = tap_starts(g, lay);
+    let tap = |cc: usize| match &taps {
+        Some(t) => t[cc],
+        None => ((cc * d2) % s2) * lay.len + cc * d2 / s2,
+    };
     for oy in 0..o1 {
         let yrow = &mut y[oy * o2..][..o2];
+        let rows = |a: usize| &buf[(oy * s1 + a * d1) * s2 * lay.len..];
         let mut x0 = 0;
         while x0 < o2 {
-            let width = LANES.min(o2 - x0);
-            let mut acc = [bias; LANES];
-            for a in 0..k1 {
-                let row = &buf[(oy * s1 + a * d1) * s2 * lay.len..];
-                let wr = &w[a * k2..][..k2];
-                for (cc, &wv) in wr.iter().enumerate() {
-                    let start = if simple {
-                        taps[cc]
-                    } else {
-                        let off = cc * d2;
-                        (off % s2) * lay.len + off / s2
-                    };
-                    // Whole vectors even for the last, partial block (see `depthwise`): on
-                    // MobileNetV3's 7- and 14-wide planes every block is partial, and a
-                    // variable-width loop there ran scalar.
-                    let src: &[f32; LANES] = row[start + x0..][..LANES].try_into().expect("LANES long");
-                    for i in 0..LANES {
-                        acc[i] = if FMA { wv.mul_add(src[i], acc[i]) } else { acc[i] + wv * src[i] };
-                    }
-                }
+            // 16 outputs a block; a last block of at most 8 (MobileNetV3's 7-wide planes) as
+            // 8, so half the lanes are not computed for nothing.
+            let left = o2 - x0;
+            if left <= LANES / 2 {
+                let acc = block::<FMA, { LANES / 2 }>(k1, k2, &rows, w, &tap, x0, bias);
+                yrow[x0..].copy_from_slice(&acc[..left]);
+                break;
             }
+            let acc = block::<FMA, LANES>(k1, k2, &rows, w, &tap, x0, bias);
+            let width = LANES.min(left);
             yrow[x0..x0 + width].copy_from_slice(&acc[..width]);
             x0 += width;
         }
@@ -184,6 +253,32 @@ fn plane_body<const FMA: bool>(
     if let Some(u) = act {
         activation::apply(u, &mut y[..o1 * o2]);
     }
+}
+
+/// `L` outputs from `x0` on, in registers over all taps, the bias included. Whole `L`-float
+/// loads even for a row's last, partial block (see `depthwise`): a variable-width loop there
+/// ran scalar.
+#[inline(always)]
+fn block<'a, const FMA: bool, const L: usize>(
+    k1: usize,
+    k2: usize,
+    rows: &impl Fn(usize) -> &'a [f32],
+    w: &[f32],
+    tap: &impl Fn(usize) -> usize,
+    x0: usize,
+    bias: f32,
+) -> [f32; L] {
+    let mut acc = [bias; L];
+    for a in 0..k1 {
+        let row = rows(a);
+        for (cc, &wv) in w[a * k2..][..k2].iter().enumerate() {
+            let src: &[f32; L] = row[tap(cc) + x0..][..L].try_into().expect("L long");
+            for i in 0..L {
+                acc[i] = if FMA { wv.mul_add(src[i], acc[i]) } else { acc[i] + wv * src[i] };
+            }
+        }
+    }
+    acc
 }
 
 #[cfg(test)]
@@ -242,6 +337,9 @@ mod tests {
             (5, 1, 2, 1, 1, 7, 7),
             (5, 2, 2, 1, 1, 14, 14),
             (3, 2, 1, 1, 1, 3, 3),
+            (3, 1, 1, 1, 1, 5, 24),
+            (3, 2, 0, 1, 1, 8, 15),
+            (3, 2, 1, 1, 1, 112, 112),
         ];
         for &(k, s, p, d, mg, h, wd) in &cases {
             let (n, c) = (2, 3);

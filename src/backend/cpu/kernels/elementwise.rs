@@ -269,7 +269,19 @@ pub fn binary(op: Binary, a: &Tensor, b: &Tensor, out: &mut Tensor) -> KResult {
         }};
     }
     match (a.data(), b.data()) {
-        (Data::F32(x), Data::F32(y)) => go!(f32, x, y, float),
+        // f32 gets one loop per operator: with `op` matched per element the loops ran scalar
+        // (MobileNetV3's squeeze-excitation Muls took 6% of the model at 1.7 ns an element).
+        (Data::F32(x), Data::F32(y)) => {
+            let o = out.reuse::<f32>(&osh);
+            let (ash, bsh) = (a.shape(), b.shape());
+            match op {
+                Binary::Add => bcast(x, ash, y, bsh, o, &osh, |x: f32, y: f32| x + y),
+                Binary::Sub => bcast(x, ash, y, bsh, o, &osh, |x: f32, y: f32| x - y),
+                Binary::Mul => bcast(x, ash, y, bsh, o, &osh, |x: f32, y: f32| x * y),
+                Binary::Div => bcast(x, ash, y, bsh, o, &osh, |x: f32, y: f32| x / y),
+                _ => bcast(x, ash, y, bsh, o, &osh, |x: f32, y: f32| arith!(op, x, y, float)),
+            }
+        }
         (Data::F64(x), Data::F64(y)) => go!(f64, x, y, float),
         (Data::I64(x), Data::I64(y)) => go!(i64, x, y, int),
         (Data::I32(x), Data::I32(y)) => go!(i32, x, y, int),

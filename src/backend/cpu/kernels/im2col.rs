@@ -155,7 +155,7 @@ pub fn short_rows(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
 /// `d.copy_from_slice(s)` for the short runs of this path, inline: fixed-size (vector) moves
 /// that overlap at the end instead of a memcpy call per run.
 #[inline(always)]
-fn copy_short(d: &mut [f32], s: &[f32]) {
+pub(super) fn copy_short(d: &mut [f32], s: &[f32]) {
     let n = d.len();
     assert!(s.len() >= n);
     let (dp, sp) = (d.as_mut_ptr(), s.as_ptr());
