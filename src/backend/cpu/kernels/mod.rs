@@ -8,7 +8,7 @@ pub mod activation;
 pub mod broadcast;
 pub mod conv;
 pub mod conv_transpose;
-pub mod depthwise;
+pub mod direct;
 pub mod elementwise;
 pub mod gather;
 pub mod i8tile;
