@@ -283,10 +283,11 @@ fn square_window(k: usize, stride: usize) -> Window {
 }
 
 /// Depthwise convs at MobileNetV3-small's layer shapes (224x224 input, batch 1): the direct
-/// kernel of `depthwise.rs` with bias and the fused HardSwish epilogue.
+/// kernel of `direct.rs` with bias and the fused HardSwish epilogue.
 fn depthwise(c: &mut Criterion) {
     let mut g = c.benchmark_group("depthwise");
-    for &(ch, hw, k, stride) in &[(16, 112, 3, 2), (72, 56, 3, 2), (88, 28, 3, 1), (96, 28, 5, 2), (240, 14, 5, 1)] {
+    let shapes = [(16, 112, 3, 2), (72, 56, 3, 2), (88, 28, 3, 1), (96, 28, 5, 2), (240, 14, 5, 1), (576, 7, 5, 1)];
+    for &(ch, hw, k, stride) in &shapes {
         let op = Op::Conv { window: square_window(k, stride), group: ch };
         let (x, w, b) = (filled(vec![1, ch, hw, hw], 0.1), filled(vec![ch, 1, k, k], 0.05), filled(vec![ch], 0.01));
         let mut out = vec![Tensor::empty(alembic::DType::F32)];
@@ -303,6 +304,31 @@ fn depthwise(c: &mut Criterion) {
                     &mut scratch,
                 )
                 .unwrap();
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Convs with a short reduction (input channels x kernel <= 32) on the direct kernel of
+/// `direct.rs` instead of im2col + GEMM: MobileNetV3's RGB stem (3x3 stride 2 on 224x224) and
+/// the fixture teacher's 1-channel first conv, bias and HardSwish fused.
+fn short_conv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("short_conv");
+    for &(n, ci, co, hw, stride) in &[(1, 3, 16, 224, 2), (1, 1, 16, 8, 1), (8, 1, 16, 8, 1)] {
+        let op = Op::Conv { window: square_window(3, stride), group: 1 };
+        let x = filled(vec![n, ci, hw, hw], 0.1);
+        let (w, b) = (filled(vec![co, ci, 3, 3], 0.05), filled(vec![co], 0.01));
+        let ins = [Some(&x), Some(&w), Some(&b)];
+        let mut out = vec![Tensor::empty(alembic::DType::F32)];
+        let mut scratch = Vec::new();
+        let ohw = hw.div_ceil(stride);
+        g.throughput(Throughput::Elements((2 * n * ci * co * 9 * ohw * ohw) as u64));
+        g.bench_function(BenchmarkId::from_parameter(format!("n{n}_c{ci}_m{co}_{hw}x{hw}_s{stride}")), |bch| {
+            bch.iter(|| {
+                alembic::backend::cpu::kernels::eval_fused(&op, Some(&Unary::HardSwish), &ins, &mut out, &mut scratch)
+                    .unwrap();
                 black_box(&out);
             })
         });
@@ -350,5 +376,5 @@ fn fused_conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, packed_gemm, conv, qgemm, qconv, depthwise, fused_conv, stats, models);
+criterion_group!(benches, gemm, packed_gemm, conv, qgemm, qconv, depthwise, short_conv, fused_conv, stats, models);
 criterion_main!(benches);

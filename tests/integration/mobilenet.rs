@@ -57,25 +57,31 @@ fn mobilenet_parity() {
     }
 }
 
-/// w8a8 quantizes the activations of the dense products only: depthwise convs keep f32
-/// activations with int8 weights (`quant::is_depthwise`), every other conv and the Gemms run
-/// w8a8, and the logits stay close to f32's.
+/// w8a8 quantizes the activations of the dense products only: depthwise convs and the RGB stem
+/// keep f32 activations with int8 weights (`quant::w8a8_keeps_f32_activations`), every other
+/// conv and the Gemms run w8a8, and the logits stay close to f32's.
 #[test]
-fn mobilenet_w8a8_keeps_depthwise_weight_only() {
+fn mobilenet_w8a8_keeps_depthwise_and_stem_weight_only() {
     use alembic::backend::cpu::CpuBackend;
     use alembic::backend::Backend;
     use alembic::ir::Op;
-    use alembic::quant::{is_depthwise, quantize_graph, Precision, QData};
+    use alembic::quant::{is_depthwise, quantize_graph, w8a8_keeps_f32_activations, Precision, QData};
     use std::sync::Arc;
 
     let model = alembic::Model::load(model()).expect("loads the MobileNetV3 fixture");
     let g = quantize_graph(model.graph(), Precision::W8a8);
-    let (mut depthwise, mut dense) = (0, 0);
+    let (mut depthwise, mut stem, mut dense) = (0, 0, 0);
     for node in &g.nodes {
         match &node.op {
-            Op::QConv { group, wshape, w, .. } if is_depthwise(*group, wshape) => {
-                assert!(matches!(w.data, QData::Int8 { .. }), "{}: depthwise should be int8 weight-only", node.name);
-                depthwise += 1;
+            Op::QConv { group, wshape, w, .. } if w8a8_keeps_f32_activations(*group, wshape) => {
+                assert!(matches!(w.data, QData::Int8 { .. }), "{}: should be int8 weight-only", node.name);
+                if is_depthwise(*group, wshape) {
+                    depthwise += 1;
+                } else {
+                    // Only the 3-channel 3x3 stem is short; MobileNet's 1x1 convs are not.
+                    assert_eq!(&wshape[1..], &[3, 3, 3], "{}: only the stem has a short reduction", node.name);
+                    stem += 1;
+                }
             }
             Op::QConv { w, .. } | Op::QGemm { w, .. } => {
                 assert!(matches!(w.data, QData::W8a8 { .. }), "{}: should be w8a8", node.name);
@@ -84,7 +90,10 @@ fn mobilenet_w8a8_keeps_depthwise_weight_only() {
             _ => {}
         }
     }
-    assert!(depthwise > 0 && dense > 0, "{depthwise} depthwise and {dense} dense quantized nodes");
+    assert!(
+        depthwise > 0 && stem == 1 && dense > 0,
+        "{depthwise} depthwise, {stem} stem and {dense} dense quantized nodes"
+    );
     let x = input(3);
     let run = |g| CpuBackend.prepare(Arc::new(g)).unwrap().run(&[&x]).unwrap().remove(0);
     let (q, f) = (run(g), run(model.graph().clone()));

@@ -156,14 +156,19 @@ fn qdq_int8_export_matches_in_memory_int8() {
 
         // The int8 file loaded at w8a8 runs the same weights on the w8a8 kernels, as the f32
         // model quantized to w8a8 in memory. Exact for the student; the teacher's in-memory
-        // weights differ by the BatchNorm fold (~1e-6, see above), which can move an
-        // activation across a rounding boundary (one step: ~1e-4 of a logit).
+        // weights differ by the BatchNorm fold (~1e-6, see above). Its first conv (1 channel,
+        // 3x3: a short reduction, `quant::w8a8_keeps_f32_activations`) keeps f32 activations,
+        // so that difference reaches the second conv's activation quantization and can move a
+        // few values across a rounding boundary (measured: 1.2e-2 of logits up to ~5.6); the
+        // predictions agree.
         let w8 = logits(&qdq, SessionOptions::default().precision(Precision::W8a8), &x).unwrap();
         let mem8 = logits(&f32_model, SessionOptions::default().precision(Precision::W8a8), &x).unwrap();
         let d8 = max_abs_diff(&w8, &mem8);
-        println!("{name} int8 QDQ at w8a8 vs in-memory w8a8: max |diff| {d8:e}");
-        let tol = if name == "student" { 1e-5 } else { 1e-3 };
+        let agree8 = agreement(&argmax_rows(&mem8), &argmax_rows(&w8));
+        println!("{name} int8 QDQ at w8a8 vs in-memory w8a8: max |diff| {d8:e}, top-1 agreement {agree8}");
+        let tol = if name == "student" { 1e-5 } else { 3e-2 };
         assert!(d8 <= tol, "{name}: int8 QDQ at w8a8 vs in-memory w8a8 differ by {d8}");
+        assert!(agree8 >= 0.995, "{name}: int8 QDQ at w8a8 vs in-memory w8a8 top-1 agreement {agree8}");
         assert!(max_abs_diff(&w8, &got) > 0.0, "{name}: w8a8 did not quantize the activations");
 
         #[cfg(feature = "ort")]
