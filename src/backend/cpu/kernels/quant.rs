@@ -75,6 +75,9 @@ pub fn qconv(
         }
         return Ok(());
     }
+    if let Some(r) = one_position(op, act, inputs, outputs) {
+        return r;
+    }
     let mut buf = QCONV_WEIGHT.take();
     buf.resize(w.n * w.k, 0.0);
     super::qdense::dequantize_into(super::microkernel::Isa::detect(), w, &mut buf)?;
@@ -87,6 +90,43 @@ pub fn qconv(
         QCONV_WEIGHT.set(v);
     }
     r
+}
+
+/// A weight-only 1x1, ungrouped QConv on a one-position input (`[N,C,1..]`: squeeze-excitation
+/// convs, a conv classifier head) is the product `X[N,C] W'`: run on the quantized weight in
+/// place ([`qdense`](super::qdense::qdense)) instead of dequantizing all of W per call, which
+/// made MobileNetV3's int8 576x1024 head conv slower than its f32 GEMV. `None`: not this case.
+fn one_position(
+    op: &crate::ir::Op,
+    act: Option<&crate::ir::Unary>,
+    inputs: &[Option<&Tensor>],
+    outputs: &mut [Tensor],
+) -> Option<KResult> {
+    let crate::ir::Op::QConv { window, group: 1, w, wshape } = op else { return None };
+    let x = inputs.first().copied().flatten()?;
+    let (xs, xv) = (x.shape(), x.as_slice::<f32>()?);
+    let pointwise = wshape.len() == xs.len() && wshape.len() > 2 && wshape[2..].iter().all(|&k| k == 1);
+    let unpadded = window.pads.iter().all(|&p| p == 0) && window.auto_pad == crate::ir::AutoPad::NotSet;
+    if !pointwise || !unpadded || !xs[2..].iter().all(|&d| d == 1) || xs[1] != w.k || !super::qdense::supports(w) {
+        return None;
+    }
+    let (n, m) = (xs[0], w.n);
+    let bias = match inputs.get(1).copied().flatten().map(|b| b.as_slice::<f32>()) {
+        None => None,
+        Some(Some(b)) if b.len() == m => Some(b),
+        Some(_) => return Some(Err(format!("QConv bias must be {m} f32 values"))),
+    };
+    let mut oshape = vec![n, m];
+    oshape.extend(std::iter::repeat_n(1, xs.len() - 2));
+    let y = outputs[0].reuse_f32(&oshape);
+    if let Some(b) = bias {
+        y.chunks_exact_mut(m).for_each(|row| row.copy_from_slice(b));
+    }
+    let r = super::qdense::qdense(super::microkernel::Isa::detect(), w, xv, n, 1.0, bias.is_some(), y);
+    if let (Ok(()), Some(u)) = (&r, act) {
+        super::activation::apply(u, y);
+    }
+    Some(r)
 }
 
 #[cfg(test)]
@@ -123,6 +163,41 @@ mod tests {
                     };
                     assert!((o[i * n + j] - e).abs() <= tol, "{p} {i},{j}: {} vs {e}", o[i * n + j]);
                 }
+            }
+        }
+    }
+
+    /// A weight-only 1x1 QConv on one-position input (the in-place GEMV path) equals the f32
+    /// conv on the dequantized weight, bias and fused HardSwish included.
+    #[test]
+    fn one_position_qconv_matches_dequantized_conv() {
+        use crate::ir::{AutoPad, Op, Unary, Window};
+        let (nb, c, m) = (3, 45, 29);
+        let wf: Vec<f32> = (0..m * c).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let x = Tensor::from_vec(vec![nb, c, 1, 1], (0..nb * c).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect())
+            .unwrap();
+        let b = Tensor::from_vec(vec![m], (0..m).map(|j| j as f32 * 0.1 - 1.0).collect()).unwrap();
+        let window = Window {
+            kernel: vec![],
+            strides: vec![1, 1],
+            pads: vec![0; 4],
+            dilations: vec![],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        for p in [Precision::F16, Precision::Int8, Precision::Int4] {
+            let q = std::sync::Arc::new(QWeight::quantize(&wf, m, c, p).unwrap());
+            let op = Op::QConv { window: window.clone(), group: 1, w: q.clone(), wshape: vec![m, c, 1, 1] };
+            let mut got = vec![Tensor::placeholder()];
+            qconv(&op, Some(&Unary::HardSwish), &[Some(&x), Some(&b)], &mut got, &mut Vec::new()).unwrap();
+            let wt = Tensor::from_vec(vec![m, c, 1, 1], q.dequantize()).unwrap();
+            let conv = Op::Conv { window: window.clone(), group: 1 };
+            let mut want = vec![Tensor::placeholder()];
+            let ins = [Some(&x), Some(&wt), Some(&b)];
+            super::super::conv::eval_fused(&conv, Some(&Unary::HardSwish), &ins, &mut want, &mut Vec::new()).unwrap();
+            assert_eq!(got[0].shape(), &[nb, m, 1, 1]);
+            for (a, e) in got[0].as_slice::<f32>().unwrap().iter().zip(want[0].as_slice::<f32>().unwrap()) {
+                assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{p}: {a} vs {e}");
             }
         }
     }
