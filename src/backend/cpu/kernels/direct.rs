@@ -134,7 +134,7 @@ fn pad_plane(g: &Geom, lay: Layout, x: &[f32], buf: &mut [f32]) {
             // Input column 2t + u lands in phase (u + p2) % 2 at position t + (u + p2) / 2: a
             // de-interleave of even and odd columns (vectorized; `step_by` ran scalar).
             let ph_even = p2 % 2;
-            let (first_even, first_odd) = (p2 / 2, (p2 + 1) / 2);
+            let (first_even, first_odd) = (p2 / 2, p2.div_ceil(2));
             let n_even = iw.div_ceil(2).min(lay.len.saturating_sub(first_even));
             let n_odd = (iw / 2).min(lay.len.saturating_sub(first_odd));
             let pairs = n_even.min(n_odd);
