@@ -272,14 +272,7 @@ fn filled(shape: Vec<usize>, scale: f32) -> Tensor {
 }
 
 fn square_window(k: usize, stride: usize) -> Window {
-    Window {
-        kernel: vec![],
-        strides: vec![stride, stride],
-        pads: vec![k / 2; 4],
-        dilations: vec![],
-        auto_pad: AutoPad::NotSet,
-        ceil_mode: false,
-    }
+    Window::square(stride, k / 2, 1)
 }
 
 /// Depthwise convs at MobileNetV3-small's layer shapes (224x224 input, batch 1): the direct

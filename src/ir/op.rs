@@ -92,6 +92,21 @@ pub struct Window {
     pub ceil_mode: bool,
 }
 
+impl Window {
+    /// A 2-D conv window with the same stride, padding (every side) and dilation on both axes,
+    /// the kernel taken from the weight.
+    pub fn square(stride: usize, pad: usize, dilation: usize) -> Window {
+        Window {
+            kernel: vec![],
+            strides: vec![stride; 2],
+            pads: vec![pad; 4],
+            dilations: vec![dilation; 2],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvTransposeAttrs {
     pub window: Window,

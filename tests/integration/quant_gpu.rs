@@ -8,7 +8,7 @@ use alembic::backend::cpu::CpuBackend;
 use alembic::backend::wgpu::device::Backends;
 use alembic::backend::wgpu::{w8a8, Ctx, WgpuBackend};
 use alembic::backend::{Backend, BackendKind, Support};
-use alembic::ir::{AutoPad, Graph, Node, Op, Value, Window};
+use alembic::ir::{Graph, Node, Op, Value, Window};
 use alembic::quant::{Precision, QData, QWeight};
 use alembic::{DType, Model, SessionOptions, Shape, Tensor};
 use std::sync::Arc;
@@ -126,14 +126,7 @@ fn w8a8_gemm_and_conv_match_cpu_on_every_api_and_dot4_variant() {
             let x = Tensor::from_vec(vec![nb, ch, h, wd], vals(nb * ch * h * wd, 300 + i as u32)).unwrap();
             let kdim = ch / group * ks * ks;
             let q = Arc::new(QWeight::quantize(&vals(oc * kdim, 400 + i as u32), oc, kdim, Precision::W8a8).unwrap());
-            let window = Window {
-                kernel: vec![],
-                strides: vec![s, s],
-                pads: vec![p; 4],
-                dilations: vec![d, d],
-                auto_pad: AutoPad::NotSet,
-                ceil_mode: false,
-            };
+            let window = Window::square(s, p, d);
             let bias = has_bias.then(|| Tensor::from_vec(vec![oc], vals(oc, 500 + i as u32)).unwrap());
             let op = Op::QConv { window, group, w: q, wshape: vec![oc, ch / group, ks, ks] };
             let g = || graph(op.clone(), &x, bias.clone(), 4);
@@ -178,14 +171,7 @@ fn w8a8_static_scale_saturates_like_quantize_linear() {
         unreachable!("w8a8 weights")
     };
     let wc = Arc::new(QWeight { n: 4, k: 27, data: QData::W8a8 { q, scales, act_scale: Some(s) } });
-    let window = Window {
-        kernel: vec![],
-        strides: vec![1, 1],
-        pads: vec![1; 4],
-        dilations: vec![1, 1],
-        auto_pad: AutoPad::NotSet,
-        ceil_mode: false,
-    };
+    let window = Window::square(1, 1, 1);
     let gc =
         || graph(Op::QConv { window: window.clone(), group: 1, w: wc.clone(), wshape: vec![4, 3, 3, 3] }, &xc, None, 4);
     let cpu_conv = run(&*CpuBackend.prepare(Arc::new(gc())).unwrap(), &xc);

@@ -231,7 +231,7 @@ mod tests {
     /// not packed this way.
     #[test]
     fn one_position_pointwise_conv_runs_packed() {
-        use crate::ir::{AutoPad, Window};
+        use crate::ir::Window;
         use crate::tensor::{Dim, Shape};
         let (n, c, m) = (3, 37, 21);
         let build = |hw: usize| {
@@ -248,14 +248,7 @@ mod tests {
             let mut zv = Value::new("z");
             zv.dtype = Some(DType::F32);
             let z = g.add_value(zv);
-            let window = Window {
-                kernel: vec![1, 1],
-                strides: vec![1, 1],
-                pads: vec![0; 4],
-                dilations: vec![1, 1],
-                auto_pad: AutoPad::NotSet,
-                ceil_mode: false,
-            };
+            let window = Window::square(1, 0, 1);
             let conv = Node {
                 name: "conv".into(),
                 op: Op::Conv { window, group: 1 },

@@ -356,7 +356,7 @@ impl Kernel<'_> {
 mod tests {
     use super::*;
     use crate::backend::cpu::kernels::window::resolve;
-    use crate::ir::{AutoPad, Window};
+    use crate::ir::Window;
 
     /// Direct definition of a grouped 2-D conv on `h x wd` planes, square kernel `k`.
     fn naive(x: &[f32], ch: Channels, (h, wd): (usize, usize), w: &[f32], k: usize, g: &Geom) -> Vec<f32> {
@@ -416,15 +416,7 @@ mod tests {
         for &(k, s, p, d, group, cg, mg, h, wd) in &cases {
             let ch = Channels { n: 2, group, cg, mg };
             let (c, m) = (group * cg, group * mg);
-            let win = Window {
-                kernel: vec![],
-                strides: vec![s, s],
-                pads: vec![p; 4],
-                dilations: vec![d, d],
-                auto_pad: AutoPad::NotSet,
-                ceil_mode: false,
-            };
-            let g = resolve(&win, &[h, wd], &[k, k]).unwrap();
+            let g = resolve(&Window::square(s, p, d), &[h, wd], &[k, k]).unwrap();
             let x: Vec<f32> = (0..ch.n * c * h * wd).map(|i| ((i * 7 % 13) as f32) - 6.0).collect();
             let w: Vec<f32> = (0..m * cg * k * k).map(|i| ((i * 5 % 11) as f32) * 0.1 - 0.5).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 1.0).collect();

@@ -171,20 +171,13 @@ mod tests {
     /// conv on the dequantized weight, bias and fused HardSwish included.
     #[test]
     fn one_position_qconv_matches_dequantized_conv() {
-        use crate::ir::{AutoPad, Op, Unary, Window};
+        use crate::ir::{Op, Unary, Window};
         let (nb, c, m) = (3, 45, 29);
         let wf: Vec<f32> = (0..m * c).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
         let x = Tensor::from_vec(vec![nb, c, 1, 1], (0..nb * c).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect())
             .unwrap();
         let b = Tensor::from_vec(vec![m], (0..m).map(|j| j as f32 * 0.1 - 1.0).collect()).unwrap();
-        let window = Window {
-            kernel: vec![],
-            strides: vec![1, 1],
-            pads: vec![0; 4],
-            dilations: vec![],
-            auto_pad: AutoPad::NotSet,
-            ceil_mode: false,
-        };
+        let window = Window::square(1, 0, 1);
         for p in [Precision::F16, Precision::Int8, Precision::Int4] {
             let q = std::sync::Arc::new(QWeight::quantize(&wf, m, c, p).unwrap());
             let op = Op::QConv { window: window.clone(), group: 1, w: q.clone(), wshape: vec![m, c, 1, 1] };

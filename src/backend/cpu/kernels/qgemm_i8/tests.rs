@@ -162,15 +162,8 @@ fn tiled_qgemm_is_bit_identical() {
 /// fallback), a static scale, fused Relu.
 #[test]
 fn tiled_qconv_is_bit_identical() {
-    use crate::ir::{AutoPad, Unary, Window};
-    let win = |s: usize, p: usize, d: usize| Window {
-        kernel: vec![],
-        strides: vec![s, s],
-        pads: vec![p; 4],
-        dilations: vec![d, d],
-        auto_pad: AutoPad::NotSet,
-        ceil_mode: false,
-    };
+    use crate::ir::{Unary, Window};
+    let win = Window::square;
     // (batch, c_in, c_out, h, w, kernel, stride, pad, dilation, group)
     for (nb, c, m, h, wd, kk, s, pd, d, group) in [
         (2, 4, 14, 9, 7, 3, 2, 1, 1, 2),
