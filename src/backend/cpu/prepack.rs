@@ -18,7 +18,8 @@ pub enum Packed {
     /// Gemm's B' (after `transB`) or MatMul's 2-D B, `K x N`; or a 1x1 Conv's W' on a
     /// one-position input (`pointwise_on_one_position`).
     Dense(PackedCols),
-    /// A w8a8 QGemm's int8 weight `[N, K]` as the B panels of `kernels::i8tile`.
+    /// A w8a8 QGemm's int8 weight `[N, K]` as the B panels of `kernels::i8tile`; or a w8a8 1x1
+    /// QConv's on a one-position input.
     QDense(i8tile::PackedCols),
     /// A w8a8 QConv's int8 weight (not depthwise) as `group` row-panel matrices of `i8tile`.
     QConv(i8tile::PackedRows),
@@ -84,6 +85,10 @@ pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
             if group == 0 || w.n % group != 0 || (wshape.get(1) == Some(&1) && group > 1) {
                 return None;
             }
+            if pointwise_one_position(g, node, wshape, group) {
+                // One activation row times W': the GEMV tile, as for a QGemm.
+                return Some(Arc::new(Packed::QDense(i8tile::PackedCols::pack(q, w.n, w.k))));
+            }
             Packed::QConv(i8tile::PackedRows::pack(q, group, w.n / group, w.k))
         }
         _ => return None,
@@ -98,13 +103,19 @@ pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
 /// 0.46 ms, the second costliest node of the model).
 fn pointwise_on_one_position(g: &Graph, node: &Node, w: &Tensor, group: usize) -> Option<Packed> {
     let ws = w.shape();
-    let x = g.values[node.input(0)?].shape.as_ref()?;
-    let one_position = x.rank() == ws.len() && x.0[2..].iter().all(|d| d.known() == Some(1));
-    if group != 1 || ws.len() < 3 || !ws[2..].iter().all(|&k| k == 1) || !one_position {
+    if !pointwise_one_position(g, node, ws, group) {
         return None;
     }
     let (m, c) = (ws[0], ws[1]);
     dense(w, c, m, (1, c))
+}
+
+/// Whether a conv with weight shape `ws` is 1x1, ungrouped, on an input known to have one
+/// spatial position.
+fn pointwise_one_position(g: &Graph, node: &Node, ws: &[usize], group: usize) -> bool {
+    let Some(x) = node.input(0).and_then(|i| g.values[i].shape.as_ref()) else { return false };
+    let one_position = x.rank() == ws.len() && x.0[2..].iter().all(|d| d.known() == Some(1));
+    group == 1 && ws.len() >= 3 && ws[2..].iter().all(|&k| k == 1) && one_position
 }
 
 /// `ALEMBIC_CPU_W8A8_TILED=0` keeps w8a8 QGemm/QConv on the per-output dot products of
@@ -150,6 +161,9 @@ pub fn eval(
         (Some(Packed::Dense(p)), Op::MatMul) if x_f32 => linalg::matmul_packed(req(inputs, 0)?, p, &mut outputs[0]),
         (Some(Packed::QConv(p)), Op::QConv { .. }) if x_f32 => {
             return qgemm_i8::qconv_packed(op, act, p, inputs, outputs, scratch);
+        }
+        (Some(Packed::QDense(p)), Op::QConv { .. }) if x_f32 => {
+            return qgemm_i8::qconv_one_position(op, act, p, inputs, outputs, scratch);
         }
         (Some(Packed::QDense(p)), Op::QGemm { w, alpha, beta }) if x_f32 => {
             qgemm_i8::qgemm_packed(w, p, req(inputs, 0)?, opt(inputs, 1), *alpha, *beta, &mut outputs[0], scratch)
@@ -231,10 +245,54 @@ mod tests {
     /// not packed this way.
     #[test]
     fn one_position_pointwise_conv_runs_packed() {
+        let (n, c, m) = (3, 37, 21);
+        let build = |hw: usize| one_position_graph(c, m, hw);
+        let g = build(1);
+        assert!(matches!(prepack(&g, &g.nodes[0]).as_deref(), Some(Packed::Dense(p)) if p.k == c && p.n == m));
+        if !packed_conv_enabled() {
+            assert!(prepack(&build(2), &build(2).nodes[0]).is_none());
+        }
+        let xt = Tensor::from_vec(vec![n, c, 1, 1], values(n * c, 7)).unwrap();
+        let got = CpuPlan::new(Arc::new(g.clone())).run(&[&xt]).unwrap().remove(0);
+        let ins: Vec<Option<&Tensor>> =
+            g.nodes[0].inputs.iter().map(|i| i.map(|v| g.constant(v).unwrap_or(&xt))).collect();
+        let mut out = vec![Tensor::empty(DType::F32)];
+        crate::backend::cpu::kernels::eval(&g.nodes[0].op, &ins, &mut out, &mut Vec::new()).unwrap();
+        assert_eq!(got.shape(), &[n, m, 1, 1]);
+        let want = out[0].as_slice::<f32>().unwrap();
+        for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want) {
+            let b = b.max(0.0);
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
+    /// The w8a8 form of the same conv runs on the QGemm GEMV tile (4-panel and 1-panel tiles,
+    /// a partial panel, batch 1 and 3) with exactly the plain w8a8 kernel's floats.
+    #[test]
+    fn one_position_w8a8_conv_runs_on_the_gemv_tile() {
+        use crate::quant::{quantize_graph, Precision};
+        let (c, m) = (37, 70);
+        let g = quantize_graph(&one_position_graph(c, m, 1), Precision::W8a8);
+        assert!(matches!(prepack(&g, &g.nodes[0]).as_deref(), Some(Packed::QDense(p)) if p.k == c && p.n == m));
+        let plan = CpuPlan::new(Arc::new(g.clone()));
+        for n in [1, 3] {
+            let xt = Tensor::from_vec(vec![n, c, 1, 1], values(n * c, 8)).unwrap();
+            let got = plan.run(&[&xt]).unwrap().remove(0);
+            let ins: Vec<Option<&Tensor>> =
+                g.nodes[0].inputs.iter().map(|i| i.map(|v| g.constant(v).unwrap_or(&xt))).collect();
+            let mut out = vec![Tensor::empty(DType::F32)];
+            crate::backend::cpu::kernels::eval(&g.nodes[0].op, &ins, &mut out, &mut Vec::new()).unwrap();
+            assert_eq!(got.shape(), &[n, m, 1, 1]);
+            let want: Vec<f32> = out[0].as_slice::<f32>().unwrap().iter().map(|v| v.max(0.0)).collect();
+            assert_eq!(got.as_slice::<f32>().unwrap(), &want[..], "batch {n}");
+        }
+    }
+
+    /// x `[N, c, hw, hw]` -> 1x1 Conv (`m` outputs, bias) -> Relu.
+    fn one_position_graph(c: usize, m: usize, hw: usize) -> Graph {
         use crate::ir::Window;
         use crate::tensor::{Dim, Shape};
-        let (n, c, m) = (3, 37, 21);
-        let build = |hw: usize| {
+        {
             let mut g = Graph::default();
             let mut xv = Value::new("x");
             xv.dtype = Some(DType::F32);
@@ -261,23 +319,6 @@ mod tests {
             g.inputs = vec![x];
             g.outputs = vec![z];
             g
-        };
-        let g = build(1);
-        assert!(matches!(prepack(&g, &g.nodes[0]).as_deref(), Some(Packed::Dense(p)) if p.k == c && p.n == m));
-        if !packed_conv_enabled() {
-            assert!(prepack(&build(2), &build(2).nodes[0]).is_none());
-        }
-        let xt = Tensor::from_vec(vec![n, c, 1, 1], values(n * c, 7)).unwrap();
-        let got = CpuPlan::new(Arc::new(g.clone())).run(&[&xt]).unwrap().remove(0);
-        let ins: Vec<Option<&Tensor>> =
-            g.nodes[0].inputs.iter().map(|i| i.map(|v| g.constant(v).unwrap_or(&xt))).collect();
-        let mut out = vec![Tensor::empty(DType::F32)];
-        crate::backend::cpu::kernels::eval(&g.nodes[0].op, &ins, &mut out, &mut Vec::new()).unwrap();
-        assert_eq!(got.shape(), &[n, m, 1, 1]);
-        let want = out[0].as_slice::<f32>().unwrap();
-        for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want) {
-            let b = b.max(0.0);
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }
     }
 }

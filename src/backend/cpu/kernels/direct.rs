@@ -259,7 +259,7 @@ impl Kernel<'_> {
 /// A store mask of the first `n <= 8` lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn first_lanes(n: usize) -> std::arch::x86_64::__m256i {
+pub(super) unsafe fn first_lanes(n: usize) -> std::arch::x86_64::__m256i {
     const ONES_THEN_ZEROS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
     debug_assert!(n <= 8);
     std::arch::x86_64::_mm256_loadu_si256(ONES_THEN_ZEROS.as_ptr().add(8 - n).cast())

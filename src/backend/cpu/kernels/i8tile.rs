@@ -19,6 +19,8 @@
 //!
 //! Every body accumulates in i32 (wrapping), exact while `k * 128 * 127 < 2^31`: `k <= MAX_K`.
 
+use super::activation::InRegister;
+
 /// Rows of a full tile.
 pub const MR: usize = 6;
 /// Columns of a packed B panel (and of a one-panel tile).
@@ -90,6 +92,25 @@ pub struct AView {
 
 /// A tile's finished sums: `acc[r][j]` for row r, column j (of up to 4 panels).
 pub type Acc = [[i32; 4 * NR]; MR];
+
+/// A one-panel tile's f32 results, written straight from its registers:
+/// `dst[r * ld + j] = act((col_scale[j] * row_scale[r]) * sum + row_bias[r])` for `j < cols`
+/// (the w8a8 QConv's rescale, bias and activation, in that order).
+pub struct Dequant<'a> {
+    pub col_scale: &'a [f32; NR],
+    pub row_scale: &'a [f32],
+    pub row_bias: &'a [f32],
+    pub act: InRegister,
+    pub dst: *mut f32,
+    pub ld: usize,
+    pub cols: usize,
+}
+
+/// Where a tile's sums go.
+enum Sink<'a> {
+    Acc(&'a mut Acc),
+    F32(&'a Dequant<'a>),
+}
 
 /// Packs the `k x cols` matrix `b(k, j)` (cols <= NR) as one panel at `dst` (`groups(k) * 64`
 /// bytes); k past `k` and columns past `cols` are zero.
@@ -197,16 +218,52 @@ pub unsafe fn tile(
     asum: &[i32],
     acc: &mut Acc,
 ) {
+    dispatch(isa, neg_a, rows, panels, kg, a, b, ps, asum, Sink::Acc(acc))
+}
+
+/// [`tile`] for one panel, its sums rescaled to f32 and stored as `out` says, from registers.
+///
+/// # Safety
+/// As [`tile`]; `out.dst` must be writable at `r * ld + j` for `r < rows`, `j < cols <= NR`,
+/// and `out.row_scale`, `out.row_bias` must hold `rows` values.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tile_f32(
+    isa: Isa,
+    neg_a: bool,
+    rows: usize,
+    kg: usize,
+    a: AView,
+    b: *const i8,
+    asum: &[i32],
+    out: &Dequant,
+) {
+    debug_assert!(out.cols <= NR && out.row_scale.len() >= rows && out.row_bias.len() >= rows);
+    dispatch(isa, neg_a, rows, 1, kg, a, b, 0, asum, Sink::F32(out))
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn dispatch(
+    isa: Isa,
+    neg_a: bool,
+    rows: usize,
+    panels: usize,
+    kg: usize,
+    a: AView,
+    b: *const i8,
+    ps: usize,
+    asum: &[i32],
+    sink: Sink,
+) {
     macro_rules! shapes {
         ($f:ident $(, $na:expr)?) => {
             match (rows, panels) {
-                (6, 1) => $f::<6, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
-                (5, 1) => $f::<5, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
-                (4, 1) => $f::<4, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
-                (3, 1) => $f::<3, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
-                (2, 1) => $f::<2, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
-                (1, 1) => $f::<1, 1 $(, $na)?>(kg, a, b, ps, asum, acc),
-                (1, 4) => $f::<1, 4 $(, $na)?>(kg, a, b, ps, asum, acc),
+                (6, 1) => $f::<6, 1 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (5, 1) => $f::<5, 1 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (4, 1) => $f::<4, 1 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (3, 1) => $f::<3, 1 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (2, 1) => $f::<2, 1 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (1, 1) => $f::<1, 1 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (1, 4) => $f::<1, 4 $(, $na)?>(kg, a, b, ps, asum, sink),
                 _ => unreachable!("no {rows}-row {panels}-panel int8 tile"),
             }
         };
@@ -229,7 +286,7 @@ unsafe fn tile_portable<const R: usize, const P: usize>(
     b: *const i8,
     ps: usize,
     _asum: &[i32],
-    acc: &mut Acc,
+    sink: Sink,
 ) {
     let mut s = [[0i32; 4 * NR]; R];
     for g in 0..kg {
@@ -246,7 +303,17 @@ unsafe fn tile_portable<const R: usize, const P: usize>(
             }
         }
     }
-    acc[..R].copy_from_slice(&s);
+    match sink {
+        Sink::Acc(acc) => acc[..R].copy_from_slice(&s),
+        Sink::F32(d) => {
+            for (r, sr) in s.iter().enumerate() {
+                let dst = std::slice::from_raw_parts_mut(d.dst.add(r * d.ld), d.cols);
+                for ((y, &v), &cs) in dst.iter_mut().zip(sr).zip(d.col_scale) {
+                    *y = d.act.scalar(cs * d.row_scale[r] * v as f32 + d.row_bias[r]);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -257,7 +324,7 @@ unsafe fn tile_vnni<const R: usize, const P: usize>(
     b: *const i8,
     ps: usize,
     asum: &[i32],
-    acc: &mut Acc,
+    sink: Sink,
 ) {
     use std::arch::x86_64::*;
     let flip = _mm256_set1_epi8(-128);
@@ -280,7 +347,7 @@ unsafe fn tile_vnni<const R: usize, const P: usize>(
         ap = ap.add(a.gs);
         bp = bp.add(GROUP);
     }
-    spill(&s, acc);
+    finish(&s, sink);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -291,7 +358,7 @@ unsafe fn tile_avx2<const R: usize, const P: usize, const NEG_A: bool>(
     b: *const i8,
     ps: usize,
     _asum: &[i32],
-    acc: &mut Acc,
+    sink: Sink,
 ) {
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
@@ -318,7 +385,43 @@ unsafe fn tile_avx2<const R: usize, const P: usize, const NEG_A: bool>(
         ap = ap.add(a.gs);
         bp = bp.add(GROUP);
     }
-    spill(&s, acc);
+    finish(&s, sink);
+}
+
+/// Hands a body's accumulators to its sink.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn finish<const R: usize, const P: usize>(s: &[[[std::arch::x86_64::__m256i; 2]; P]; R], sink: Sink) {
+    match sink {
+        Sink::Acc(acc) => spill(s, acc),
+        Sink::F32(d) => store_f32(s, d),
+    }
+}
+
+/// The [`Dequant`] epilogue on 8 lanes: `(col_scale * row_scale) * sum + bias`, the
+/// activation, one store per vector (masked past `cols`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_f32<const R: usize, const P: usize>(s: &[[[std::arch::x86_64::__m256i; 2]; P]; R], d: &Dequant) {
+    use std::arch::x86_64::*;
+    let cs = [_mm256_loadu_ps(d.col_scale.as_ptr()), _mm256_loadu_ps(d.col_scale.as_ptr().add(8))];
+    let lanes = [d.cols.min(8), d.cols.saturating_sub(8)];
+    let mask = lanes.map(|n| super::direct::first_lanes(n));
+    for (r, sr) in s.iter().enumerate() {
+        let (rs, rb) = (_mm256_set1_ps(d.row_scale[r]), _mm256_set1_ps(d.row_bias[r]));
+        let dst = d.dst.add(r * d.ld);
+        for h in 0..2 {
+            let v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(cs[h], rs), _mm256_cvtepi32_ps(sr[0][h])), rb);
+            let v = d.act.avx2(v);
+            if lanes[h] == 8 {
+                _mm256_storeu_ps(dst.add(8 * h), v);
+            } else if lanes[h] > 0 {
+                _mm256_maskstore_ps(dst.add(8 * h), mask[h], v);
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

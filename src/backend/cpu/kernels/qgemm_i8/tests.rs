@@ -159,7 +159,7 @@ fn tiled_qgemm_is_bit_identical() {
 
 /// The tiled QConv gives exactly [`qconv_w8a8`]'s floats: 3x3 padded strided dilated, two
 /// groups, batch 2, a direct 1x1, positions past whole panels, a single position (the narrow
-/// fallback), a static scale, fused Relu.
+/// fallback), a static scale, fused activations.
 #[test]
 fn tiled_qconv_is_bit_identical() {
     use crate::ir::{Unary, Window};
@@ -178,7 +178,13 @@ fn tiled_qconv_is_bit_identical() {
         let p = i8tile::PackedRows::pack(parts(&q).unwrap().0, group, m / group, k);
         let x = Tensor::from_vec(vec![nb, c, h, wd], vals(nb * c * h * wd, 12)).unwrap();
         let b = Tensor::from_vec(vec![m], vals(m, 13)).unwrap();
-        for (w, bias, act) in [(q.clone(), Some(&b), None), (with_static_scale(&q, 0.005), None, Some(Unary::Relu))] {
+        for (w, bias, act) in [
+            (q.clone(), Some(&b), None),
+            (with_static_scale(&q, 0.005), None, Some(Unary::Relu)),
+            // In the tile's registers, and as a pass after it.
+            (q.clone(), Some(&b), Some(Unary::HardSwish)),
+            (q.clone(), Some(&b), Some(Unary::Sigmoid)),
+        ] {
             let op = Op::QConv { window: window.clone(), group, w: std::sync::Arc::new(w), wshape: wshape.clone() };
             let ins = [Some(&x), bias];
             let mut want = vec![Tensor::placeholder()];
