@@ -275,8 +275,9 @@ fn square_window(k: usize, stride: usize) -> Window {
     Window::square(stride, k / 2, 1)
 }
 
-/// Depthwise convs at MobileNetV3-small's layer shapes (224x224 input, batch 1): the direct
-/// kernel of `direct.rs` with bias and the fused HardSwish epilogue.
+/// Depthwise convs at MobileNetV3-small's layer shapes (224x224 input, batch 1) with bias and
+/// the fused HardSwish: the plane kernel of `direct.rs` for the 56-wide outputs, the
+/// 8-channel kernel of `direct_c8.rs` for the rest (AVX2+FMA).
 fn depthwise(c: &mut Criterion) {
     let mut g = c.benchmark_group("depthwise");
     let shapes = [(16, 112, 3, 2), (72, 56, 3, 2), (88, 28, 3, 1), (96, 28, 5, 2), (240, 14, 5, 1), (576, 7, 5, 1)];

@@ -72,6 +72,9 @@ pub fn conv(
     scratch: &mut Vec<f32>,
 ) {
     let Channels { n, group, cg, mg } = ch;
+    if cg == 1 && mg == 1 && super::direct_c8::applies(g, group) {
+        return super::direct_c8::conv(g, x, w, b, act, y, (n, group), scratch);
+    }
     let (isz, osz, ksz) = (g.in_size(), g.out_size(), g.kernel_size());
     let (c, m) = (group * cg, group * mg);
     let lay = Layout::new(g);
@@ -412,11 +415,24 @@ mod tests {
             (3, 1, 1, 1, 2, 2, 6, 9, 9),
             (3, 1, 1, 1, 1, 1, 5, 8, 8),
             (1, 1, 0, 1, 1, 4, 4, 3, 19),
+            // Depthwise in blocks of 8 channels on short rows (`direct_c8`): MobileNetV3's
+            // 7x7 and 14x14 5x5 layers, stride 2 with an odd and an even input, dilation,
+            // stride 3 without padding, a 1-wide map, an 8-position multiple.
+            (5, 1, 2, 1, 16, 1, 1, 7, 7),
+            (5, 2, 2, 1, 8, 1, 1, 14, 14),
+            (3, 2, 1, 1, 8, 1, 1, 5, 13),
+            (3, 2, 1, 1, 24, 1, 1, 4, 12),
+            (3, 1, 2, 2, 8, 1, 1, 6, 9),
+            (3, 3, 0, 1, 8, 1, 1, 10, 11),
+            (3, 1, 1, 1, 8, 1, 1, 5, 1),
+            (3, 1, 1, 1, 8, 1, 1, 4, 4),
         ];
+        let mut blocked = 0;
         for &(k, s, p, d, group, cg, mg, h, wd) in &cases {
             let ch = Channels { n: 2, group, cg, mg };
             let (c, m) = (group * cg, group * mg);
             let g = resolve(&Window::square(s, p, d), &[h, wd], &[k, k]).unwrap();
+            blocked += usize::from(cg == 1 && mg == 1 && super::super::direct_c8::applies(&g, group));
             let x: Vec<f32> = (0..ch.n * c * h * wd).map(|i| ((i * 7 % 13) as f32) - 6.0).collect();
             let w: Vec<f32> = (0..m * cg * k * k).map(|i| ((i * 5 % 11) as f32) * 0.1 - 0.5).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 1.0).collect();
@@ -432,6 +448,12 @@ mod tests {
                     assert!((got - r).abs() < tol, "{got} vs {r} at {i}: k{k} s{s} p{p} d{d} {ch:?} {h}x{wd} {act:?}");
                 }
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            assert_eq!(blocked, 8, "the 8-channel cases ran on direct_c8");
+        } else {
+            eprintln!("direct_c8 cases ran on the plane kernel: no AVX2+FMA");
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod broadcast;
 pub mod conv;
 pub mod conv_transpose;
 pub mod direct;
+pub mod direct_c8;
 pub mod elementwise;
 pub mod gather;
 pub mod i8tile;
