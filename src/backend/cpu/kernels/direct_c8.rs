@@ -134,10 +134,16 @@ unsafe fn pack_avx2(g: &Geom, pad: Padded, x: &[f32], buf: &mut [f32]) {
             let width = (ncols - ix).min(C);
             let mask = first_lanes(width);
             let src = x.as_ptr().add(iy * iw + ix);
-            let rows: [__m256; C] = std::array::from_fn(|l| _mm256_maskload_ps(src.add(l * isz), mask));
-            let cols = transpose8(rows);
-            for (j, v) in cols.iter().enumerate().take(width) {
-                _mm256_storeu_ps(dst_row.add((ix + j) * C), *v);
+            let mut v = [_mm256_setzero_ps(); C];
+            for (l, vl) in v.iter_mut().enumerate() {
+                *vl = _mm256_maskload_ps(src.add(l * isz), mask);
+            }
+            transpose8(&mut v);
+            // All 8 tested, not `take(width)`: LLVM turned that loop into a memcpy call.
+            for (j, v) in v.iter().enumerate() {
+                if j < width {
+                    _mm256_storeu_ps(dst_row.add((ix + j) * C), *v);
+                }
             }
             ix += width;
         }
@@ -191,10 +197,12 @@ unsafe fn block_avx2(g: &Geom, pad: Padded, buf: &[f32], wt: &[f32], bias: &[f32
                 }
             }
         }
-        let acc = acc.map(|v| act.avx2(v));
-        let planes = transpose8(acc);
+        for v in acc.iter_mut() {
+            *v = act.avx2(*v);
+        }
+        transpose8(&mut acc);
         let mask = first_lanes(width);
-        for (l, v) in planes.iter().enumerate() {
+        for (l, v) in acc.iter().enumerate() {
             let dst = yp.add(l * osz + q0);
             if width == C {
                 _mm256_storeu_ps(dst, *v);
@@ -206,11 +214,11 @@ unsafe fn block_avx2(g: &Geom, pad: Padded, buf: &[f32], wt: &[f32], bias: &[f32
     }
 }
 
-/// `out[j]` lane `l` = `rows[l]` lane `j`.
+/// Transposes 8 x 8 floats in place: lane `j` of `r[l]` becomes lane `l` of `r[j]`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]
-fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+fn transpose8(r: &mut [std::arch::x86_64::__m256; 8]) {
     use std::arch::x86_64::*;
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -228,16 +236,14 @@ fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 
     let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
     let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
     let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    [
-        _mm256_permute2f128_ps::<0x20>(u0, u4),
-        _mm256_permute2f128_ps::<0x20>(u1, u5),
-        _mm256_permute2f128_ps::<0x20>(u2, u6),
-        _mm256_permute2f128_ps::<0x20>(u3, u7),
-        _mm256_permute2f128_ps::<0x31>(u0, u4),
-        _mm256_permute2f128_ps::<0x31>(u1, u5),
-        _mm256_permute2f128_ps::<0x31>(u2, u6),
-        _mm256_permute2f128_ps::<0x31>(u3, u7),
-    ]
+    r[0] = _mm256_permute2f128_ps::<0x20>(u0, u4);
+    r[1] = _mm256_permute2f128_ps::<0x20>(u1, u5);
+    r[2] = _mm256_permute2f128_ps::<0x20>(u2, u6);
+    r[3] = _mm256_permute2f128_ps::<0x20>(u3, u7);
+    r[4] = _mm256_permute2f128_ps::<0x31>(u0, u4);
+    r[5] = _mm256_permute2f128_ps::<0x31>(u1, u5);
+    r[6] = _mm256_permute2f128_ps::<0x31>(u2, u6);
+    r[7] = _mm256_permute2f128_ps::<0x31>(u3, u7);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
