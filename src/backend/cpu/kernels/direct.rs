@@ -37,10 +37,16 @@ struct Layout {
     len: usize,
 }
 
+/// Rows and columns of the padded input that the outputs of a 2-D conv read.
+pub(super) fn padded_extent(g: &Geom) -> (usize, usize) {
+    let rows = (g.out[1] - 1) * g.stride[1] + (g.kernel[1] - 1) * g.dilation[1] + 1;
+    let cols = (g.out[2] - 1) * g.stride[2] + (g.kernel[2] - 1) * g.dilation[2] + 1;
+    (rows, cols)
+}
+
 impl Layout {
     fn new(g: &Geom) -> Layout {
-        let rows = (g.out[1] - 1) * g.stride[1] + (g.kernel[1] - 1) * g.dilation[1] + 1;
-        let cols = (g.out[2] - 1) * g.stride[2] + (g.kernel[2] - 1) * g.dilation[2] + 1;
+        let (rows, cols) = padded_extent(g);
         Layout { rows, len: cols.div_ceil(g.stride[2]) }
     }
     fn size(&self, g: &Geom) -> usize {

@@ -34,10 +34,7 @@ pub fn applies(g: &Geom, channels: usize) -> bool {
     {
         channels.is_multiple_of(C)
             && g.out[2] <= MAX_OUT_WIDTH
-            && g.kernel[0] == 1
-            && g.input[0] == 1
-            && g.out[0] == 1
-            && g.pad[0] == 0
+            && super::direct::supports(g)
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
     }
@@ -57,8 +54,7 @@ struct Padded {
 
 impl Padded {
     fn new(g: &Geom) -> Padded {
-        let rows = (g.out[1] - 1) * g.stride[1] + (g.kernel[1] - 1) * g.dilation[1] + 1;
-        let cols = (g.out[2] - 1) * g.stride[2] + (g.kernel[2] - 1) * g.dilation[2] + 1;
+        let (rows, cols) = super::direct::padded_extent(g);
         Padded { rows, cols }
     }
 }
