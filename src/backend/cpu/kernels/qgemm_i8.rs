@@ -362,6 +362,30 @@ fn qgemm_packed_on(
         }
         None => false,
     };
+    rows_times_columns(isa, av, m, fixed, p, scratch, |i, j0, sa, sums| {
+        let (y, swj) = (&mut o[i * n + j0..][..sums.len()], &sw[j0..][..sums.len()]);
+        for ((y, &s), &d) in y.iter_mut().zip(swj).zip(sums) {
+            let v = alpha * sa * s * d as f32;
+            *y = if accumulate { *y + v } else { v };
+        }
+    });
+    Ok(())
+}
+
+/// The int8 tile's product of the `m` rows of `av` (`[m, p.k]`, quantized per row as
+/// [`quantize_row`] does, or with the static scale `fixed`) with the packed weight columns `p`:
+/// `emit(i, j0, sa_i, sums)` gets row i's scale and its exact sums for columns `j0..`.
+#[allow(clippy::too_many_arguments)]
+fn rows_times_columns(
+    isa: i8tile::Isa,
+    av: &[f32],
+    m: usize,
+    fixed: Option<f32>,
+    p: &i8tile::PackedCols,
+    scratch: &mut Vec<f32>,
+    mut emit: impl FnMut(usize, usize, f32, &[i32]),
+) {
+    let (n, k) = (p.n, p.k);
     let kg = i8tile::groups(k);
     let (sa, asum, qa) = carve(scratch, m, m, m * kg * 4);
     quantize_rows_grouped(av, k, fixed, sa, asum, qa);
@@ -380,17 +404,11 @@ fn qgemm_packed_on(
             // SAFETY: rows x kg groups of qa from row i0; `wide` panels of kg * 64 bytes from `pan`.
             unsafe { i8tile::tile(isa, false, rows, wide, kg, view, p.panel(pan), ps, &asum[i0..], &mut acc) };
             for (r, accr) in acc.iter().enumerate().take(rows) {
-                let i = i0 + r;
-                let (y, swj) = (&mut o[i * n + j0..][..cols], &sw[j0..][..cols]);
-                for ((y, &s), &d) in y.iter_mut().zip(swj).zip(accr) {
-                    let v = alpha * sa[i] * s * d as f32;
-                    *y = if accumulate { *y + v } else { v };
-                }
+                emit(i0 + r, j0, sa[i0 + r], &accr[..cols]);
             }
         }
         pan += wide;
     }
-    Ok(())
 }
 
 /// w8a8 1x1 [`Op::QConv`] on a one-position input (squeeze-excitation convs, a head conv),
@@ -414,38 +432,17 @@ pub fn qconv_one_position(
     let mut oshape = vec![nb, m];
     oshape.extend_from_slice(&g.out_dims);
     let y = outputs[0].reuse_f32(&oshape);
-    let kg = i8tile::groups(kdim);
-    let (sa, asum, qa) = carve(scratch, nb, nb, nb * kg * 4);
-    quantize_rows_grouped(xv, kdim, fixed, sa, asum, qa);
-    let qa: &[i32] = bytemuck_i32(qa);
-    let (isa, npan, ps) = (i8tile::Isa::detect(), m.div_ceil(i8tile::NR), p.panel_stride());
     let act = act.map(|u| InRegister::of(Some(u)).ok_or(u)).transpose();
-    let mut acc = [[0i32; 4 * i8tile::NR]; i8tile::MR];
-    let mut pan = 0;
-    while pan < npan {
-        let wide = if nb == 1 && pan + 4 <= npan { 4 } else { 1 };
-        let j0 = pan * i8tile::NR;
-        let cols = (wide * i8tile::NR).min(m - j0);
-        for i0 in (0..nb).step_by(i8tile::MR) {
-            let rows = i8tile::MR.min(nb - i0);
-            let view = i8tile::AView { ptr: qa[i0 * kg..].as_ptr(), rs: kg, gs: 1 };
-            // SAFETY: rows x kg groups of qa from row i0; `wide` panels of kg * 64 bytes from `pan`.
-            unsafe { i8tile::tile(isa, false, rows, wide, kg, view, p.panel(pan), ps, &asum[i0..], &mut acc) };
-            for (r, accr) in acc.iter().enumerate().take(rows) {
-                let i = i0 + r;
-                let dst = &mut y[i * m + j0..][..cols];
-                for (jj, (d, &v)) in dst.iter_mut().zip(accr).enumerate() {
-                    let j = j0 + jj;
-                    let v = sa[i] * sw[j] * v as f32 + bias.map_or(0.0, |b| b[j]);
-                    *d = match act {
-                        Ok(Some(r)) => r.scalar(v),
-                        _ => v,
-                    };
-                }
-            }
+    rows_times_columns(i8tile::Isa::detect(), xv, nb, fixed, p, scratch, |i, j0, sa, sums| {
+        for (jj, (d, &v)) in y[i * m + j0..][..sums.len()].iter_mut().zip(sums).enumerate() {
+            let j = j0 + jj;
+            let v = sa * sw[j] * v as f32 + bias.map_or(0.0, |b| b[j]);
+            *d = match act {
+                Ok(Some(r)) => r.scalar(v),
+                _ => v,
+            };
         }
-        pan += wide;
-    }
+    });
     if let Err(u) = act {
         super::activation::apply(u, y);
     }
