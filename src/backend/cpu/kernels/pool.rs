@@ -234,12 +234,29 @@ fn global(x: &Tensor, out: &mut Tensor, max: bool) -> KResult {
     for (p, v) in y.iter_mut().enumerate() {
         let plane = &xv[p * sp..][..sp];
         *v = if max {
-            plane.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+            lanes(plane, f32::NEG_INFINITY, f32::max)
         } else {
-            plane.iter().sum::<f32>() / sp.max(1) as f32
+            lanes(plane, 0.0, |a, b| a + b) / sp.max(1) as f32
         };
     }
     Ok(())
+}
+
+/// Folds `v` with `f` in 16 independent lanes, then the lanes and the tail together. One
+/// running value is a chain of dependent adds (4 cycles each): MobileNetV3's squeeze-excitation
+/// pools took 4% of its time that way. The lanes vectorize; the order of a sum differs from a
+/// sequential one by rounding only.
+#[inline(always)]
+fn lanes(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = v.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = f(*a, x);
+        }
+    }
+    acc.into_iter().chain(tail.iter().copied()).fold(init, f)
 }
 
 #[cfg(test)]
@@ -273,6 +290,33 @@ mod tests {
             max_plane(&g, &x, &mut general, None, 0, 0);
             for (a, b) in fast.iter().zip(&general) {
                 assert!(a == b || (a.is_nan() && b.is_nan()), "{h}x{wd}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// Global pools over planes around the 16-lane width agree with a sequential fold (max
+    /// exactly, NaN ignored as `f32::max` does; the mean within rounding).
+    #[test]
+    fn global_pools_match_sequential() {
+        for sp in [1, 7, 16, 17, 49, 3136] {
+            let mut x: Vec<f32> = (0..2 * sp).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.03).collect();
+            x[sp / 2] = f32::NAN;
+            let xt = Tensor::from_vec(vec![1, 2, sp, 1], x.clone()).unwrap();
+            for max in [false, true] {
+                let mut out = Tensor::placeholder();
+                global(&xt, &mut out, max).unwrap();
+                assert_eq!(out.shape(), &[1, 2, 1, 1]);
+                for (p, &got) in out.as_slice::<f32>().unwrap().iter().enumerate() {
+                    let plane = &x[p * sp..][..sp];
+                    if max {
+                        assert_eq!(got, plane.iter().copied().fold(f32::NEG_INFINITY, f32::max), "max of {sp}");
+                    } else if p == 0 {
+                        assert!(got.is_nan(), "a NaN reaches the mean of {sp}");
+                    } else {
+                        let want = plane.iter().map(|&v| v as f64).sum::<f64>() / sp as f64;
+                        assert!((got as f64 - want).abs() < 1e-5, "mean of {sp}: {got} vs {want}");
+                    }
+                }
             }
         }
     }
