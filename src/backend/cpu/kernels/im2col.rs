@@ -100,16 +100,21 @@ pub fn spans(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
     }
 }
 
+/// Extent per dim of the zero-padded input that covers every tap of every output (conv output
+/// sizes keep the last tap inside begin pad + input + end pad; the max() is for geometries that
+/// do not): the input sits at offset `g.pad`.
+pub fn padded_ext(g: &Geom) -> [usize; 3] {
+    std::array::from_fn(|d| {
+        (g.pad[d] + g.input[d]).max((g.out[d] - 1) * g.stride[d] + (g.kernel[d] - 1) * g.dilation[d] + 1)
+    })
+}
+
 /// The short-row path (see the module doc).
 pub fn short_rows(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
     let [o0, o1, o2] = g.out;
     let [k0, k1, k2] = g.kernel;
     let (isz, osz, ksz) = (g.in_size(), g.out_size(), g.kernel_size());
-    // The padded plane covers every tap of every output (conv output sizes keep the last tap
-    // inside begin pad + input + end pad; the max() is for geometries that do not).
-    let ext: [usize; 3] = std::array::from_fn(|d| {
-        (g.pad[d] + g.input[d]).max((g.out[d] - 1) * g.stride[d] + (g.kernel[d] - 1) * g.dilation[d] + 1)
-    });
+    let ext = padded_ext(g);
     let [_, e1, e2] = ext;
     let [s0, s1, s2] = g.stride;
     let [d0, d1, d2] = g.dilation;

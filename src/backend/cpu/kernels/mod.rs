@@ -22,6 +22,7 @@ pub mod pool;
 pub mod qdense;
 pub mod qgemm_i8;
 pub mod qlinear;
+pub mod qpatches;
 pub mod quant;
 pub mod reduce;
 pub mod resize;

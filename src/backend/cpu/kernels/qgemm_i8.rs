@@ -14,6 +14,7 @@
 
 use super::activation::InRegister;
 use super::i8tile;
+use super::qpatches;
 use super::window::{resolve, Geom};
 use super::{opt, req, KResult};
 use crate::ir::Op;
@@ -21,10 +22,10 @@ use crate::quant::{QData, QWeight};
 use crate::tensor::Tensor;
 
 /// Largest int8 magnitude of the symmetric scales (`max|row| / 127`).
-const QMAX: f32 = 127.0;
+pub(super) const QMAX: f32 = 127.0;
 /// Smallest quantized activation: -128, as QuantizeLinear saturates, so a static scale from a
 /// QDQ file gives the values ONNX Runtime computes (a per-row scale never goes below -127).
-const QMIN: f32 = -128.0;
+pub(super) const QMIN: f32 = -128.0;
 
 /// `v.round_ties_even().clamp(QMIN, QMAX) as i8` without a libm call per value (the baseline
 /// x86-64 target has no SSE4.1 `roundps`, so `round_ties_even` is a call): after the clamp
@@ -32,7 +33,7 @@ const QMIN: f32 = -128.0;
 /// adding and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even. NaN stays
 /// NaN and casts to 0, as before.
 #[inline(always)]
-fn q8(v: f32) -> i8 {
+pub(super) fn q8(v: f32) -> i8 {
     const MAGIC: f32 = 12_582_912.0;
     ((v.clamp(QMIN, QMAX) + MAGIC) - MAGIC) as i8
 }
@@ -463,7 +464,8 @@ const NARROW: usize = 4;
 /// plan time (`p`, output channels as the tile's rows) and the activation `act` fused. Per
 /// image and group the patches are quantized once, one scale per output position as
 /// [`qconv_w8a8`] does (same values, bit-identical outputs), straight into the kernel's packed
-/// column panels (16 positions x 4 k per 64 bytes); 1x1 stride-1 unpadded convs read X itself.
+/// column panels ([`qpatches`]: from X itself for 1x1 stride-1 unpadded convs, from a padded
+/// copy of X for the rest, no f32 im2col matrix).
 pub fn qconv_packed(
     op: &Op,
     act: Option<&crate::ir::Unary>,
@@ -529,25 +531,28 @@ fn qconv_packed_on(
     }
     let direct = g.kernel_size() == 1 && g.stride == [1; 3] && g.pad == [0; 3] && g.pad_end == [0; 3];
     let (kg, npan) = (i8tile::groups(kdim), osz.div_ceil(NR));
-    let ncol = if direct { 0 } else { kdim * osz };
-    // Scratch: im2col patches (f32 [kdim, osz], none for direct 1x1), per-position scales and
-    // inverses, then the packed int8 patches.
-    let (f, _, packed) = carve(scratch, ncol + 2 * npan * NR, 0, npan * kg * 64);
-    let (col, f) = f.split_at_mut(ncol);
+    // Patches come from X itself (direct 1x1) or from its padded copy (every other conv).
+    let volume = (!direct).then(|| qpatches::Volume::new(&g));
+    let (vf, vi) = volume.as_ref().map_or((0, 0), |v| v.scratch_len(cg));
+    // Scratch: the padded copy and its tables, per-position scales and inverses, then the
+    // packed int8 patches.
+    let (f, vi, packed) = carve(scratch, vf + 2 * npan * NR, vi, npan * kg * 64);
+    let (vf, f) = f.split_at_mut(vf);
     let (sa, inv) = f.split_at_mut(npan * NR);
+    let mut vs = qpatches::VolumeScratch { f: vf, i: vi };
+    if let Some(v) = &volume {
+        v.prepare(&g, cg, &mut vs);
+    }
     // Rescale, bias and the common activations run in the tile's registers; others after.
     let fused = InRegister::of(act);
     const NO_BIAS: [f32; MR] = [0.0; MR];
     for img in 0..nb {
         for grp in 0..group {
             let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
-            let colv: &[f32] = if direct {
-                xg
-            } else {
-                super::conv::im2col(&g, xg, cg, col, osz);
-                col
-            };
-            prep_patches(isa, colv, osz, kdim, fixed, sa, inv, packed);
+            match &volume {
+                Some(v) => v.pack(isa, xg, cg, fixed, &mut vs, sa, inv, packed),
+                None => qpatches::from_matrix(isa, xg, osz, kdim, fixed, sa, inv, packed),
+            }
             let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
             for pan in 0..npan {
                 let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
@@ -576,128 +581,6 @@ fn qconv_packed_on(
         super::activation::apply(u, y);
     }
     Ok(())
-}
-
-/// Per-position scales of the patch matrix `col` (`[kdim, osz]`, column maxima as
-/// [`qconv_w8a8`] takes them) into `sa` / `inv`, then the patches packed by [`pack_patches`];
-/// compiled for AVX2 too (the baseline target vectorizes only 4 wide).
-#[allow(clippy::too_many_arguments)]
-fn prep_patches(
-    isa: i8tile::Isa,
-    col: &[f32],
-    osz: usize,
-    kdim: usize,
-    fixed: Option<f32>,
-    sa: &mut [f32],
-    inv: &mut [f32],
-    dst: &mut [i8],
-) {
-    #[inline(always)]
-    fn scales(col: &[f32], osz: usize, fixed: Option<f32>, sa: &mut [f32], inv: &mut [f32]) {
-        sa.fill(0.0);
-        for row in col.chunks_exact(osz) {
-            for (s, &v) in sa.iter_mut().zip(row) {
-                *s = s.max(v.abs());
-            }
-        }
-        for (s, i) in sa.iter_mut().zip(inv.iter_mut()) {
-            *s = fixed.unwrap_or(*s / QMAX);
-            if !(*s > 0.0 && s.is_finite()) {
-                *s = 0.0;
-            }
-            *i = if *s > 0.0 { 1.0 / *s } else { 0.0 };
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2(
-        col: &[f32],
-        osz: usize,
-        kdim: usize,
-        fixed: Option<f32>,
-        sa: &mut [f32],
-        inv: &mut [f32],
-        dst: &mut [i8],
-    ) {
-        scales(col, osz, fixed, sa, inv);
-        pack_patches_avx2(col, osz, kdim, inv, dst)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa != i8tile::Isa::Portable {
-        // SAFETY: the AVX2 and AVX-VNNI bodies are only picked when AVX2 was detected.
-        return unsafe { avx2(col, osz, kdim, fixed, sa, inv, dst) };
-    }
-    let _ = isa;
-    scales(col, osz, fixed, sa, inv);
-    pack_patches(col, osz, kdim, inv, dst)
-}
-
-/// Quantizes the patch matrix `col` (`[kdim, osz]`, f32) with `inv[p]` per position into
-/// `NR`-position panels of 4-k groups (`dst[(pan * groups + g) * 64 + 4 * j + u]` = patch
-/// element (4g + u, pan * NR + j)), zero past `kdim` and `osz`.
-#[inline(always)]
-fn pack_patches(col: &[f32], osz: usize, kdim: usize, inv: &[f32], dst: &mut [i8]) {
-    for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
-        pack_panel(col, osz, kdim, inv, pan, panel);
-    }
-}
-
-/// Panel `pan` of [`pack_patches`].
-#[inline(always)]
-fn pack_panel(col: &[f32], osz: usize, kdim: usize, inv: &[f32], pan: usize, panel: &mut [i8]) {
-    use i8tile::NR;
-    let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
-    let iv: &[f32; NR] = inv[p0..][..NR].try_into().expect("inv holds whole panels");
-    for (gi, grp) in panel.chunks_exact_mut(64).enumerate() {
-        let mut q = [[0u32; NR]; 4];
-        for (u, qu) in q.iter_mut().enumerate() {
-            let r = 4 * gi + u;
-            if r >= kdim {
-                continue;
-            }
-            let src = &col[r * osz + p0..][..cols];
-            for ((d, &v), &i) in qu.iter_mut().zip(src).zip(iv) {
-                *d = q8(v * i) as u8 as u32;
-            }
-        }
-        let words: [u32; NR] = std::array::from_fn(|j| q[0][j] | q[1][j] << 8 | q[2][j] << 16 | q[3][j] << 24);
-        for (d, wv) in grp.chunks_exact_mut(4).zip(words) {
-            d.copy_from_slice(&wv.to_le_bytes().map(|b| b as i8));
-        }
-    }
-}
-
-/// [`pack_patches`] with AVX2 intrinsics for whole panels (LLVM scalarizes the saturating
-/// casts of [`q8`]): NaN masked to 0, clamped, then `vcvtps2dq` rounds half to even (the
-/// default MXCSR mode), the same values as [`q8`]; a position's 4 k are shifted into one lane.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn pack_patches_avx2(col: &[f32], osz: usize, kdim: usize, inv: &[f32], dst: &mut [i8]) {
-    use i8tile::NR;
-    use std::arch::x86_64::*;
-    let (lo, hi, byte) = (_mm256_set1_ps(QMIN), _mm256_set1_ps(QMAX), _mm256_set1_epi32(0xff));
-    for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
-        let p0 = pan * NR;
-        if p0 + NR > osz {
-            pack_panel(col, osz, kdim, inv, pan, panel);
-            continue;
-        }
-        for (gi, grp) in panel.chunks_exact_mut(64).enumerate() {
-            for h in 0..2 {
-                let iv = _mm256_loadu_ps(inv[p0 + 8 * h..][..8].as_ptr());
-                let mut word = _mm256_setzero_si256();
-                for u in 0..4.min(kdim - 4 * gi) {
-                    let src = &col[(4 * gi + u) * osz + p0 + 8 * h..][..8];
-                    let v = _mm256_mul_ps(_mm256_loadu_ps(src.as_ptr()), iv);
-                    let v = _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_ORD_Q>(v, v));
-                    let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
-                    let q = _mm256_sllv_epi32(_mm256_and_si256(q, byte), _mm256_set1_epi32(8 * u as i32));
-                    word = _mm256_or_si256(word, q);
-                }
-                _mm256_storeu_si256(grp[32 * h..][..32].as_mut_ptr().cast(), word);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

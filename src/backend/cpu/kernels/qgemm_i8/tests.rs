@@ -159,7 +159,8 @@ fn tiled_qgemm_is_bit_identical() {
 
 /// The tiled QConv gives exactly [`qconv_w8a8`]'s floats: 3x3 padded strided dilated, two
 /// groups, batch 2, a direct 1x1, positions past whole panels, a single position (the narrow
-/// fallback), a static scale, fused activations.
+/// fallback), each layout of positions in the padded image, a NaN input, a static scale, fused
+/// activations.
 #[test]
 fn tiled_qconv_is_bit_identical() {
     use crate::ir::{Unary, Window};
@@ -170,13 +171,22 @@ fn tiled_qconv_is_bit_identical() {
         (1, 3, 7, 11, 5, 3, 1, 1, 2, 1),
         (2, 13, 9, 5, 6, 1, 1, 0, 1, 1),
         (1, 6, 5, 1, 1, 1, 1, 0, 1, 1),
+        // Read from the padded image: 8-wide rows (runs of 8), 4-wide rows (two runs of 4),
+        // rows wider than a panel, a strided 1x1.
+        (1, 16, 8, 8, 8, 3, 1, 1, 1, 1),
+        (2, 8, 6, 4, 4, 3, 1, 1, 1, 1),
+        (1, 3, 5, 3, 20, 3, 1, 1, 1, 1),
+        (1, 5, 4, 7, 9, 1, 2, 0, 1, 1),
     ] {
         let window = win(s, pd, d);
         let wshape = vec![m, c / group, kk, kk];
         let k = c / group * kk * kk;
         let q = QWeight::quantize(&vals(m * k, 11), m, k, Precision::W8a8).unwrap();
         let p = i8tile::PackedRows::pack(parts(&q).unwrap().0, group, m / group, k);
-        let x = Tensor::from_vec(vec![nb, c, h, wd], vals(nb * c * h * wd, 12)).unwrap();
+        let mut xv = vals(nb * c * h * wd, 12);
+        // Non-finite inputs: NaN is skipped by the scale's max and packs as 0, as im2col's does.
+        xv[1] = f32::NAN;
+        let x = Tensor::from_vec(vec![nb, c, h, wd], xv).unwrap();
         let b = Tensor::from_vec(vec![m], vals(m, 13)).unwrap();
         for (w, bias, act) in [
             (q.clone(), Some(&b), None),

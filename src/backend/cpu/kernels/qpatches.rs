@@ -1,0 +1,308 @@
+//! The activation side of the w8a8 conv tile ([`super::qgemm_i8::qconv_packed`]): the patch of
+//! every output position quantized with that position's own scale (`max |patch| / 127`, or
+//! the static scale), as [`super::qgemm_i8::qconv_w8a8`] does, and packed into the tile's
+//! column panels (`NR` positions x 4 k per 64 bytes).
+//!
+//! Two sources:
+//! - **a patch matrix** `[kdim, osz]` ([`from_matrix`]): a direct 1x1 conv reads X itself;
+//! - **the image** ([`Volume`]): every other conv. The input is copied once into a zero-padded
+//!   volume, each position's scale is the max over its taps of the channel-wise `max |x|`
+//!   plane, and the panels are read from the volume through offset tables (one per patch row,
+//!   one per position), a vector load where 8 positions are one run. An f32 im2col matrix
+//!   (9x the input for a 3x3) used to be written and read back: on the fixture teacher (3x3
+//!   convs on 8x8 and 4x4 maps) writing it took 31% of the w8a8 time (perf).
+
+use super::i8tile::{self, NR};
+use super::qgemm_i8::{q8, QMAX, QMIN};
+use super::window::Geom;
+
+/// Sets `inv` to the reciprocals of the scales `sa`, which hold `max |patch|` per position on
+/// entry and the scale on return (`max / 127`, or `fixed`); a zero or non-finite scale becomes 0.
+#[inline(always)]
+fn finish_scales(fixed: Option<f32>, sa: &mut [f32], inv: &mut [f32]) {
+    for (s, i) in sa.iter_mut().zip(inv.iter_mut()) {
+        *s = fixed.unwrap_or(*s / QMAX);
+        if !(*s > 0.0 && s.is_finite()) {
+            *s = 0.0;
+        }
+        *i = if *s > 0.0 { 1.0 / *s } else { 0.0 };
+    }
+}
+
+/// Per-position scales of the patch matrix `col` (`[kdim, osz]`, column maxima) into `sa` /
+/// `inv`, then the patches packed by [`pack_matrix`]; compiled for AVX2 too (the baseline
+/// target vectorizes only 4 wide).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn from_matrix(
+    isa: i8tile::Isa,
+    col: &[f32],
+    osz: usize,
+    kdim: usize,
+    fixed: Option<f32>,
+    sa: &mut [f32],
+    inv: &mut [f32],
+    dst: &mut [i8],
+) {
+    #[inline(always)]
+    fn scales(col: &[f32], osz: usize, fixed: Option<f32>, sa: &mut [f32], inv: &mut [f32]) {
+        sa.fill(0.0);
+        for row in col.chunks_exact(osz) {
+            for (s, &v) in sa.iter_mut().zip(row) {
+                *s = s.max(v.abs());
+            }
+        }
+        finish_scales(fixed, sa, inv);
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(
+        col: &[f32],
+        osz: usize,
+        kdim: usize,
+        fixed: Option<f32>,
+        sa: &mut [f32],
+        inv: &mut [f32],
+        dst: &mut [i8],
+    ) {
+        scales(col, osz, fixed, sa, inv);
+        pack_matrix_avx2(col, osz, kdim, inv, dst)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa != i8tile::Isa::Portable {
+        // SAFETY: the AVX2 and AVX-VNNI bodies are only picked when AVX2 was detected.
+        return unsafe { avx2(col, osz, kdim, fixed, sa, inv, dst) };
+    }
+    let _ = isa;
+    scales(col, osz, fixed, sa, inv);
+    for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+        matrix_panel(col, osz, kdim, inv, pan, panel);
+    }
+}
+
+/// Panel `pan` of the patch matrix `col` quantized with `inv[p]` per position: byte
+/// `(g * 64) + 4 * j + u` is patch element (4g + u, pan * NR + j), zero past `kdim` and `osz`.
+#[inline(always)]
+fn matrix_panel(col: &[f32], osz: usize, kdim: usize, inv: &[f32], pan: usize, panel: &mut [i8]) {
+    let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
+    i8tile::pack_panel(panel, kdim, cols, |r, j| q8(col[r * osz + p0 + j] * inv[p0 + j]));
+}
+
+/// `q8(v * inv)` for 8 lanes, shifted into byte `u` of each 32-bit lane: NaN masked to 0,
+/// clamped, then `vcvtps2dq` rounds half to even (the default MXCSR mode), the same values as
+/// [`q8`] (LLVM scalarizes its saturating casts).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn quantize8(
+    v: std::arch::x86_64::__m256,
+    inv: std::arch::x86_64::__m256,
+    u: usize,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let v = _mm256_mul_ps(v, inv);
+    let v = _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_ORD_Q>(v, v));
+    let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(QMIN)), _mm256_set1_ps(QMAX)));
+    _mm256_sllv_epi32(_mm256_and_si256(q, _mm256_set1_epi32(0xff)), _mm256_set1_epi32(8 * u as i32))
+}
+
+/// [`matrix_panel`] for every panel, with AVX2 intrinsics for whole panels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_matrix_avx2(col: &[f32], osz: usize, kdim: usize, inv: &[f32], dst: &mut [i8]) {
+    use std::arch::x86_64::*;
+    for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+        let p0 = pan * NR;
+        if p0 + NR > osz {
+            matrix_panel(col, osz, kdim, inv, pan, panel);
+            continue;
+        }
+        for (gi, grp) in panel.chunks_exact_mut(64).enumerate() {
+            for h in 0..2 {
+                let iv = _mm256_loadu_ps(inv[p0 + 8 * h..][..8].as_ptr());
+                let mut word = _mm256_setzero_si256();
+                for u in 0..4.min(kdim - 4 * gi) {
+                    let src = &col[(4 * gi + u) * osz + p0 + 8 * h..][..8];
+                    word = _mm256_or_si256(word, quantize8(_mm256_loadu_ps(src.as_ptr()), iv, u));
+                }
+                _mm256_storeu_si256(grp[32 * h..][..32].as_mut_ptr().cast(), word);
+            }
+        }
+    }
+}
+
+/// How 8 positions of a panel lie in the padded volume.
+const RUN8: i32 = 0;
+/// Two runs of 4 (4-wide output rows).
+const RUN4X2: i32 = 1;
+/// Anything else (strides, row ends, positions past the output): an AVX2 gather.
+const SCATTERED: i32 = 2;
+
+/// The patches of one conv read straight from its image: the geometry's padded volume, offset
+/// tables and the scratch sizes they need. Built once per run, used for every image and group.
+pub(super) struct Volume {
+    /// Elements of one channel's padded volume.
+    size: usize,
+    ext: [usize; 3],
+    pad: [usize; 3],
+    input: [usize; 3],
+    /// Taps per channel.
+    ksz: usize,
+    osz: usize,
+}
+
+/// Where [`Volume`] keeps its data: carve these from the node's scratch.
+pub(super) struct VolumeScratch<'a> {
+    /// `cg` padded channels, then the `max |x|` plane.
+    pub f: &'a mut [f32],
+    /// Row offsets (`kdim`), position offsets (`npan * NR`), then one layout tag per 8 positions.
+    pub i: &'a mut [i32],
+}
+
+impl Volume {
+    pub(super) fn new(g: &Geom) -> Volume {
+        let ext = super::im2col::padded_ext(g);
+        Volume { size: ext.iter().product(), ext, pad: g.pad, input: g.input, ksz: g.kernel_size(), osz: g.out_size() }
+    }
+
+    /// f32 and i32 scratch elements for `cg` channels.
+    pub(super) fn scratch_len(&self, cg: usize) -> (usize, usize) {
+        let npan = self.osz.div_ceil(NR);
+        ((cg + 1) * self.size, cg * self.ksz + npan * NR + 2 * npan)
+    }
+
+    /// Fills the offset tables and zeroes the padded channels (their borders stay 0 from here:
+    /// [`Volume::pack`] only writes the interior).
+    pub(super) fn prepare(&self, g: &Geom, cg: usize, s: &mut VolumeScratch) {
+        let [_, e1, e2] = self.ext;
+        let kdim = cg * self.ksz;
+        let (rows, rest) = s.i.split_at_mut(kdim);
+        let (cols, tags) = rest.split_at_mut(self.osz.div_ceil(NR) * NR);
+        let mut r = 0;
+        for ch in 0..cg {
+            for a in 0..g.kernel[0] {
+                for b in 0..g.kernel[1] {
+                    for c in 0..g.kernel[2] {
+                        let off = ((a * g.dilation[0]) * e1 + b * g.dilation[1]) * e2 + c * g.dilation[2];
+                        rows[r] = (ch * self.size + off) as i32;
+                        r += 1;
+                    }
+                }
+            }
+        }
+        let [o0, o1, o2] = g.out;
+        let mut p = 0;
+        for y0 in 0..o0 {
+            for y1 in 0..o1 {
+                for y2 in 0..o2 {
+                    cols[p] = (((y0 * g.stride[0]) * e1 + y1 * g.stride[1]) * e2 + y2 * g.stride[2]) as i32;
+                    p += 1;
+                }
+            }
+        }
+        cols[p..].fill(0);
+        // Positions first..first + len are one run in the volume.
+        let run = |first: usize, len: usize| {
+            first + len <= self.osz && cols[first..first + len].windows(2).all(|w| w[1] == w[0] + 1)
+        };
+        for (h, tag) in tags.iter_mut().enumerate() {
+            *tag = if run(8 * h, 8) {
+                RUN8
+            } else if run(8 * h, 4) && run(8 * h + 4, 4) {
+                RUN4X2
+            } else {
+                SCATTERED
+            };
+        }
+        s.f[..cg * self.size].fill(0.0);
+    }
+
+    /// Copies channels `x` (`cg` input planes) into the padded volume, sets the per-position
+    /// scales `sa` / `inv` (`npan * NR`, zero past the output) and packs the quantized patches
+    /// into `dst`, bit-identical to [`from_matrix`] on the im2col matrix of `x`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pack(
+        &self,
+        isa: i8tile::Isa,
+        x: &[f32],
+        cg: usize,
+        fixed: Option<f32>,
+        s: &mut VolumeScratch,
+        sa: &mut [f32],
+        inv: &mut [f32],
+        dst: &mut [i8],
+    ) {
+        let [_, e1, e2] = self.ext;
+        let (vol, plane) = s.f.split_at_mut(cg * self.size);
+        let plane = &mut plane[..self.size];
+        let kdim = cg * self.ksz;
+        let (rows, rest) = s.i.split_at(kdim);
+        let (cols, tags) = rest.split_at(self.osz.div_ceil(NR) * NR);
+        let [_, i1, i2] = self.input;
+        let isz = self.input.iter().product::<usize>();
+        plane.fill(0.0);
+        for (ch, xc) in x.chunks_exact(isz).take(cg).enumerate() {
+            for (r, line) in xc.chunks_exact(i2).enumerate() {
+                let (y0, y1) = (r / i1, r % i1);
+                let at = ch * self.size + ((y0 + self.pad[0]) * e1 + y1 + self.pad[1]) * e2 + self.pad[2];
+                super::im2col::copy_short(&mut vol[at..at + i2], line);
+            }
+            for (m, &v) in plane.iter_mut().zip(&vol[ch * self.size..][..self.size]) {
+                *m = m.max(v.abs());
+            }
+        }
+        // A position's patch max is the max of the channel maxima over its taps (the padding
+        // contributes the zeros the patch matrix holds).
+        sa.fill(0.0);
+        for (s, &c) in sa.iter_mut().zip(cols).take(self.osz) {
+            for &t in &rows[..self.ksz] {
+                *s = s.max(plane[(t + c) as usize]);
+            }
+        }
+        finish_scales(fixed, &mut sa[..self.osz], &mut inv[..self.osz]);
+        inv[self.osz..].fill(0.0);
+        #[cfg(target_arch = "x86_64")]
+        if isa != i8tile::Isa::Portable {
+            // SAFETY: AVX2 was detected (the only way to a non-portable body); every offset
+            // rows[r] + cols[p] lies inside `vol` (built by `prepare` for this geometry).
+            return unsafe { pack_volume_avx2(vol, rows, cols, tags, inv, dst) };
+        }
+        let _ = (isa, tags);
+        for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+            let p0 = pan * NR;
+            let cols = &cols[p0..][..NR];
+            i8tile::pack_panel(panel, kdim, NR, |r, j| q8(vol[(rows[r] + cols[j]) as usize] * inv[p0 + j]));
+        }
+    }
+}
+
+/// [`Volume::pack`]'s panels with AVX2: per 8 positions one load (a run of 8), two (runs of
+/// 4) or a gather, then [`quantize8`]. Positions past the output have `inv` 0 and pack as 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_volume_avx2(vol: &[f32], rows: &[i32], cols: &[i32], tags: &[i32], inv: &[f32], dst: &mut [i8]) {
+    use std::arch::x86_64::*;
+    let kdim = rows.len();
+    for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+        for h in 0..2 {
+            let c = &cols[pan * NR + 8 * h..][..8];
+            let idx = _mm256_loadu_si256(c.as_ptr().cast());
+            let iv = _mm256_loadu_ps(inv[pan * NR + 8 * h..][..8].as_ptr());
+            let tag = tags[2 * pan + h];
+            for (gi, grp) in panel.chunks_exact_mut(64).enumerate() {
+                let mut word = _mm256_setzero_si256();
+                for u in 0..4.min(kdim - 4 * gi) {
+                    let row = vol.as_ptr().add(rows[4 * gi + u] as usize);
+                    let v = match tag {
+                        RUN8 => _mm256_loadu_ps(row.add(c[0] as usize)),
+                        RUN4X2 => {
+                            _mm256_set_m128(_mm_loadu_ps(row.add(c[4] as usize)), _mm_loadu_ps(row.add(c[0] as usize)))
+                        }
+                        _ => _mm256_i32gather_ps::<4>(row, idx),
+                    };
+                    word = _mm256_or_si256(word, quantize8(v, iv, u));
+                }
+                _mm256_storeu_si256(grp[32 * h..][..32].as_mut_ptr().cast(), word);
+            }
+        }
+    }
+}
