@@ -11,7 +11,7 @@
 //! The loop body is AVX2+FMA intrinsics (picked at run time) or portable code for the baseline
 //! target. Blocks of output planes are independent, so they are split over the thread pool.
 
-use super::activation::{self, InRegister};
+use super::activation;
 use super::im2col::copy_short;
 use super::threads;
 use super::window::Geom;
@@ -150,7 +150,10 @@ fn pad_plane(g: &Geom, lay: Layout, x: &[f32], buf: &mut [f32]) {
             let (lo, hi) = rowbuf.split_at_mut(lay.len);
             let (even, odd) = if ph_even == 0 { (lo, hi) } else { (hi, lo) };
             let (even, odd) = (&mut even[first_even..][..n_even], &mut odd[first_odd..][..n_odd]);
-            deinterleave(&line[..2 * pairs], &mut even[..pairs], &mut odd[..pairs]);
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(line.chunks_exact(2)).take(pairs) {
+                *e = pair[0];
+                *o = pair[1];
+            }
             if n_even > pairs {
                 even[pairs] = line[2 * pairs];
             }
@@ -164,44 +167,6 @@ fn pad_plane(g: &Geom, lay: Layout, x: &[f32], buf: &mut [f32]) {
             }
         }
     }
-}
-
-/// `even[t] = pairs[2t]`, `odd[t] = pairs[2t + 1]`: a stride-2 row split by column phase. With
-/// AVX2, 16 floats per step (two shuffles and two lane permutes); the scalar loop was 14% of
-/// an RGB stem's time.
-fn deinterleave(pairs: &[f32], even: &mut [f32], odd: &mut [f32]) {
-    let n = even.len();
-    assert!(odd.len() == n && pairs.len() == 2 * n);
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 checked just above; the loop stays inside the asserted lengths.
-        done = unsafe { deinterleave_avx2(pairs, even, odd) };
-    }
-    for t in done..n {
-        even[t] = pairs[2 * t];
-        odd[t] = pairs[2 * t + 1];
-    }
-}
-
-/// The whole 8-pair blocks of [`deinterleave`]; returns how many pairs it did.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn deinterleave_avx2(pairs: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
-    use std::arch::x86_64::*;
-    let blocks = even.len().min(odd.len()).min(pairs.len() / 2) / 8;
-    for b in 0..blocks {
-        let a = _mm256_loadu_ps(pairs.as_ptr().add(16 * b));
-        let c = _mm256_loadu_ps(pairs.as_ptr().add(16 * b + 8));
-        // Per 128-bit lane: [a0 a2 c0 c2], [a1 a3 c1 c3]; then the 64-bit quarters reordered.
-        let e = _mm256_shuffle_ps::<0x88>(a, c);
-        let o = _mm256_shuffle_ps::<0xDD>(a, c);
-        let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(e)));
-        let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(o)));
-        _mm256_storeu_ps(even.as_mut_ptr().add(8 * b), e);
-        _mm256_storeu_ps(odd.as_mut_ptr().add(8 * b), o);
-    }
-    8 * blocks
 }
 
 /// Start of each horizontal tap's run within a padded row (phase row and offset), for kernels
@@ -232,12 +197,9 @@ impl Kernel<'_> {
         #[cfg(target_arch = "x86_64")]
         if let Some(taps) = tap_starts(self.g, self.lay) {
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                // The common activations run on the accumulators before the store (the pass
-                // over the finished planes was 7% of an RGB stem's time); others after.
-                let fused = InRegister::of(act);
                 // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                unsafe { self.avx2::<B>(&taps, buf, w, bias, fused.unwrap_or(InRegister::Identity), y) };
-                return self.activate::<B>(act.filter(|_| fused.is_none()), y);
+                unsafe { self.avx2::<B>(&taps, buf, w, bias, y) };
+                return self.activate::<B>(act, y);
             }
         }
         let ksz = self.cg * self.g.kernel[1] * self.g.kernel[2];
@@ -260,16 +222,7 @@ impl Kernel<'_> {
     /// accumulators in pieces of xmm registers with shuffles between them.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn avx2<const B: usize>(
-        &self,
-        taps: &[usize; 64],
-        buf: &[f32],
-        w: &[f32],
-        bias: [f32; B],
-        act: InRegister,
-        y: &mut [f32],
-    ) {
+    unsafe fn avx2<const B: usize>(&self, taps: &[usize; 64], buf: &[f32], w: &[f32], bias: [f32; B], y: &mut [f32]) {
         use std::arch::x86_64::*;
         let (g, lay, cg, psz) = (self.g, self.lay, self.cg, self.psz);
         let (o1, o2) = (g.out[1], g.out[2]);
@@ -293,7 +246,6 @@ impl Kernel<'_> {
                     (block_avx2::<B, 2>(&rows, row0, wp, bias), LANES.min(left))
                 };
                 for (bi, accb) in acc.iter().enumerate() {
-                    let accb = [act.avx2(accb[0]), act.avx2(accb[1])];
                     let dst = yp.add(bi * o1 * o2 + oy * o2 + x0);
                     if width == LANES {
                         _mm256_storeu_ps(dst, accb[0]);
@@ -492,8 +444,7 @@ mod tests {
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 1.0).collect();
             let want = naive(&x, ch, (h, wd), &w, k, &g);
             let osz = g.out_size();
-            // HardSwish runs in the registers, Sigmoid as a pass over the planes.
-            for act in [None, Some(Unary::HardSwish), Some(Unary::Sigmoid)] {
+            for act in [None, Some(Unary::HardSwish)] {
                 let mut y = vec![f32::NAN; want.len()];
                 conv(&g, &x, &w, Some(&bias), act.as_ref(), &mut y, ch, &mut Vec::new());
                 for (i, (&got, &r)) in y.iter().zip(&want).enumerate() {
