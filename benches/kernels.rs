@@ -191,7 +191,16 @@ fn qgemm(c: &mut Criterion) {
 /// weight packed once, and the f32 Conv for reference. Throughput is 2 * MACs.
 fn qconv(c: &mut Criterion) {
     let mut g = c.benchmark_group("qconv");
-    for &(ci, co, hw, k, s) in &[(16, 64, 56, 1, 1), (72, 24, 28, 1, 1), (3, 16, 112, 3, 2), (24, 48, 24, 3, 1)] {
+    // The last two: the fixture teacher's conv2 and conv3 (patches read from the padded image).
+    let shapes = [
+        (16, 64, 56, 1, 1),
+        (72, 24, 28, 1, 1),
+        (3, 16, 112, 3, 2),
+        (24, 48, 24, 3, 1),
+        (16, 32, 8, 3, 1),
+        (32, 32, 4, 3, 1),
+    ];
+    for &(ci, co, hw, k, s) in &shapes {
         let x = filled(vec![1, ci, hw, hw], 0.05);
         let kdim = ci * k * k;
         let wf = values(co * kdim, 0.01);

@@ -465,7 +465,7 @@ const NARROW: usize = 4;
 /// image and group the patches are quantized once, one scale per output position as
 /// [`qconv_w8a8`] does (same values, bit-identical outputs), straight into the kernel's packed
 /// column panels ([`qpatches`]: from X itself for 1x1 stride-1 unpadded convs, from a padded
-/// copy of X for the rest, no f32 im2col matrix).
+/// copy of X for the rest with unit column stride, from an f32 im2col matrix otherwise).
 pub fn qconv_packed(
     op: &Op,
     act: Option<&crate::ir::Unary>,
@@ -531,13 +531,17 @@ fn qconv_packed_on(
     }
     let direct = g.kernel_size() == 1 && g.stride == [1; 3] && g.pad == [0; 3] && g.pad_end == [0; 3];
     let (kg, npan) = (i8tile::groups(kdim), osz.div_ceil(NR));
-    // Patches come from X itself (direct 1x1) or from its padded copy (every other conv).
-    let volume = (!direct).then(|| qpatches::Volume::new(&g));
+    // Patches come from X itself (direct 1x1), from its padded copy (unit column stride: runs
+    // of positions are runs in the copy), or from an f32 im2col matrix (column strides, where
+    // the copy would need a gather per 8 positions: ~10% slower on a 3x3 stride-2 conv).
+    let volume = (!direct && g.stride[2] == 1).then(|| qpatches::Volume::new(&g));
+    let ncol = if direct || volume.is_some() { 0 } else { kdim * osz };
     let (vf, vi) = volume.as_ref().map_or((0, 0), |v| v.scratch_len(cg));
-    // Scratch: the padded copy and its tables, per-position scales and inverses, then the
-    // packed int8 patches.
-    let (f, vi, packed) = carve(scratch, vf + 2 * npan * NR, vi, npan * kg * 64);
+    // Scratch: the padded copy and its tables or the im2col matrix, per-position scales and
+    // inverses, then the packed int8 patches.
+    let (f, vi, packed) = carve(scratch, vf + ncol + 2 * npan * NR, vi, npan * kg * 64);
     let (vf, f) = f.split_at_mut(vf);
+    let (col, f) = f.split_at_mut(ncol);
     let (sa, inv) = f.split_at_mut(npan * NR);
     let mut vs = qpatches::VolumeScratch { f: vf, i: vi };
     if let Some(v) = &volume {
@@ -551,7 +555,11 @@ fn qconv_packed_on(
             let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
             match &volume {
                 Some(v) => v.pack(isa, xg, cg, fixed, &mut vs, sa, inv, packed),
-                None => qpatches::from_matrix(isa, xg, osz, kdim, fixed, sa, inv, packed),
+                None if direct => qpatches::from_matrix(isa, xg, osz, kdim, fixed, sa, inv, packed),
+                None => {
+                    super::conv::im2col(&g, xg, cg, col, osz);
+                    qpatches::from_matrix(isa, col, osz, kdim, fixed, sa, inv, packed)
+                }
             }
             let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
             for pan in 0..npan {

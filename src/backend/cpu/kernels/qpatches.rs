@@ -5,7 +5,8 @@
 //!
 //! Two sources:
 //! - **a patch matrix** `[kdim, osz]` ([`from_matrix`]): a direct 1x1 conv reads X itself;
-//! - **the image** ([`Volume`]): every other conv. The input is copied once into a zero-padded
+//! - **the image** ([`Volume`]): every other conv with unit column stride (strided ones still
+//!   take an im2col matrix: their positions are not runs in the image). The input is copied once into a zero-padded
 //!   volume, each position's scale is the max over its taps of the channel-wise `max |x|`
 //!   plane, and the panels are read from the volume through offset tables (one per patch row,
 //!   one per position), a vector load where 8 positions are one run. An f32 im2col matrix

@@ -172,10 +172,11 @@ fn tiled_qconv_is_bit_identical() {
         (2, 13, 9, 5, 6, 1, 1, 0, 1, 1),
         (1, 6, 5, 1, 1, 1, 1, 0, 1, 1),
         // Read from the padded image: 8-wide rows (runs of 8), 4-wide rows (two runs of 4),
-        // rows wider than a panel, a strided 1x1.
+        // rows wider than a panel, 5-wide rows (gathers); a strided 1x1 (im2col).
         (1, 16, 8, 8, 8, 3, 1, 1, 1, 1),
         (2, 8, 6, 4, 4, 3, 1, 1, 1, 1),
         (1, 3, 5, 3, 20, 3, 1, 1, 1, 1),
+        (1, 4, 6, 5, 5, 3, 1, 1, 1, 1),
         (1, 5, 4, 7, 9, 1, 2, 0, 1, 1),
     ] {
         let window = win(s, pd, d);
