@@ -109,6 +109,17 @@ pub fn padded_ext(g: &Geom) -> [usize; 3] {
     })
 }
 
+/// Copies one channel `xc` (extent `input`) into the interior of its zero-padded plane (extent
+/// `ext`, the input at offset `pad`); the border is left as it is.
+pub fn copy_into_padded(xc: &[f32], input: [usize; 3], pad: [usize; 3], ext: [usize; 3], plane: &mut [f32]) {
+    let [_, e1, e2] = ext;
+    for (r, line) in xc.chunks_exact(input[2]).enumerate() {
+        let (i0, i1) = (r / input[1], r % input[1]);
+        let at = ((i0 + pad[0]) * e1 + i1 + pad[1]) * e2 + pad[2];
+        copy_short(&mut plane[at..at + line.len()], line);
+    }
+}
+
 /// The short-row path (see the module doc).
 pub fn short_rows(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
     let [o0, o1, o2] = g.out;
@@ -123,12 +134,7 @@ pub fn short_rows(g: &Geom, x: &[f32], cg: usize, col: &mut [f32], ld: usize) {
         // Zeroed once: each channel overwrites the same interior, the border stays 0.
         plane.resize(ext.iter().product(), 0.0);
         for ch in 0..cg {
-            let xc = &x[ch * isz..][..isz];
-            for (r, line) in xc.chunks_exact(g.input[2]).enumerate() {
-                let (i0, i1) = (r / g.input[1], r % g.input[1]);
-                let at = ((i0 + g.pad[0]) * e1 + i1 + g.pad[1]) * e2 + g.pad[2];
-                copy_short(&mut plane[at..at + line.len()], line);
-            }
+            copy_into_padded(&x[ch * isz..][..isz], g.input, g.pad, ext, plane);
             let mut row = ch * ksz;
             for a in 0..k0 {
                 for b in 0..k1 {

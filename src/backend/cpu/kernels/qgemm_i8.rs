@@ -534,7 +534,7 @@ fn qconv_packed_on(
     // Patches come from X itself (direct 1x1), from its padded copy (unit column stride: runs
     // of positions are runs in the copy), or from an f32 im2col matrix (column strides, where
     // the copy would need a gather per 8 positions: ~10% slower on a 3x3 stride-2 conv).
-    let volume = (!direct && g.stride[2] == 1).then(|| qpatches::Volume::new(&g));
+    let volume = Some(qpatches::Volume::new(&g)).filter(|v| !direct && g.stride[2] == 1 && v.fits(cg));
     let ncol = if direct || volume.is_some() { 0 } else { kdim * osz };
     let (vf, vi) = volume.as_ref().map_or((0, 0), |v| v.scratch_len(cg));
     // Scratch: the padded copy and its tables or the im2col matrix, per-position scales and

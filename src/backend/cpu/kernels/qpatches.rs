@@ -135,7 +135,8 @@ unsafe fn pack_matrix_avx2(col: &[f32], osz: usize, kdim: usize, inv: &[f32], ds
 const RUN8: i32 = 0;
 /// Two runs of 4 (4-wide output rows).
 const RUN4X2: i32 = 1;
-/// Anything else (strides, row ends, positions past the output): an AVX2 gather.
+/// Anything else (runs broken by a row end or by row strides, positions past the output): an
+/// AVX2 gather.
 const SCATTERED: i32 = 2;
 
 /// The patches of one conv read straight from its image: the geometry's padded volume, offset
@@ -163,6 +164,11 @@ impl Volume {
     pub(super) fn new(g: &Geom) -> Volume {
         let ext = super::im2col::padded_ext(g);
         Volume { size: ext.iter().product(), ext, pad: g.pad, input: g.input, ksz: g.kernel_size(), osz: g.out_size() }
+    }
+
+    /// Whether `cg` padded channels can be addressed by the i32 offset tables.
+    pub(super) fn fits(&self, cg: usize) -> bool {
+        (cg + 1).checked_mul(self.size).is_some_and(|n| n <= i32::MAX as usize)
     }
 
     /// f32 and i32 scratch elements for `cg` channels.
@@ -232,21 +238,16 @@ impl Volume {
         inv: &mut [f32],
         dst: &mut [i8],
     ) {
-        let [_, e1, e2] = self.ext;
         let (vol, plane) = s.f.split_at_mut(cg * self.size);
         let plane = &mut plane[..self.size];
         let kdim = cg * self.ksz;
         let (rows, rest) = s.i.split_at(kdim);
         let (cols, tags) = rest.split_at(self.osz.div_ceil(NR) * NR);
-        let [_, i1, i2] = self.input;
         let isz = self.input.iter().product::<usize>();
         plane.fill(0.0);
         for (ch, xc) in x.chunks_exact(isz).take(cg).enumerate() {
-            for (r, line) in xc.chunks_exact(i2).enumerate() {
-                let (y0, y1) = (r / i1, r % i1);
-                let at = ch * self.size + ((y0 + self.pad[0]) * e1 + y1 + self.pad[1]) * e2 + self.pad[2];
-                super::im2col::copy_short(&mut vol[at..at + i2], line);
-            }
+            let chan = &mut vol[ch * self.size..][..self.size];
+            super::im2col::copy_into_padded(xc, self.input, self.pad, self.ext, chan);
             for (m, &v) in plane.iter_mut().zip(&vol[ch * self.size..][..self.size]) {
                 *m = m.max(v.abs());
             }
