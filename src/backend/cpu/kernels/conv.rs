@@ -8,7 +8,7 @@
 use super::activation::bias_apply;
 pub(super) use super::im2col::im2col;
 use super::im2col::src;
-use super::linalg::sgemm;
+use super::linalg::sgemm_then;
 use super::microkernel::{Isa, NR};
 use super::packed::{self, PackedCols, PackedRows};
 use super::window::{resolve, via_f32, Geom};
@@ -16,10 +16,6 @@ use super::{direct, threads};
 use super::{opt, req, KResult};
 use crate::ir::{Op, Unary, Window};
 use crate::tensor::Tensor;
-
-/// matrixmultiply threads a product itself from this `m*k + k*n` on (two threads' worth of its
-/// 2^14 per-thread factor); below it, `gemm_rows` splits the rows over the engine's pool.
-const GEMM_SELF_THREADS: usize = 1 << 15;
 
 pub fn eval(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch: &mut Vec<f32>) -> KResult {
     eval_fused(op, None, inputs, outputs, scratch)
@@ -213,7 +209,11 @@ fn conv(
             let col: &[f32] = if pointwise {
                 xg
             } else {
-                im2col(&g, xg, cg, colbuf, osz);
+                // A channel's rows at a time over the pool (a copy costs about a multiply-add).
+                let tasks = threads::tasks(cg, ksz * osz);
+                threads::for_each_chunk(colbuf, ksz * osz, &mut [], 0, tasks, |ch, rows, _| {
+                    im2col(&g, &xg[ch * isz..][..isz], 1, rows, osz)
+                });
                 &*colbuf
             };
             let yg = &mut y[grp * mg * osz..][..mg * osz];
@@ -227,45 +227,52 @@ fn conv(
         }
         return Ok(());
     }
-    // A batch: the patches of all images side by side (kdim x N*osz), one wide GEMM per group
-    // instead of N small ones, then a scatter back to NCHW with bias and activation.
-    let cols = n * osz;
+    // A batch: runs of images over the pool. A run puts its images' patches side by side
+    // (kdim x images*osz), one wide GEMM per group instead of one per image, then a scatter
+    // back to NCHW with bias and activation.
+    let tasks = threads::tasks(n, m * kdim * osz);
+    let cols = threads::per_run(n, tasks) * osz;
     let pack_len = packed.map_or(0, |_| packed::rows_scratch_len(kdim, cols));
-    scratch.resize(kdim * cols + mg * cols + pack_len, 0.0);
-    let (col, rest) = scratch.split_at_mut(kdim * cols);
-    let (tmp, packbuf) = rest.split_at_mut(mg * cols);
-    for grp in 0..group {
-        for img in 0..n {
-            let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
-            let dst = &mut col[img * osz..];
-            if pointwise {
-                for (r, src) in xg.chunks_exact(isz).enumerate() {
-                    dst[r * cols..][..osz].copy_from_slice(src);
+    let slot = kdim * cols + mg * cols + pack_len;
+    scratch.resize(slot * threads::slots(tasks), 0.0);
+    threads::for_each_run(&mut y[..n * m * osz], m * osz, scratch, slot, tasks, |img0, yrun, buf| {
+        let imgs = yrun.len() / (m * osz);
+        let cols = imgs * osz;
+        let (col, rest) = buf.split_at_mut(kdim * cols);
+        let (tmp, packbuf) = rest.split_at_mut(mg * cols);
+        for grp in 0..group {
+            for i in 0..imgs {
+                let xg = &xv[((img0 + i) * c + grp * cg) * isz..][..cg * isz];
+                let dst = &mut col[i * osz..];
+                if pointwise {
+                    for (r, src) in xg.chunks_exact(isz).enumerate() {
+                        dst[r * cols..][..osz].copy_from_slice(src);
+                    }
+                } else {
+                    im2col(&g, xg, cg, dst, cols);
                 }
-            } else {
-                im2col(&g, xg, cg, dst, cols);
+            }
+            let tmp = &mut tmp[..mg * cols];
+            match packed {
+                Some(p) => packed::gemm_rows(isa, p, grp, col, cols, tmp, packbuf, &|_, _, _: &mut [f32]| {}),
+                None => gemm_rows(mg, kdim, cols, &wv[grp * mg * kdim..][..mg * kdim], col, tmp, |_, _| {}),
+            }
+            for (mo, row) in tmp.chunks_exact(cols).enumerate() {
+                let ch = grp * mg + mo;
+                for (i, src) in row.chunks_exact(osz).enumerate() {
+                    let dst = &mut yrun[(i * m + ch) * osz..][..osz];
+                    dst.copy_from_slice(src);
+                    bias_apply(act, bias_of(ch), dst);
+                }
             }
         }
-        match packed {
-            Some(p) => packed::gemm_rows(isa, p, grp, col, cols, tmp, packbuf, &|_, _, _: &mut [f32]| {}),
-            None => gemm_rows(mg, kdim, cols, &wv[grp * mg * kdim..][..mg * kdim], col, tmp, |_, _| {}),
-        }
-        for (mo, row) in tmp.chunks_exact(cols).enumerate() {
-            let ch = grp * mg + mo;
-            for (img, src) in row.chunks_exact(osz).enumerate() {
-                let dst = &mut y[(img * m + ch) * osz..][..osz];
-                dst.copy_from_slice(src);
-                bias_apply(act, bias_of(ch), dst);
-            }
-        }
-    }
+    });
     Ok(())
 }
 
-/// `y = w (m x k) * col (k x n)`, all row-major and packed, then `epilogue(row, y_row)` on every
-/// output row while it is still in cache. Products too small for matrixmultiply's own threads
-/// have their rows split over the engine's pool.
-#[allow(clippy::too_many_arguments)]
+/// `y = w (m x k) * col (k x n)`, all row-major and packed, then `epilogue(row, y_row_part)` on
+/// every stretch of an output row while it is still in cache (split over the pool by
+/// `sgemm_then`).
 fn gemm_rows(
     m: usize,
     k: usize,
@@ -275,15 +282,8 @@ fn gemm_rows(
     y: &mut [f32],
     epilogue: impl Fn(usize, &mut [f32]) + Sync,
 ) {
-    let workers = if m * k + k * n >= GEMM_SELF_THREADS { 1 } else { threads::workers(m, k * n) };
-    let rows = m.div_ceil(workers);
-    threads::for_each_chunk(&mut y[..m * n], rows * n, &mut [], 0, workers, |i, yc, _| {
-        let (r0, mr) = (i * rows, yc.len() / n);
-        sgemm(mr, k, n, 1.0, &w[r0 * k..], (k as isize, 1), col, (n as isize, 1), 0.0, yc, n as isize);
-        for (r, row) in yc.chunks_exact_mut(n).enumerate() {
-            epilogue(r0 + r, row);
-        }
-    });
+    let (ki, ni) = (k as isize, n as isize);
+    sgemm_then(m, k, n, 1.0, w, (ki, 1), col, (ni, 1), 0.0, &mut y[..m * n], ni, &|r, _, part| epilogue(r, part));
 }
 
 /// One input channel per group, any rank (3-D depthwise convs, which the direct kernel of

@@ -89,14 +89,14 @@ pub fn conv(
     let psz = lay.size(g) + LANES;
     // Output channels per block: they share the padded planes and each input load.
     let ocb = [4, 2, 1].into_iter().find(|b| mg % b == 0).unwrap_or(1);
-    // A worker's buffer: the cg padded planes of one (image, group), then a tag naming it,
+    // A thread's buffer: the cg padded planes of one (image, group), then a tag naming it,
     // so consecutive blocks of the same group pad their input once.
     let wsz = cg * psz + 1;
-    let workers = threads::workers(n * m / ocb, ocb * osz * ksz * cg);
-    scratch.resize(wsz * workers, 0.0);
+    let tasks = threads::tasks(n * m / ocb, ocb * osz * ksz * cg);
+    scratch.resize(wsz * threads::slots(tasks), 0.0);
     // The padding (and the spare tails) is zero for every plane: zero it here once. The tag
     // slot then reads 0, which names no group.
-    scratch[..wsz * workers].fill(0.0);
+    scratch.fill(0.0);
     let run = |item: usize, yc: &mut [f32], buf: &mut [f32]| {
         let oc0 = item * ocb % m;
         let (img, grp) = (item * ocb / m, oc0 / mg);
@@ -118,7 +118,7 @@ pub fn conv(
         }
     };
     debug_assert!((n * m * osz).is_multiple_of(ocb * osz));
-    threads::for_each_chunk(y, ocb * osz, scratch, wsz, workers, run);
+    threads::for_each_chunk(y, ocb * osz, scratch, wsz, tasks, run);
 }
 
 /// Copies one input plane into the interior of the phase-split buffer. The padding around it

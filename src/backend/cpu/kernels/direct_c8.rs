@@ -78,12 +78,12 @@ pub fn conv(
     assert!(x.len() >= n * channels * isz && w.len() >= channels * ksz && y.len() >= n * channels * osz);
     let pad = Padded::new(g);
     let tile = pad.rows * pad.cols * C;
-    // A worker's buffer: the padded tile, the block's weights [taps, 8], its bias [8].
+    // A thread's buffer: the padded tile, the block's weights [taps, 8], its bias [8].
     let wsz = tile + ksz * C + C;
-    let workers = threads::workers(n * channels / C, C * osz * ksz);
-    scratch.resize(wsz * workers, 0.0);
+    let tasks = threads::tasks(n * channels / C, C * osz * ksz);
+    scratch.resize(wsz * threads::slots(tasks), 0.0);
     // The border is the same zero for every block: written once here, never overwritten.
-    scratch[..wsz * workers].fill(0.0);
+    scratch.fill(0.0);
     let fused = activation::InRegister::of(act);
     let run = |item: usize, yb: &mut [f32], buf: &mut [f32]| {
         let (img, c0) = (item * C / channels, item * C % channels);
@@ -107,7 +107,7 @@ pub fn conv(
             activation::apply(u, yb);
         }
     };
-    threads::for_each_chunk(&mut y[..n * channels * osz], C * osz, scratch, wsz, workers, run);
+    threads::for_each_chunk(&mut y[..n * channels * osz], C * osz, scratch, wsz, tasks, run);
 }
 
 /// Transposes the 8 input planes `x` (`[8, ih, iw]`) into the interior of the padded tile

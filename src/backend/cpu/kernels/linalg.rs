@@ -3,6 +3,7 @@
 use super::broadcast::broadcast_strides;
 use super::microkernel::Isa;
 use super::packed::{self, PackedCols};
+use super::threads;
 use super::KResult;
 use crate::tensor::{broadcast_shapes, Data, Tensor};
 
@@ -14,24 +15,99 @@ pub fn sgemm(
     n: usize,
     alpha: f32,
     a: &[f32],
+    sa: (isize, isize),
+    b: &[f32],
+    sb: (isize, isize),
+    beta: f32,
+    c: &mut [f32],
+    rsc: isize,
+) {
+    sgemm_then(m, k, n, alpha, a, sa, b, sb, beta, c, rsc, &|_, _, _| {});
+}
+
+/// [`sgemm`], then `epilogue(row, first_col, part)` on each stretch of a row of C as soon as it
+/// is final (still in cache). Products worth splitting are cut over the engine's pool: by
+/// columns when C is wider than tall (each task packs A again: `m*k` against `m*k*cols` of
+/// work), else by rows (each packs B again).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_then(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
     (rsa, csa): (isize, isize),
     b: &[f32],
     (rsb, csb): (isize, isize),
     beta: f32,
     c: &mut [f32],
     rsc: isize,
+    epilogue: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
 ) {
     if m == 0 || n == 0 {
         return;
     }
+    let rows = |c: &mut [f32]| {
+        for r in 0..m {
+            epilogue(r, 0, &mut c[r * rsc as usize..][..n]);
+        }
+    };
     if k == 0 {
-        c[..m * n].iter_mut().for_each(|v| *v *= beta);
-        return;
+        for r in 0..m {
+            c[r * rsc as usize..][..n].iter_mut().for_each(|v| *v *= beta);
+        }
+        return rows(c);
     }
-    // SAFETY: callers pass slices holding the full strided extents; matrixmultiply reads and
-    // writes only within m x k, k x n and m x n under the given strides.
-    unsafe {
-        matrixmultiply::sgemm(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), rsc, 1);
+    // Rows and columns in blocks of 16 (matrixmultiply's widest register tile).
+    let by_cols = n >= m;
+    let (items, cost) = if by_cols { (n.div_ceil(16), 16 * m * k) } else { (m.div_ceil(16), 16 * k * n) };
+    let tasks = threads::tasks(items, cost);
+    let (ap, bp, cp) = (SharedConst(a.as_ptr()), SharedConst(b.as_ptr()), threads::SharedPtr::new(c));
+    threads::for_each_task(tasks, |t, _| {
+        let part = threads::span(t, tasks, if by_cols { n } else { m }, 16);
+        let (r0, j0) = if by_cols { (0, part.start) } else { (part.start, 0) };
+        let (mr, nc) = if by_cols { (m, part.len()) } else { (part.len(), n) };
+        if mr == 0 || nc == 0 {
+            return;
+        }
+        // SAFETY: callers pass slices holding the full strided extents; this task reads rows
+        // r0..r0+mr of A and columns j0..j0+nc of B, and alone writes that block of C.
+        unsafe {
+            let cblock = cp.get().offset(r0 as isize * rsc + j0 as isize);
+            matrixmultiply::sgemm(
+                mr,
+                k,
+                nc,
+                alpha,
+                ap.get().offset(r0 as isize * rsa),
+                rsa,
+                csa,
+                bp.get().offset(j0 as isize * csb),
+                rsb,
+                csb,
+                beta,
+                cblock,
+                rsc,
+                1,
+            );
+            for r in 0..mr {
+                epilogue(r0 + r, j0, std::slice::from_raw_parts_mut(cblock.offset(r as isize * rsc), nc));
+            }
+        }
+    });
+}
+
+/// A `*const f32` that tasks share (read only).
+#[derive(Clone, Copy)]
+struct SharedConst(*const f32);
+// SAFETY: tasks only read through it.
+unsafe impl Send for SharedConst {}
+unsafe impl Sync for SharedConst {}
+
+impl SharedConst {
+    /// The pointer (a method, so closures capture the whole wrapper, not the field).
+    fn get(self) -> *const f32 {
+        self.0
     }
 }
 

@@ -14,10 +14,6 @@
 use super::microkernel::{tile_wide, AView, CView, Isa, MR, NR};
 use super::threads;
 
-/// Multiply-adds below which a product runs on one thread (~50 us of one core): a pool hand-off
-/// costs a few us, and a split waits for its slowest half (measured: a 32x144x64 conv product
-/// split in two ran 3x slower than on one thread on a busy 2-core machine).
-const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Floats of packed patches per block (128 KiB: the block stays in L2 while every row panel of
 /// the weight passes over it).
 const B_BLOCK_FLOATS: usize = 1 << 15;
@@ -84,20 +80,6 @@ impl PackedCols {
     }
 }
 
-/// A raw output pointer shared by workers that write disjoint tiles.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: workers write disjoint column ranges of the output (see the callers).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so closures capture the whole Send + Sync wrapper, not the field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Columns of one block of packed patches.
 fn block_cols(k: usize) -> usize {
     ((B_BLOCK_FLOATS / k.max(1)) / NR).max(1) * NR
@@ -105,8 +87,7 @@ fn block_cols(k: usize) -> usize {
 
 /// Floats of `scratch` [`gemm_rows`] needs for `k x n` patches.
 pub fn rows_scratch_len(k: usize, n: usize) -> usize {
-    let workers = threads::count();
-    workers * k * block_cols(k).min(n.div_ceil(NR) * NR)
+    threads::count() * k * block_cols(k).min(n.div_ceil(NR) * NR)
 }
 
 /// `y[r, j] = sum_k W_g(r, k) * b[k * n + j]` for group `g` of `w` (`y` is `m x n`, row-major),
@@ -128,13 +109,17 @@ pub fn gemm_rows(
         return;
     }
     assert!(b.len() >= k * n && y.len() >= m * n, "gemm_rows: operands shorter than {m}x{k}x{n}");
-    let panels = n.div_ceil(NR);
-    let workers = if m * k * n < PARALLEL_MIN_MACS { 1 } else { threads::count().min(panels) };
-    let per = panels.div_ceil(workers);
-    let nc = block_cols(k).min(per * NR);
-    let out = OutPtr(y.as_mut_ptr());
-    threads::for_each_chunk(&mut scratch[..workers * k * nc], k * nc, &mut [], 0, workers, |wi, pack, _| {
-        let (c0, c1) = ((wi * per * NR).min(n), ((wi + 1) * per * NR).min(n));
+    let tasks = threads::tasks(n.div_ceil(NR), m * k * NR);
+    let nc = block_cols(k).min(n.div_ceil(tasks).div_ceil(NR) * NR);
+    let out = threads::SharedPtr::new(y);
+    assert!(scratch.len() >= threads::slots(tasks) * k * nc, "gemm_rows: scratch shorter than its slots");
+    let scratch = threads::SharedPtr::new(scratch);
+    threads::for_each_task(tasks, |t, slot| {
+        let cols = threads::span(t, tasks, n, NR);
+        let (c0, c1) = (cols.start, cols.end);
+        // SAFETY: a slot belongs to one thread, which runs one task at a time; `scratch` holds
+        // a slot of `k * nc` floats per thread (`rows_scratch_len`).
+        let pack = unsafe { scratch.slice(slot * k * nc, k * nc) };
         let mut j0 = c0;
         while j0 < c1 {
             let cols = nc.min(c1 - j0);
@@ -150,7 +135,7 @@ pub fn gemm_rows(
                 while q < bp {
                     let pw = if q + step <= bp { step } else { 1 };
                     let jq = j0 + q * NR;
-                    // SAFETY: rows r0.. and columns jq.. lie inside y (m x n), and this worker
+                    // SAFETY: rows r0.. and columns jq.. lie inside y (m x n), and this task
                     // alone writes columns c0..c1; the panels hold k x NR floats each, k * NR
                     // apart.
                     unsafe {
@@ -209,17 +194,17 @@ pub fn gemm_cols(
         "gemm_cols: operands shorter than {m}x{k}x{n}"
     );
     let panels = n.div_ceil(NR);
-    let workers = if m * k * n < PARALLEL_MIN_MACS { 1 } else { threads::count().min(panels) };
-    let per = panels.div_ceil(workers);
-    let out = OutPtr(y.as_mut_ptr());
+    let tasks = threads::tasks(panels, m * k * NR);
+    let out = threads::SharedPtr::new(y);
     // Fewer than 3 rows: several panels per tile, for enough independent accumulators.
     let wide = match m {
         1 => 4,
         2 => 2,
         _ => 1,
     };
-    threads::for_each_worker(workers, |wi| {
-        let (p0, p1) = (wi * per, ((wi + 1) * per).min(panels));
+    threads::for_each_task(tasks, |t, _| {
+        let mine = threads::span(t, tasks, panels, 1);
+        let (p0, p1) = (mine.start, mine.end);
         let mut p = p0;
         while p < p1 {
             let pw = if p + wide <= p1 { wide } else { 1 };
@@ -227,7 +212,7 @@ pub fn gemm_cols(
             let cols = (pw * NR).min(n - p * NR);
             for r0 in (0..m).step_by(MR) {
                 let av = AView { ptr: a[r0 * rs..].as_ptr(), rs, ks };
-                // SAFETY: rows r0.. and columns p*NR.. lie inside y, written by this worker
+                // SAFETY: rows r0.. and columns p*NR.. lie inside y, written by this task
                 // alone (it owns panels p0..p1); A holds rows r0..r0+MR over k (asserted
                 // above); panels p..p+pw follow each other k*NR floats apart.
                 unsafe {

@@ -19,8 +19,6 @@ use super::KResult;
 use crate::quant::{QData, QWeight, INT4_GROUP};
 use half::f16;
 
-/// Multiply-adds below which a product runs on one thread (a pool hand-off costs a few us).
-const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// Activation rows per tile.
 const MR: usize = 4;
 
@@ -93,12 +91,12 @@ pub fn qdense(isa: Isa, w: &QWeight, a: &[f32], m: usize, alpha: f32, accumulate
         Isa::Avx2Fma if !has_f16c() => Isa::Portable,
         _ => isa,
     };
-    // Columns per worker in multiples of 8 (the widest tile).
-    let workers = if m * n * k < PARALLEL_MIN_MACS { 1 } else { threads::count().min(n.div_ceil(8)) };
-    let per = n.div_ceil(workers).div_ceil(8) * 8;
-    let out = OutPtr(y.as_mut_ptr());
-    threads::for_each_worker(workers, |wi| {
-        let (c0, c1) = ((wi * per).min(n), ((wi + 1) * per).min(n));
+    // Columns per task in multiples of 8 (the widest tile).
+    let tasks = threads::tasks(n.div_ceil(8), m * k * 8);
+    let out = threads::SharedPtr::new(y);
+    threads::for_each_task(tasks, |t, _| {
+        let mine = threads::span(t, tasks, n, 8);
+        let (c0, c1) = (mine.start, mine.end);
         for r0 in (0..m).step_by(MR) {
             let rows = MR.min(m - r0);
             let wide = match rows {
@@ -112,7 +110,7 @@ pub fn qdense(isa: Isa, w: &QWeight, a: &[f32], m: usize, alpha: f32, accumulate
                 let t = Tile { a: a[r0 * k..].as_ptr(), k, j0: j, rows, cols, alpha, accumulate };
                 // SAFETY: rows r0..r0+rows of a (m x k) and weight rows j..j+cols (< n) exist
                 // (checked above); y's rows r0.. at columns j..j+cols are written by this
-                // worker alone (it owns columns c0..c1).
+                // task alone (it owns columns c0..c1).
                 unsafe { tile(isa, wv, t, out.get().add(r0 * n), n) };
                 j += cols;
             }
@@ -188,20 +186,6 @@ fn has_f16c() -> bool {
     use std::sync::OnceLock;
     static F16C: OnceLock<bool> = OnceLock::new();
     *F16C.get_or_init(|| std::arch::is_x86_feature_detected!("f16c"))
-}
-
-/// A raw output pointer shared by workers that write disjoint columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: workers write disjoint column ranges of the output (see `qdense`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method call, so closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// One tile: activation rows at `a + r * k`, weight rows `j0..j0 + cols`.

@@ -14,9 +14,9 @@
 
 use super::activation::InRegister;
 use super::i8tile;
-use super::qpatches;
 use super::window::{resolve, Geom};
 use super::{opt, req, KResult};
+use super::{qpatches, threads};
 use crate::ir::Op;
 use crate::quant::{QData, QWeight};
 use crate::tensor::Tensor;
@@ -561,28 +561,35 @@ fn qconv_packed_on(
                     qpatches::from_matrix(isa, col, osz, kdim, fixed, sa, inv, packed)
                 }
             }
-            let yg = &mut y[(img * m + grp * mg) * osz..][..mg * osz];
-            for pan in 0..npan {
-                let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
-                let bp = packed[pan * kg * 64..].as_ptr();
-                let col_scale: &[f32; NR] = sa[p0..][..NR].try_into().expect("sa holds whole panels");
-                for cp in 0..mg.div_ceil(MR) {
-                    let (rows, ch0) = (MR.min(mg - cp * MR), grp * mg + cp * MR);
-                    let (view, sums) = p.panel(grp, cp);
-                    let out = i8tile::Dequant {
-                        col_scale,
-                        row_scale: &sw[ch0..][..rows],
-                        row_bias: bias.map_or(&NO_BIAS[..rows], |b| &b[ch0..][..rows]),
-                        act: fused.unwrap_or(InRegister::Identity),
-                        dst: yg[cp * MR * osz + p0..].as_mut_ptr(),
-                        ld: osz,
-                        cols,
-                    };
-                    // SAFETY: packed weight panel of MR x kg groups; patch panel of kg * 64 bytes;
-                    // the tile writes `rows` output rows of `cols` positions inside yg.
-                    unsafe { i8tile::tile_f32(isa, true, rows, kg, view, bp, sums, &out) };
+            let yg = threads::SharedPtr::new(&mut y[(img * m + grp * mg) * osz..][..mg * osz]);
+            let (sa, packed) = (&*sa, &*packed);
+            // Position panels over the pool (the patches are packed once, above).
+            let tasks = threads::tasks(npan, mg * kdim * NR);
+            threads::for_each_task(tasks, |t, _| {
+                for pan in threads::span(t, tasks, npan, 1) {
+                    let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
+                    let bp = packed[pan * kg * 64..].as_ptr();
+                    let col_scale: &[f32; NR] = sa[p0..][..NR].try_into().expect("sa holds whole panels");
+                    for cp in 0..mg.div_ceil(MR) {
+                        let (rows, ch0) = (MR.min(mg - cp * MR), grp * mg + cp * MR);
+                        let (view, sums) = p.panel(grp, cp);
+                        let out = i8tile::Dequant {
+                            col_scale,
+                            row_scale: &sw[ch0..][..rows],
+                            row_bias: bias.map_or(&NO_BIAS[..rows], |b| &b[ch0..][..rows]),
+                            act: fused.unwrap_or(InRegister::Identity),
+                            // SAFETY: inside yg (mg x osz): row cp * MR, column p0.
+                            dst: unsafe { yg.get().add(cp * MR * osz + p0) },
+                            ld: osz,
+                            cols,
+                        };
+                        // SAFETY: packed weight panel of MR x kg groups; patch panel of kg * 64
+                        // bytes; the tile writes `rows` output rows of `cols` positions inside
+                        // yg, in this task's panels only.
+                        unsafe { i8tile::tile_f32(isa, true, rows, kg, view, bp, sums, &out) };
+                    }
                 }
-            }
+            });
         }
     }
     if let (Some(u), None) = (act, fused) {
