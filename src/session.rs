@@ -96,7 +96,7 @@ impl Model {
     pub fn session(&self, options: SessionOptions) -> Result<Session> {
         let graph = self.graph_at(options.precision);
         let exec = backend::backend(options.backend).prepare(graph.clone())?;
-        Ok(Session { graph, exec, backend: options.backend, precision: options.precision })
+        Ok(Session { graph, exec, backend: options.backend, precision: options.precision, threads: options.threads })
     }
 }
 
@@ -107,6 +107,9 @@ pub struct SessionOptions {
     pub backend: BackendKind,
     /// Weight precision: Gemm/MatMul weights are quantized before the backend sees the graph.
     pub precision: Precision,
+    /// Intra-op threads of the CPU kernels a run may use, the calling thread included (None:
+    /// the whole pool, sized once per process from MATMUL_NUM_THREADS or the cores, at most 4).
+    pub threads: Option<usize>,
 }
 
 impl SessionOptions {
@@ -119,6 +122,12 @@ impl SessionOptions {
         self.precision = p;
         self
     }
+
+    /// Caps the CPU kernels of this session's runs at `n` threads (1: run on the caller only).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.max(1));
+        self
+    }
 }
 
 /// A model prepared on a backend. `Send + Sync`: call [`Session::run`] from any thread.
@@ -127,6 +136,7 @@ pub struct Session {
     exec: Box<dyn Executable>,
     backend: BackendKind,
     precision: Precision,
+    threads: Option<usize>,
 }
 
 /// Named outputs of a run, in the model's output order.
@@ -168,7 +178,7 @@ impl Session {
     /// As [`Session::run`], borrowing the inputs.
     pub fn run_refs(&self, inputs: &[(&str, &Tensor)]) -> Result<Outputs> {
         let ordered = self.check_inputs(inputs)?;
-        let outs = self.exec.run(&ordered)?;
+        let outs = self.limited(|| self.exec.run(&ordered))?;
         Ok(Outputs(self.graph.outputs.iter().map(|&o| self.graph.value(o).name.clone()).zip(outs).collect()))
     }
 
@@ -176,9 +186,16 @@ impl Session {
     /// execution order. `Error::Unavailable` on backends without per-node timing.
     pub fn profile(&self, inputs: &[(&str, &Tensor)]) -> Result<(Outputs, Vec<crate::backend::cpu::NodeTime>)> {
         let ordered = self.check_inputs(inputs)?;
-        let (outs, times) = self.exec.profile(&ordered)?;
+        let (outs, times) = self.limited(|| self.exec.profile(&ordered))?;
         let names = self.graph.outputs.iter().map(|&o| self.graph.value(o).name.clone());
         Ok((Outputs(names.zip(outs).collect()), times))
+    }
+
+    fn limited<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self.threads {
+            Some(n) => crate::backend::cpu::kernels::threads::with_threads(n, f),
+            None => f(),
+        }
     }
 
     fn check_inputs<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<&'t Tensor>> {

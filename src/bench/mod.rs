@@ -41,8 +41,10 @@ pub struct Config {
     pub runs: Option<usize>,
     /// Time budget of the measured phase, all combinations together.
     pub max_secs: Option<f64>,
-    /// Worker threads asked for (recorded; the caller applies it before engines start).
-    pub threads: Option<usize>,
+    /// Intra-op thread counts to bench, each a set of combinations (empty: each engine's
+    /// default). The CPU engine's shared pool is sized by the caller before engines start
+    /// (MATMUL_NUM_THREADS); each combination then uses at most its count.
+    pub threads: Vec<usize>,
     pub inputs: inputs::InputOptions,
     /// Per-node profiling of the backends that have it.
     pub profile: bool,
@@ -62,7 +64,7 @@ impl Config {
             warmup: 10,
             runs: None,
             max_secs: None,
-            threads: None,
+            threads: Vec::new(),
             inputs: Default::default(),
             profile: false,
             baseline: None,
@@ -124,7 +126,11 @@ pub struct Settings {
     pub warmup: usize,
     pub runs: Option<usize>,
     pub max_secs: Option<f64>,
+    /// The most threads any combination used; null: each engine's default.
     pub threads: Option<usize>,
+    /// Every thread count benched (combinations carry theirs in `threads`).
+    #[serde(default)]
+    pub thread_counts: Vec<usize>,
     pub seed: u64,
     /// `BACKEND:PRECISION` of the baseline.
     pub baseline: String,
@@ -145,14 +151,17 @@ pub enum Status {
     Error,
 }
 
-/// One (backend, precision, batch) combination.
+/// One (backend, precision, batch, threads) combination.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ComboResult {
-    /// `backend:precision:bBATCH`.
+    /// `backend:precision:bBATCH`, then `:tTHREADS` when several thread counts were benched.
     pub id: String,
     pub backend: String,
     pub precision: String,
     pub batch: usize,
+    /// Intra-op threads asked for; null: the engine's default.
+    #[serde(default)]
+    pub threads: Option<usize>,
     pub status: Status,
     pub message: Option<String>,
     pub input_shapes: Vec<NamedShape>,
@@ -174,7 +183,7 @@ pub struct ComboResult {
     /// How the engine runs this combination (adapter and CPU fallbacks, quantized nodes, threads).
     #[serde(default)]
     pub engine_detail: Option<String>,
-    /// This p50 over the baseline's p50 at the same batch (> 1: slower).
+    /// This p50 over the baseline's p50 at the same batch and threads (> 1: slower).
     pub ratio_to_baseline: Option<f64>,
     /// Every measured latency in run order, milliseconds.
     pub samples_ms: Vec<f64>,

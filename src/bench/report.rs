@@ -124,7 +124,11 @@ fn preamble(r: &Report) -> Vec<String> {
         format!(
             "settings: warm-up {}, measured {runs} per combination (interleaved), threads {}, {} inputs (seed {})",
             s.warmup,
-            s.threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into()),
+            match (&s.thread_counts[..], s.threads) {
+                (counts, _) if counts.len() > 1 => counts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
+                (_, Some(t)) => t.to_string(),
+                _ => "default".into(),
+            },
             s.input_source,
             s.seed
         ),

@@ -45,24 +45,35 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
         Some(b) => b.iter().map(|&b| Some(b)).collect(),
         None => vec![None],
     };
+    if cfg.threads.contains(&0) {
+        return Err(Error::Unavailable("thread counts must be at least 1".into()));
+    }
+    let thread_list: Vec<Option<usize>> =
+        if cfg.threads.is_empty() { vec![None] } else { cfg.threads.iter().map(|&t| Some(t)).collect() };
     let mut results = Vec::new();
     let mut pending: Vec<(usize, Vec<(String, crate::Tensor)>)> = Vec::new();
     for &b in &batch_list {
         let made = make_inputs(&decls, &cfg.inputs, b)?;
-        for backend in &cfg.backends {
-            for p in &cfg.precisions {
-                let (batch, shapes, message) = match &made {
-                    Ok((ins, batch)) => (*batch, shapes_of(ins), None),
-                    Err(why) => (b.unwrap_or(1), Vec::new(), Some(why.clone())),
-                };
-                let mut r = empty_result(backend, &p.to_string(), batch, shapes);
-                if let Some(m) = message {
-                    r.status = Status::Unsupported;
-                    r.message = Some(m);
-                } else if let Ok((ins, _)) = &made {
-                    pending.push((results.len(), ins.clone()));
+        for &threads in &thread_list {
+            for backend in &cfg.backends {
+                for p in &cfg.precisions {
+                    let (batch, shapes, message) = match &made {
+                        Ok((ins, batch)) => (*batch, shapes_of(ins), None),
+                        Err(why) => (b.unwrap_or(1), Vec::new(), Some(why.clone())),
+                    };
+                    let mut r = empty_result(backend, &p.to_string(), batch, shapes);
+                    r.threads = threads;
+                    if thread_list.len() > 1 {
+                        r.id = format!("{}:t{}", r.id, threads.unwrap_or(0));
+                    }
+                    if let Some(m) = message {
+                        r.status = Status::Unsupported;
+                        r.message = Some(m);
+                    } else if let Ok((ins, _)) = &made {
+                        pending.push((results.len(), ins.clone()));
+                    }
+                    results.push(r);
                 }
-                results.push(r);
             }
         }
     }
@@ -79,7 +90,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
         peak_reset_ok &= reset;
         let before = rss();
         let t0 = Instant::now();
-        let target = match open(&r.backend, r.precision.parse().expect("our own name"), &cfg.model, ins, cfg.threads) {
+        let target = match open(&r.backend, r.precision.parse().expect("our own name"), &cfg.model, ins, r.threads) {
             Ok(Opened::Ready(t, phases)) => {
                 r.init_phases = Some(phases);
                 t
@@ -220,7 +231,8 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Report> {
             warmup: cfg.warmup,
             runs,
             max_secs: cfg.max_secs,
-            threads: cfg.threads,
+            threads: cfg.threads.iter().copied().max(),
+            thread_counts: cfg.threads.clone(),
             seed: cfg.inputs.seed,
             baseline,
             input_source: if cfg.inputs.files.is_empty() { "random" } else { "files" }.into(),
@@ -242,6 +254,7 @@ fn empty_result(backend: &str, precision: &str, batch: usize, input_shapes: Vec<
         backend: backend.into(),
         precision: precision.into(),
         batch,
+        threads: None,
         status: Status::Ok,
         message: None,
         input_shapes,
@@ -321,13 +334,13 @@ pub fn by_op(nodes: &[NodeProfile]) -> Vec<OpProfile> {
 }
 
 fn set_ratios(results: &mut [ComboResult], baseline: &str) {
-    let base: Vec<(usize, f64)> = results
+    let base: Vec<((usize, Option<usize>), f64)> = results
         .iter()
         .filter(|r| format!("{}:{}", r.backend, r.precision) == baseline)
-        .filter_map(|r| Some((r.batch, r.latency_ms.as_ref()?.p50)))
+        .filter_map(|r| Some(((r.batch, r.threads), r.latency_ms.as_ref()?.p50)))
         .collect();
     for r in results.iter_mut() {
-        let b = base.iter().find(|(batch, _)| *batch == r.batch).map(|(_, p)| *p);
+        let b = base.iter().find(|(key, _)| *key == (r.batch, r.threads)).map(|(_, p)| *p);
         if let (Some(b), Some(l)) = (b, r.latency_ms.as_ref()) {
             r.ratio_to_baseline = (b > 0.0).then(|| l.p50 / b);
         }

@@ -159,7 +159,12 @@ pub fn open(
                 let exec = backend::backend(BackendKind::Cpu).prepare(graph.clone())?;
                 ph.prepare_ms = ms_since(t);
                 let detail = (wp != quant::Precision::F32).then(|| format!("{quantized} node(s) quantized to {wp}"));
-                Box::new(AlembicTarget { exec, inputs, detail })
+                let detail = match (detail, threads) {
+                    (d, None) => d,
+                    (None, Some(t)) => Some(format!("{t} thread(s)")),
+                    (Some(d), Some(t)) => Some(format!("{d}; {t} thread(s)")),
+                };
+                Box::new(AlembicTarget { exec, inputs, detail, threads })
             } else {
                 wgpu_target(graph, inputs, wp, quantized)?
             };
@@ -239,17 +244,28 @@ struct AlembicTarget {
     exec: Box<dyn Executable>,
     inputs: Vec<Tensor>,
     detail: Option<String>,
+    /// The CPU kernels' thread limit for this combination.
+    threads: Option<usize>,
+}
+
+impl AlembicTarget {
+    fn limited<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self.threads {
+            Some(t) => backend::cpu::kernels::threads::with_threads(t, f),
+            None => f(),
+        }
+    }
 }
 
 impl Target for AlembicTarget {
     fn run(&mut self) -> Result<()> {
         let refs: Vec<&Tensor> = self.inputs.iter().collect();
-        self.exec.run(&refs).map(drop)
+        self.limited(|| self.exec.run(&refs).map(drop))
     }
 
     fn profile(&mut self) -> Option<Result<Vec<NodeTime>>> {
         let refs: Vec<&Tensor> = self.inputs.iter().collect();
-        Some(self.exec.profile(&refs).map(|(_, times)| times))
+        Some(self.limited(|| self.exec.profile(&refs).map(|(_, times)| times)))
     }
 
     fn profile_clock(&self) -> Option<&'static str> {

@@ -190,6 +190,33 @@ fn bench_report_follows_schema() {
 }
 
 #[test]
+fn thread_counts_are_combinations_of_their_own() {
+    let dir = temp_dir("threads");
+    let model = mlp_model(&dir);
+    let mut cfg = Config::new(&model);
+    cfg.precisions = vec![bench::Precision::F32, bench::Precision::Int8];
+    cfg.batches = Some(vec![2]);
+    cfg.threads = vec![1, 2];
+    cfg.warmup = 1;
+    cfg.runs = Some(3);
+    let rep = bench::run(&cfg, &mut |_| {}).unwrap();
+    let ids: Vec<&str> = rep.results.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["cpu:f32:b2:t1", "cpu:int8:b2:t1", "cpu:f32:b2:t2", "cpu:int8:b2:t2"]);
+    for r in &rep.results {
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert!(r.engine_detail.as_deref().is_some_and(|d| d.ends_with(&format!("{} thread(s)", r.threads.unwrap()))));
+    }
+    // Each thread count has its own baseline.
+    assert_eq!(rep.results[0].ratio_to_baseline, Some(1.0));
+    assert_eq!(rep.results[2].ratio_to_baseline, Some(1.0));
+    assert_eq!((rep.settings.threads, &rep.settings.thread_counts[..]), (Some(2), &[1, 2][..]));
+    assert_valid(&serde_json::to_value(&rep).unwrap());
+    cfg.threads = vec![0];
+    assert!(bench::run(&cfg, &mut |_| {}).is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn fixture_benches_follow_schema() {
     use bench::Precision::*;
     for (name, op) in [("student", "Gemm"), ("teacher", "Conv")] {

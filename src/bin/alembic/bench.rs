@@ -27,9 +27,10 @@ pub struct Args {
     /// Time budget for the measured runs of all combinations together, seconds.
     #[arg(long)]
     max_secs: Option<f64>,
-    /// Threads for the CPU GEMM (MATMUL_NUM_THREADS; the library caps it at 4).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Intra-op thread counts, comma-separated (e.g. 1,2): each is a set of combinations,
+    /// interleaved with the others. Alembic's CPU pool is sized to the largest (at most 4).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
     /// NAME=1x3x48x192: an input's shape, or SYMBOL=N to bind a symbolic dimension.
     #[arg(long = "input-shape", value_parser = inputs::parse_shape_spec)]
     input_shape: Vec<(String, Vec<usize>)>,
@@ -63,13 +64,15 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    if let Some(t) = a.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        // Read by matrixmultiply's thread pool on first use, which has not happened yet.
+    if a.threads.contains(&0) {
+        bail!("--threads must be at least 1");
+    }
+    if let Some(t) = a.threads.iter().max() {
+        // Sizes the CPU engine's pool, built on first use, which has not happened yet.
         std::env::set_var("MATMUL_NUM_THREADS", t.to_string());
     }
+    let mut threads = a.threads.clone();
+    threads.dedup();
     if a.runs == Some(0) {
         bail!("--runs must be at least 1");
     }
@@ -106,7 +109,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         warmup: a.warmup,
         runs: a.runs,
         max_secs: a.max_secs,
-        threads: a.threads,
+        threads,
         inputs: inputs::InputOptions { shapes: a.input_shape.clone(), files, seed: a.seed },
         profile: a.profile,
         baseline: a.baseline.clone(),
