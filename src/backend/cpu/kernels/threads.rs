@@ -26,6 +26,12 @@ use std::time::{Duration, Instant};
 /// when the helpers are spinning, and a task this size is a few microseconds of one core.
 const MIN_TASK_WORK: usize = 1 << 16;
 
+/// Multiply-adds below which a split does not wake sleeping helpers: a woken helper spins
+/// through the serial kernels that follow, and on the benchmark VM a spinning vCPU slowed the
+/// other by up to 1.8x (see [`SPIN`]); the teacher at batch 1 ran 1.5-1.9x slower on 2 threads
+/// than on 1 when its ~0.3M-MAC convs woke the helper every run.
+const WAKE_WORK: usize = 1 << 19;
+
 /// How long an idle helper spins before it sleeps: about the serial stretch between two split
 /// kernels of one run. Spinning is not free: on the 2-vCPU benchmark VM a thread spinning on
 /// one vCPU slowed single-threaded inference on the other by up to 1.8x (the vCPUs share a
@@ -75,11 +81,14 @@ pub fn count() -> usize {
 /// batched convs lose their wide GEMM, and every task packs its operand again).
 pub fn tasks(items: usize, cost: usize) -> usize {
     let threads = limit();
-    if threads < 2 || pool().is_none() {
+    let Some(pool) = pool().filter(|_| threads > 1) else {
+        return 1;
+    };
+    let work = items.saturating_mul(cost);
+    if work < WAKE_WORK && pool.sleepers.load(Ordering::Relaxed) > 0 {
         return 1;
     }
-    let by_work = items.saturating_mul(cost) / MIN_TASK_WORK;
-    items.min(by_work).min(threads).max(1)
+    (work / MIN_TASK_WORK).min(items).min(threads).max(1)
 }
 
 /// Per-thread scratch slots a call with `tasks` tasks needs.
