@@ -62,7 +62,7 @@ pub fn sgemm_then(
     let by_cols = n >= m;
     let (items, cost) = if by_cols { (n.div_ceil(16), 16 * m * k) } else { (m.div_ceil(16), 16 * k * n) };
     let tasks = threads::tasks(items, cost);
-    let (ap, bp, cp) = (SharedConst(a.as_ptr()), SharedConst(b.as_ptr()), threads::SharedPtr::new(c));
+    let cp = threads::SharedPtr::new(c);
     threads::for_each_task(tasks, |t, _| {
         let part = threads::span(t, tasks, if by_cols { n } else { m }, 16);
         let (r0, j0) = if by_cols { (0, part.start) } else { (part.start, 0) };
@@ -79,10 +79,10 @@ pub fn sgemm_then(
                 k,
                 nc,
                 alpha,
-                ap.get().offset(r0 as isize * rsa),
+                a.as_ptr().offset(r0 as isize * rsa),
                 rsa,
                 csa,
-                bp.get().offset(j0 as isize * csb),
+                b.as_ptr().offset(j0 as isize * csb),
                 rsb,
                 csb,
                 beta,
@@ -95,20 +95,6 @@ pub fn sgemm_then(
             }
         }
     });
-}
-
-/// A `*const f32` that tasks share (read only).
-#[derive(Clone, Copy)]
-struct SharedConst(*const f32);
-// SAFETY: tasks only read through it.
-unsafe impl Send for SharedConst {}
-unsafe impl Sync for SharedConst {}
-
-impl SharedConst {
-    /// The pointer (a method, so closures capture the whole wrapper, not the field).
-    fn get(self) -> *const f32 {
-        self.0
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
