@@ -15,6 +15,8 @@
 //!   equals `x * y`. `y * sign(x)` overflows i8 only for y = -128, so the operand negated is the
 //!   one that never holds -128 (the int8 weights, in [-127, 127]); `neg_a` says that is A. The
 //!   i16 pair sums are at most 2 * 128 * 127 = 32512 < 32767: `vpmaddubsw` never saturates.
+//! - AVX-512 VNNI: the same `vpdpbusd` 512 bits wide, one register per row and panel (a panel's
+//!   k group is 64 bytes, one load); conv tiles take two panels at once (12 accumulators).
 //! - Portable: a widening i32 loop LLVM vectorizes.
 //!
 //! Every body accumulates in i32 (wrapping), exact while `k * 128 * 127 < 2^31`: `k <= MAX_K`.
@@ -38,6 +40,8 @@ pub enum Isa {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -48,7 +52,12 @@ impl Isa {
             use std::sync::OnceLock;
             static ISA: OnceLock<Isa> = OnceLock::new();
             *ISA.get_or_init(|| {
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("avxvnni") {
+                // `ALEMBIC_CPU_NO_AVX512=1` keeps the 256-bit bodies (to compare in one binary).
+                let no512 = std::env::var("ALEMBIC_CPU_NO_AVX512").is_ok_and(|v| v.trim() == "1");
+                if has_avx512_vnni() && !no512 {
+                    Isa::Avx512Vnni
+                } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("avxvnni")
+                {
                     Isa::AvxVnni
                 } else if std::arch::is_x86_feature_detected!("avx2") {
                     Isa::Avx2
@@ -69,11 +78,34 @@ impl Isa {
             if std::arch::is_x86_feature_detected!("avx2") {
                 v.push(Isa::Avx2);
             }
-            if Isa::detect() == Isa::AvxVnni {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("avxvnni") {
                 v.push(Isa::AvxVnni);
+            }
+            if has_avx512_vnni() {
+                v.push(Isa::Avx512Vnni);
             }
         }
         v
+    }
+}
+
+/// Whether the CPU runs the AVX-512 VNNI body (which also uses AVX2 for its epilogue).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+impl Isa {
+    /// Column panels a conv tile takes at once: two where 32 registers hold 6 x 2 accumulators.
+    pub fn conv_panels(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -93,11 +125,12 @@ pub struct AView {
 /// A tile's finished sums: `acc[r][j]` for row r, column j (of up to 4 panels).
 pub type Acc = [[i32; 4 * NR]; MR];
 
-/// A one-panel tile's f32 results, written straight from its registers:
+/// A tile's f32 results (one or two panels), written straight from its registers:
 /// `dst[r * ld + j] = act((col_scale[j] * row_scale[r]) * sum + row_bias[r])` for `j < cols`
-/// (the w8a8 QConv's rescale, bias and activation, in that order).
+/// (the w8a8 QConv's rescale, bias and activation, in that order). `col_scale` covers every
+/// column of the tile's panels.
 pub struct Dequant<'a> {
-    pub col_scale: &'a [f32; NR],
+    pub col_scale: &'a [f32],
     pub row_scale: &'a [f32],
     pub row_bias: &'a [f32],
     pub act: InRegister,
@@ -221,24 +254,29 @@ pub unsafe fn tile(
     dispatch(isa, neg_a, rows, panels, kg, a, b, ps, asum, Sink::Acc(acc))
 }
 
-/// [`tile`] for one panel, its sums rescaled to f32 and stored as `out` says, from registers.
+/// [`tile`] for one or two panels (`ps` bytes apart), its sums rescaled to f32 and stored as
+/// `out` says, from registers.
 ///
 /// # Safety
-/// As [`tile`]; `out.dst` must be writable at `r * ld + j` for `r < rows`, `j < cols <= NR`,
-/// and `out.row_scale`, `out.row_bias` must hold `rows` values.
+/// As [`tile`]; `out.dst` must be writable at `r * ld + j` for `r < rows`,
+/// `j < cols <= panels * NR`, `out.col_scale` must hold `panels * NR` values and
+/// `out.row_scale`, `out.row_bias` `rows` values.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn tile_f32(
     isa: Isa,
     neg_a: bool,
     rows: usize,
+    panels: usize,
     kg: usize,
     a: AView,
     b: *const i8,
+    ps: usize,
     asum: &[i32],
     out: &Dequant,
 ) {
-    debug_assert!(out.cols <= NR && out.row_scale.len() >= rows && out.row_bias.len() >= rows);
-    dispatch(isa, neg_a, rows, 1, kg, a, b, 0, asum, Sink::F32(out))
+    debug_assert!((1..=2).contains(&panels) && out.cols <= panels * NR && out.col_scale.len() >= panels * NR);
+    debug_assert!(out.row_scale.len() >= rows && out.row_bias.len() >= rows);
+    dispatch(isa, neg_a, rows, panels, kg, a, b, ps, asum, Sink::F32(out))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -263,6 +301,12 @@ unsafe fn dispatch(
                 (3, 1) => $f::<3, 1 $(, $na)?>(kg, a, b, ps, asum, sink),
                 (2, 1) => $f::<2, 1 $(, $na)?>(kg, a, b, ps, asum, sink),
                 (1, 1) => $f::<1, 1 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (6, 2) => $f::<6, 2 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (5, 2) => $f::<5, 2 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (4, 2) => $f::<4, 2 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (3, 2) => $f::<3, 2 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (2, 2) => $f::<2, 2 $(, $na)?>(kg, a, b, ps, asum, sink),
+                (1, 2) => $f::<1, 2 $(, $na)?>(kg, a, b, ps, asum, sink),
                 (1, 4) => $f::<1, 4 $(, $na)?>(kg, a, b, ps, asum, sink),
                 _ => unreachable!("no {rows}-row {panels}-panel int8 tile"),
             }
@@ -272,6 +316,8 @@ unsafe fn dispatch(
         Isa::Portable => shapes!(tile_portable),
         #[cfg(target_arch = "x86_64")]
         Isa::AvxVnni => shapes!(tile_vnni),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => shapes!(tile_vnni512),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if neg_a => shapes!(tile_avx2, true),
         #[cfg(target_arch = "x86_64")]
@@ -350,6 +396,50 @@ unsafe fn tile_vnni<const R: usize, const P: usize>(
     finish(&s, sink);
 }
 
+/// [`tile_vnni`] 512 bits wide: a panel's k group (16 columns x 4 bytes) is one register, so a
+/// row needs one accumulator per panel; the sums leave as the 256-bit halves [`finish`] takes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_vnni512<const R: usize, const P: usize>(
+    kg: usize,
+    a: AView,
+    b: *const i8,
+    ps: usize,
+    asum: &[i32],
+    sink: Sink,
+) {
+    use std::arch::x86_64::*;
+    let flip = _mm512_set1_epi8(-128);
+    let mut s = [[_mm512_setzero_si512(); P]; R];
+    for (r, sr) in s.iter_mut().enumerate() {
+        *sr = [_mm512_set1_epi32(asum[r].wrapping_mul(-128)); P];
+    }
+    let (mut ap, mut bp) = (a.ptr, b);
+    for _ in 0..kg {
+        // Plain loops, no closures: a closure does not inherit the target features, and its
+        // intrinsics would become calls.
+        let mut bq = [flip; P];
+        for (q, v) in bq.iter_mut().enumerate() {
+            *v = _mm512_xor_si512(_mm512_loadu_si512(bp.add(q * ps).cast()), flip);
+        }
+        for (r, sr) in s.iter_mut().enumerate() {
+            let av = _mm512_set1_epi32(*ap.add(r * a.rs));
+            for (acc, &bv) in sr.iter_mut().zip(&bq) {
+                *acc = _mm512_dpbusd_epi32(*acc, bv, av);
+            }
+        }
+        ap = ap.add(a.gs);
+        bp = bp.add(GROUP);
+    }
+    let mut halves = [[[_mm256_setzero_si256(); 2]; P]; R];
+    for (hr, sr) in halves.iter_mut().zip(&s) {
+        for (h, &v) in hr.iter_mut().zip(sr) {
+            *h = [_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)];
+        }
+    }
+    finish(&halves, sink);
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn tile_avx2<const R: usize, const P: usize, const NEG_A: bool>(
@@ -367,7 +457,7 @@ unsafe fn tile_avx2<const R: usize, const P: usize, const NEG_A: bool>(
     for _ in 0..kg {
         for q in 0..P {
             let bv = [_mm256_loadu_si256(bp.add(q * ps).cast()), _mm256_loadu_si256(bp.add(q * ps + 32).cast())];
-            let babs = bv.map(|v| _mm256_sign_epi8(v, v));
+            let babs = [_mm256_sign_epi8(bv[0], bv[0]), _mm256_sign_epi8(bv[1], bv[1])];
             for (r, sr) in s.iter_mut().enumerate() {
                 let av = _mm256_set1_epi32(*ap.add(r * a.rs));
                 let aabs = _mm256_sign_epi8(av, av);
@@ -406,19 +496,31 @@ unsafe fn finish<const R: usize, const P: usize>(s: &[[[std::arch::x86_64::__m25
 #[target_feature(enable = "avx2")]
 unsafe fn store_f32<const R: usize, const P: usize>(s: &[[[std::arch::x86_64::__m256i; 2]; P]; R], d: &Dequant) {
     use std::arch::x86_64::*;
-    let cs = [_mm256_loadu_ps(d.col_scale.as_ptr()), _mm256_loadu_ps(d.col_scale.as_ptr().add(8))];
-    let lanes = [d.cols.min(8), d.cols.saturating_sub(8)];
-    let mask = lanes.map(|n| super::direct::first_lanes(n));
+    // Column block i (8 columns) of the tile: panel i / 2, half i % 2.
+    let (mut lanes, mut cs) = ([[0usize; 2]; P], [[_mm256_setzero_ps(); 2]; P]);
+    for q in 0..P {
+        for h in 0..2 {
+            lanes[q][h] = d.cols.saturating_sub(8 * (2 * q + h)).min(8);
+            cs[q][h] = _mm256_loadu_ps(d.col_scale[8 * (2 * q + h)..][..8].as_ptr());
+        }
+    }
     for (r, sr) in s.iter().enumerate() {
         let (rs, rb) = (_mm256_set1_ps(d.row_scale[r]), _mm256_set1_ps(d.row_bias[r]));
         let dst = d.dst.add(r * d.ld);
-        for h in 0..2 {
-            let v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(cs[h], rs), _mm256_cvtepi32_ps(sr[0][h])), rb);
-            let v = d.act.avx2(v);
-            if lanes[h] == 8 {
-                _mm256_storeu_ps(dst.add(8 * h), v);
-            } else if lanes[h] > 0 {
-                _mm256_maskstore_ps(dst.add(8 * h), mask[h], v);
+        for q in 0..P {
+            for h in 0..2 {
+                let n = lanes[q][h];
+                if n == 0 {
+                    continue;
+                }
+                let v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(cs[q][h], rs), _mm256_cvtepi32_ps(sr[q][h])), rb);
+                let v = d.act.avx2(v);
+                let at = dst.add(q * NR + 8 * h);
+                if n == 8 {
+                    _mm256_storeu_ps(at, v);
+                } else {
+                    _mm256_maskstore_ps(at, super::direct::first_lanes(n), v);
+                }
             }
         }
     }
@@ -476,7 +578,7 @@ mod tests {
                 }
                 let sums: Vec<i32> = (0..m).map(|r| a[r * k..][..k].iter().map(|&v| v as i32).sum()).collect();
                 let want = |r: usize, j: usize| (0..k).map(|t| a[r * k + t] as i32 * bt[j * k + t] as i32).sum::<i32>();
-                for (rows, panels) in (1..=MR).map(|r| (r, 1)).chain([(1, 4)]) {
+                for (rows, panels) in (1..=MR).flat_map(|r| [(r, 1), (r, 2)]).chain([(1, 4)]) {
                     for packed_a in [false, true] {
                         let view = if packed_a {
                             rows_packed.panel(0, 0).0

@@ -563,13 +563,17 @@ fn qconv_packed_on(
             }
             let yg = threads::SharedPtr::new(&mut y[(img * m + grp * mg) * osz..][..mg * osz]);
             let (sa, packed) = (&*sa, &*packed);
-            // Position panels over the pool (the patches are packed once, above).
-            let tasks = threads::tasks(npan, mg * kdim * NR);
+            // Units of `step` position panels over the pool (the patches are packed once, above).
+            let step = isa.conv_panels();
+            let units = npan.div_ceil(step);
+            let tasks = threads::tasks(units, mg * kdim * NR * step);
             threads::for_each_task(tasks, |t, _| {
-                for pan in threads::span(t, tasks, npan, 1) {
-                    let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
+                for unit in threads::span(t, tasks, units, 1) {
+                    let pan = unit * step;
+                    let panels = step.min(npan - pan);
+                    let (p0, cols) = (pan * NR, (panels * NR).min(osz - pan * NR));
                     let bp = packed[pan * kg * 64..].as_ptr();
-                    let col_scale: &[f32; NR] = sa[p0..][..NR].try_into().expect("sa holds whole panels");
+                    let col_scale = &sa[p0..][..panels * NR];
                     for cp in 0..mg.div_ceil(MR) {
                         let (rows, ch0) = (MR.min(mg - cp * MR), grp * mg + cp * MR);
                         let (view, sums) = p.panel(grp, cp);
@@ -583,10 +587,10 @@ fn qconv_packed_on(
                             ld: osz,
                             cols,
                         };
-                        // SAFETY: packed weight panel of MR x kg groups; patch panel of kg * 64
-                        // bytes; the tile writes `rows` output rows of `cols` positions inside
-                        // yg, in this task's panels only.
-                        unsafe { i8tile::tile_f32(isa, true, rows, kg, view, bp, sums, &out) };
+                        // SAFETY: packed weight panel of MR x kg groups; `panels` patch panels of
+                        // kg * 64 bytes each, back to back; the tile writes `rows` output rows of
+                        // `cols` positions inside yg, in this task's panels only.
+                        unsafe { i8tile::tile_f32(isa, true, rows, panels, kg, view, bp, kg * 64, sums, &out) };
                     }
                 }
             });
