@@ -57,9 +57,10 @@ fn mobilenet_parity() {
     }
 }
 
-/// w8a8 quantizes the activations of the dense products only: depthwise convs and the RGB stem
-/// keep f32 activations with int8 weights (`quant::w8a8_keeps_f32_activations`), every other
-/// conv and the Gemms run w8a8, and the logits stay close to f32's.
+/// w8a8 quantizes the activations of the dense products only: depthwise convs, the RGB stem and
+/// 1x1 convs over fewer than 33 channels keep f32 activations with int8 weights
+/// (`quant::w8a8_keeps_f32_activations`), every other conv and the Gemms run w8a8, and the
+/// logits stay close to f32's.
 #[test]
 fn mobilenet_w8a8_keeps_depthwise_and_stem_weight_only() {
     use alembic::backend::cpu::CpuBackend;
@@ -70,16 +71,19 @@ fn mobilenet_w8a8_keeps_depthwise_and_stem_weight_only() {
 
     let model = alembic::Model::load(model()).expect("loads the MobileNetV3 fixture");
     let g = quantize_graph(model.graph(), Precision::W8a8);
-    let (mut depthwise, mut stem, mut dense) = (0, 0, 0);
+    let (mut depthwise, mut stem, mut narrow, mut dense) = (0, 0, 0, 0);
     for node in &g.nodes {
         match &node.op {
             Op::QConv { group, wshape, w, .. } if w8a8_keeps_f32_activations(*group, wshape) => {
                 assert!(matches!(w.data, QData::Int8 { .. }), "{}: should be int8 weight-only", node.name);
                 if is_depthwise(*group, wshape) {
                     depthwise += 1;
+                } else if wshape[2..].iter().all(|&k| k == 1) {
+                    assert!(wshape[1] < alembic::quant::W8A8_MIN_REDUCTION, "{}: {wshape:?} is not short", node.name);
+                    narrow += 1;
                 } else {
-                    // Only the 3-channel 3x3 stem is short; MobileNet's 1x1 convs are not.
-                    assert_eq!(&wshape[1..], &[3, 3, 3], "{}: only the stem has a short reduction", node.name);
+                    // The only short conv with a window is the 3-channel 3x3 stem.
+                    assert_eq!(&wshape[1..], &[3, 3, 3], "{}: only the stem has a short window", node.name);
                     stem += 1;
                 }
             }
@@ -92,7 +96,7 @@ fn mobilenet_w8a8_keeps_depthwise_and_stem_weight_only() {
     }
     assert!(
         depthwise > 0 && stem == 1 && dense > 0,
-        "{depthwise} depthwise, {stem} stem and {dense} dense quantized nodes"
+        "{depthwise} depthwise, {stem} stem, {narrow} narrow 1x1 and {dense} dense quantized nodes"
     );
     let x = input(3);
     let run = |g| CpuBackend.prepare(Arc::new(g)).unwrap().run(&[&x]).unwrap().remove(0);

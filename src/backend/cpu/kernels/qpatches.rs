@@ -15,6 +15,7 @@
 
 use super::i8tile::{self, NR};
 use super::qgemm_i8::{q8, QMAX, QMIN};
+use super::threads;
 use super::window::Geom;
 
 /// Sets `inv` to the reciprocals of the scales `sa`, which hold `max |patch|` per position on
@@ -31,8 +32,8 @@ fn finish_scales(fixed: Option<f32>, sa: &mut [f32], inv: &mut [f32]) {
 }
 
 /// Per-position scales of the patch matrix `col` (`[kdim, osz]`, column maxima) into `sa` /
-/// `inv`, then the patches packed by [`pack_matrix`]; compiled for AVX2 too (the baseline
-/// target vectorizes only 4 wide).
+/// `inv` (`npan * NR` each, zero past `osz`), then the patches packed into `dst` (`npan` panels),
+/// split by position panels over the pool: each task scales and packs its own positions.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn from_matrix(
     isa: i8tile::Isa,
@@ -44,11 +45,39 @@ pub(super) fn from_matrix(
     inv: &mut [f32],
     dst: &mut [i8],
 ) {
+    let (npan, pbytes) = (osz.div_ceil(NR), i8tile::groups(kdim) * 64);
+    assert!(sa.len() >= npan * NR && inv.len() >= npan * NR && dst.len() >= npan * pbytes);
+    let tasks = threads::tasks(npan, kdim * NR);
+    let (sp, ip, dp) = (threads::SharedPtr::new(sa), threads::SharedPtr::new(inv), threads::SharedPtr::new(dst));
+    threads::for_each_task(tasks, |t, _| {
+        let pans = threads::span(t, tasks, npan, 1);
+        let (n, p0) = (pans.len(), pans.start);
+        // SAFETY: inside the buffers (asserted above); tasks get disjoint panel ranges.
+        let (sa, inv, dst) =
+            unsafe { (sp.slice(p0 * NR, n * NR), ip.slice(p0 * NR, n * NR), dp.slice(p0 * pbytes, n * pbytes)) };
+        matrix_panels(isa, col, osz, kdim, fixed, p0, sa, inv, dst);
+    });
+}
+
+/// [`from_matrix`] for the panels from `pan0` on (`sa`, `inv` and `dst` start there); compiled
+/// for AVX2 too (the baseline target vectorizes only 4 wide).
+#[allow(clippy::too_many_arguments)]
+fn matrix_panels(
+    isa: i8tile::Isa,
+    col: &[f32],
+    osz: usize,
+    kdim: usize,
+    fixed: Option<f32>,
+    pan0: usize,
+    sa: &mut [f32],
+    inv: &mut [f32],
+    dst: &mut [i8],
+) {
     #[inline(always)]
-    fn scales(col: &[f32], osz: usize, fixed: Option<f32>, sa: &mut [f32], inv: &mut [f32]) {
+    fn scales(col: &[f32], osz: usize, fixed: Option<f32>, pan0: usize, sa: &mut [f32], inv: &mut [f32]) {
         sa.fill(0.0);
         for row in col.chunks_exact(osz) {
-            for (s, &v) in sa.iter_mut().zip(row) {
+            for (s, &v) in sa.iter_mut().zip(&row[(pan0 * NR).min(osz)..]) {
                 *s = s.max(v.abs());
             }
         }
@@ -56,36 +85,38 @@ pub(super) fn from_matrix(
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn avx2(
         col: &[f32],
         osz: usize,
         kdim: usize,
         fixed: Option<f32>,
+        pan0: usize,
         sa: &mut [f32],
         inv: &mut [f32],
         dst: &mut [i8],
     ) {
-        scales(col, osz, fixed, sa, inv);
-        pack_matrix_avx2(col, osz, kdim, inv, dst)
+        scales(col, osz, fixed, pan0, sa, inv);
+        pack_matrix_avx2(col, osz, kdim, pan0, inv, dst)
     }
     #[cfg(target_arch = "x86_64")]
     if isa != i8tile::Isa::Portable {
-        // SAFETY: the AVX2 and AVX-VNNI bodies are only picked when AVX2 was detected.
-        return unsafe { avx2(col, osz, kdim, fixed, sa, inv, dst) };
+        // SAFETY: the AVX2 and VNNI bodies are only picked when AVX2 was detected.
+        return unsafe { avx2(col, osz, kdim, fixed, pan0, sa, inv, dst) };
     }
     let _ = isa;
-    scales(col, osz, fixed, sa, inv);
-    for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
-        matrix_panel(col, osz, kdim, inv, pan, panel);
+    scales(col, osz, fixed, pan0, sa, inv);
+    for (i, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+        matrix_panel(col, osz, kdim, &inv[i * NR..][..NR], pan0 + i, panel);
     }
 }
 
-/// Panel `pan` of the patch matrix `col` quantized with `inv[p]` per position: byte
+/// Panel `pan` of the patch matrix `col` quantized with `inv[j]` for its position j: byte
 /// `(g * 64) + 4 * j + u` is patch element (4g + u, pan * NR + j), zero past `kdim` and `osz`.
 #[inline(always)]
 fn matrix_panel(col: &[f32], osz: usize, kdim: usize, inv: &[f32], pan: usize, panel: &mut [i8]) {
     let (p0, cols) = (pan * NR, NR.min(osz - pan * NR));
-    i8tile::pack_panel(panel, kdim, cols, |r, j| q8(col[r * osz + p0 + j] * inv[p0 + j]));
+    i8tile::pack_panel(panel, kdim, cols, |r, j| q8(col[r * osz + p0 + j] * inv[j]));
 }
 
 /// `q8(v * inv)` for 8 lanes, shifted into byte `u` of each 32-bit lane: NaN masked to 0,
@@ -106,12 +137,13 @@ unsafe fn quantize8(
     _mm256_sllv_epi32(_mm256_and_si256(q, _mm256_set1_epi32(0xff)), _mm256_set1_epi32(8 * u as i32))
 }
 
-/// [`matrix_panel`] for every panel, with AVX2 intrinsics for whole panels.
+/// [`matrix_panel`] for the panels from `pan0` on, with AVX2 intrinsics for whole panels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn pack_matrix_avx2(col: &[f32], osz: usize, kdim: usize, inv: &[f32], dst: &mut [i8]) {
+unsafe fn pack_matrix_avx2(col: &[f32], osz: usize, kdim: usize, pan0: usize, inv: &[f32], dst: &mut [i8]) {
     use std::arch::x86_64::*;
-    for (pan, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+    for (i, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+        let (pan, inv) = (pan0 + i, &inv[i * NR..][..NR]);
         let p0 = pan * NR;
         if p0 + NR > osz {
             matrix_panel(col, osz, kdim, inv, pan, panel);
@@ -119,7 +151,7 @@ unsafe fn pack_matrix_avx2(col: &[f32], osz: usize, kdim: usize, inv: &[f32], ds
         }
         for (gi, grp) in panel.chunks_exact_mut(64).enumerate() {
             for h in 0..2 {
-                let iv = _mm256_loadu_ps(inv[p0 + 8 * h..][..8].as_ptr());
+                let iv = _mm256_loadu_ps(inv[8 * h..][..8].as_ptr());
                 let mut word = _mm256_setzero_si256();
                 for u in 0..4.min(kdim - 4 * gi) {
                     let src = &col[(4 * gi + u) * osz + p0 + 8 * h..][..8];

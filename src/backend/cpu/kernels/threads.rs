@@ -162,29 +162,35 @@ pub fn for_each_task(tasks: usize, f: impl Fn(usize, usize) + Sync) {
     run(tasks.max(1), &f);
 }
 
-/// A `*mut f32` that tasks share, each deriving its own disjoint ranges from it.
-#[derive(Clone, Copy)]
-pub struct SharedPtr(*mut f32);
+/// A `*mut T` (f32 unless said) that tasks share, each deriving its own disjoint ranges from it.
+pub struct SharedPtr<T = f32>(*mut T);
 // SAFETY: only a pointer; the callers keep the ranges tasks write disjoint.
-unsafe impl Send for SharedPtr {}
-unsafe impl Sync for SharedPtr {}
+unsafe impl<T> Send for SharedPtr<T> {}
+unsafe impl<T> Sync for SharedPtr<T> {}
 
-impl SharedPtr {
-    pub fn new(buf: &mut [f32]) -> SharedPtr {
+impl<T> Clone for SharedPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedPtr<T> {}
+
+impl<T> SharedPtr<T> {
+    pub fn new(buf: &mut [T]) -> SharedPtr<T> {
         SharedPtr(buf.as_mut_ptr())
     }
 
     /// The pointer (a method, so closures capture the whole wrapper, not the field).
-    pub fn get(self) -> *mut f32 {
+    pub fn get(self) -> *mut T {
         self.0
     }
 
-    /// `len` floats from `offset`.
+    /// `len` elements from `offset`.
     ///
     /// # Safety
     /// The range lies inside the buffer, which outlives `'a`, and nothing else reads or writes
     /// it meanwhile.
-    pub unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
+    pub unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [T] {
         std::slice::from_raw_parts_mut(self.0.add(offset), len)
     }
 }
