@@ -111,6 +111,15 @@ void alembic_model_free(AlembicModel *model);
 /* Prepares a model on a backend: "cpu" (or NULL), "wgpu" when built with it. */
 int32_t alembic_session_new(const AlembicModel *model, const char *backend, AlembicSession **out);
 
+/*
+ * alembic_session_new with options: precision "f32" (or NULL), "f16", "int8", "int4", "w8a8" (the
+ * weights are quantized when the session is made; an int8 QDQ file runs its own int8 weights), and
+ * threads, the most CPU threads one run uses (0: the default, the cores up to 4). An unknown
+ * precision is ALEMBIC_ERR_INVALID_ARGUMENT.
+ */
+int32_t alembic_session_new_with(const AlembicModel *model, const char *backend, const char *precision,
+                                 uint32_t threads, AlembicSession **out);
+
 /* Frees a session (null is ignored). No run may be in flight on it. */
 void alembic_session_free(AlembicSession *session);
 

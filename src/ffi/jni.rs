@@ -9,9 +9,9 @@
 use super::{
     alembic_distill, alembic_last_error, alembic_model_free, alembic_model_load, alembic_outputs_count,
     alembic_outputs_free, alembic_outputs_get, alembic_session_free, alembic_session_input_count,
-    alembic_session_input_info, alembic_session_new, alembic_session_output_count, alembic_session_output_info,
-    alembic_session_run, alembic_session_run_f32, alembic_version, set_last_error, AlembicModel, AlembicOutputs,
-    AlembicSession, AlembicStatus, AlembicTensor, ALEMBIC_RANK_UNKNOWN,
+    alembic_session_input_info, alembic_session_new, alembic_session_new_with, alembic_session_output_count,
+    alembic_session_output_info, alembic_session_run, alembic_session_run_f32, alembic_version, set_last_error,
+    AlembicModel, AlembicOutputs, AlembicSession, AlembicStatus, AlembicTensor, ALEMBIC_RANK_UNKNOWN,
 };
 use crate::tensor::DType;
 use jni::objects::{
@@ -115,6 +115,31 @@ pub extern "system" fn Java_dev_alembic_NativeLib_sessionNew<'l>(
         let backend = c_string(&mut env, &backend)?;
         let mut s: *mut AlembicSession = std::ptr::null_mut();
         let code = unsafe { alembic_session_new(model as *const AlembicModel, ptr(&backend), &mut s) };
+        put_long(&mut env, &out, code, s as i64)
+    })
+}
+
+/// `alembic_session_new_with`: precision null or a name, threads 0 for the default.
+#[no_mangle]
+pub extern "system" fn Java_dev_alembic_NativeLib_sessionNewWith<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    model: jlong,
+    backend: JString<'l>,
+    precision: JString<'l>,
+    threads: jint,
+    out: JLongArray<'l>,
+) -> jint {
+    shim(|| {
+        let backend = c_string(&mut env, &backend)?;
+        let precision = c_string(&mut env, &precision)?;
+        let Ok(threads) = u32::try_from(threads) else {
+            return fail(AlembicStatus::InvalidArgument, &format!("threads {threads} is negative"));
+        };
+        let mut s: *mut AlembicSession = std::ptr::null_mut();
+        let code = unsafe {
+            alembic_session_new_with(model as *const AlembicModel, ptr(&backend), ptr(&precision), threads, &mut s)
+        };
         put_long(&mut env, &out, code, s as i64)
     })
 }

@@ -74,15 +74,51 @@ pub unsafe extern "C" fn alembic_session_new(
     guard(|| unsafe {
         put(out, || {
             let model = &*non_null(model, "model")?;
-            let kind = match opt_c_str(backend, "backend")? {
-                None => BackendKind::Cpu,
-                Some(b) => b.parse().map_err(|m: String| FfiError::new(AlembicStatus::Unavailable, m))?,
-            };
-            let session = model.model.session(SessionOptions::default().backend(kind))?;
+            let session = model.model.session(SessionOptions::default().backend(backend_kind(backend)?))?;
             let (inputs, outputs) = io_infos(&session);
             Ok(AlembicSession { session, inputs, outputs })
         })
     })
+}
+
+/// [`alembic_session_new`] with a precision ("f32" or null, "f16", "int8", "int4", "w8a8": the
+/// weights are quantized when the session is made) and a cap on the CPU threads one run uses
+/// (0: the default, the cores up to 4).
+///
+/// # Safety
+/// As [`alembic_session_new`]; `precision` is null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn alembic_session_new_with(
+    model: *const AlembicModel,
+    backend: *const c_char,
+    precision: *const c_char,
+    threads: u32,
+    out: *mut *mut AlembicSession,
+) -> i32 {
+    guard(|| unsafe {
+        put(out, || {
+            let model = &*non_null(model, "model")?;
+            let mut options = SessionOptions::default().backend(backend_kind(backend)?);
+            if let Some(p) = opt_c_str(precision, "precision")? {
+                options =
+                    options.precision(p.parse().map_err(|m: String| FfiError::new(AlembicStatus::InvalidArgument, m))?);
+            }
+            if threads > 0 {
+                options = options.threads(threads as usize);
+            }
+            let session = model.model.session(options)?;
+            let (inputs, outputs) = io_infos(&session);
+            Ok(AlembicSession { session, inputs, outputs })
+        })
+    })
+}
+
+/// The backend a C string names (null: the CPU).
+unsafe fn backend_kind(backend: *const c_char) -> FfiResult<BackendKind> {
+    match unsafe { opt_c_str(backend, "backend")? } {
+        None => Ok(BackendKind::Cpu),
+        Some(b) => b.parse().map_err(|m: String| FfiError::new(AlembicStatus::Unavailable, m)),
+    }
 }
 
 /// Frees a session; null is ignored. No run may be in flight on it.

@@ -195,6 +195,24 @@ int main(int argc, char **argv) {
     CHECK(max_diff <= 1e-5f, "max |C - Rust| = %g", max_diff);
     printf("smoke: %zu rows, max |C - Rust| = %g\n", rows, max_diff);
 
+    /* Options: an unknown precision is refused with its name; w8a8 on one thread runs. */
+    AlembicModel *qmodel = NULL;
+    AlembicSession *qsession = NULL;
+    CHECK(alembic_model_load(student, &qmodel) == ALEMBIC_OK, "load for options");
+    CHECK(alembic_session_new_with(qmodel, "cpu", "int7", 0, &qsession) == ALEMBIC_ERR_INVALID_ARGUMENT && !qsession &&
+              strstr(alembic_last_error(), "int7"),
+          "unknown precision");
+    CHECK(alembic_session_new_with(qmodel, NULL, "w8a8", 1, &qsession) == ALEMBIC_OK && qsession, "w8a8 session");
+    alembic_model_free(qmodel);
+    rc = alembic_session_run_f32(qsession, "input", x, rows * 64, shape, 4, y, rows * 10, &out_len, out_shape, 4,
+                                 &out_rank);
+    CHECK(rc == ALEMBIC_OK && out_len == rows * 10, "w8a8 run: %d", rc);
+    alembic_session_free(qsession);
+    /* The f32 output again for the checks below. */
+    rc = alembic_session_run_f32(session, "input", x, rows * 64, shape, 4, y, rows * 10, &out_len, out_shape, 4,
+                                 &out_rank);
+    CHECK(rc == ALEMBIC_OK, "f32 rerun: %d", rc);
+
     /* Misuse: codes and messages, never a crash. */
     rc = alembic_session_run_f32(session, "input", x, rows * 64, shape, 4, y, 5, &out_len, out_shape, 4, &out_rank);
     CHECK(rc == ALEMBIC_ERR_BUFFER_TOO_SMALL && out_len == rows * 10 && out_rank == 2, "small buffer: %d", rc);

@@ -214,6 +214,55 @@ fn ffi_jvm_smoke_through_jni() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `alembic_session_new_with`: the int8 student on one thread gives the Rust session's floats
+/// with the same options; an unknown precision is an invalid argument naming it.
+#[test]
+fn ffi_session_options_pick_precision_and_threads() {
+    use alembic::quant::Precision;
+    let path = CString::new(root().join("models/student.onnx").to_str().unwrap()).unwrap();
+    let (int8, bad) = (CString::new("int8").unwrap(), CString::new("int7").unwrap());
+    let (mut model, mut session, mut none) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+    unsafe {
+        assert_eq!(alembic_model_load(path.as_ptr(), &mut model), 0, "{}", last_error());
+        assert_eq!(
+            alembic_session_new_with(model, std::ptr::null(), int8.as_ptr(), 1, &mut session),
+            0,
+            "{}",
+            last_error()
+        );
+        assert_eq!(alembic_session_new_with(model, std::ptr::null(), bad.as_ptr(), 0, &mut none), 2);
+        assert!(none.is_null() && last_error().contains("int7"), "{}", last_error());
+        alembic_model_free(model);
+    }
+    let x = first_rows(&load("heldout_x"), 3);
+    let options = alembic::SessionOptions::default().precision(Precision::Int8).threads(1);
+    let rust = Model::load(root().join("models/student.onnx")).unwrap().session(options).unwrap();
+    let expected = rust.run_refs(&[("input", &x)]).unwrap().0[0].1.as_slice::<f32>().unwrap().to_vec();
+    let name = CString::new("input").unwrap();
+    let (mut y, mut shape, mut len, mut rank) = (vec![0f32; 30], [0i64; 2], 0usize, 0usize);
+    let rc = unsafe {
+        alembic_session_run_f32(
+            session,
+            name.as_ptr(),
+            x.as_slice::<f32>().unwrap().as_ptr(),
+            3 * 64,
+            [3i64, 1, 8, 8].as_ptr(),
+            4,
+            y.as_mut_ptr(),
+            y.len(),
+            &mut len,
+            shape.as_mut_ptr(),
+            2,
+            &mut rank,
+        )
+    };
+    assert_eq!(rc, 0, "{}", last_error());
+    assert_eq!(y, expected);
+    // Int8 weights, not f32's: the outputs differ from the f32 session's.
+    assert_ne!(&y[..], &rust_logits("student.onnx", &x)[..]);
+    unsafe { alembic_session_free(session) };
+}
+
 /// A session handle shared by threads: the C ABI promises `AlembicSession` is thread-safe.
 #[derive(Clone, Copy)]
 struct Shared(*const AlembicSession);

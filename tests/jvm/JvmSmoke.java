@@ -16,6 +16,13 @@ public final class JvmSmoke {
         }
     }
 
+    /** Index of the largest of the 10 values from row * 10. */
+    static int argmax(float[] v, int row) {
+        int best = 0;
+        for (int i = 1; i < 10; i++) if (v[row * 10 + i] > v[row * 10 + best]) best = i;
+        return best;
+    }
+
     public static void main(String[] args) {
         String student = args[0] + "/student.onnx", scratch = args[1];
         check(!NativeLib.version().isEmpty(), "version");
@@ -34,6 +41,23 @@ public final class JvmSmoke {
         check(NativeLib.lastError().contains("63"), "bad len message");
         check(NativeLib.sessionRun(0, "input", new float[64], new long[] {1, 1, 8, 8}, result) == 1, "null session");
         check(NativeLib.modelLoad(null, h) == 1, "null path");
+
+        // Options: the student at w8a8 on one thread agrees with f32 on the zero image's class;
+        // an unknown precision and negative threads are invalid arguments.
+        long[] hq = new long[1];
+        check(NativeLib.modelLoad(student, hq) == 0, "load for options");
+        long[] hw = new long[1];
+        check(NativeLib.sessionNewWith(hq[0], "cpu", "w8a8", 1, hw) == 0 && hw[0] != 0, "w8a8 session");
+        check(NativeLib.sessionNewWith(hq[0], "cpu", "int7", 0, h) == 2 && NativeLib.lastError().contains("int7"),
+                "unknown precision");
+        check(NativeLib.sessionNewWith(hq[0], null, null, -1, h) == 2 && NativeLib.lastError().contains("-1"),
+                "negative threads");
+        NativeLib.modelFree(hq[0]);
+        Object[] qres = new Object[2];
+        check(NativeLib.sessionRun(hw[0], "input", new float[2 * 64], new long[] {2, 1, 8, 8}, qres) == 0, "w8a8 run");
+        float[] qy = (float[]) qres[0];
+        check(qy != null && argmax(qy, 0) == argmax(y, 0), "w8a8 class of the zero image");
+        NativeLib.sessionFree(hw[0]);
         check(NativeLib.modelLoad(scratch + "/missing.onnx", h) == 4, "missing file");
 
         // Several inputs of two types: scratch/two_inputs.onnx computes sum = x + table[ids] (table[r][c] =

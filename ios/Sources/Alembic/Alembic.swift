@@ -32,10 +32,12 @@ public final class Model {
 
     deinit { alembic_model_free(handle) }
 
-    /// Prepares the model on a backend ("cpu", or "wgpu" when built with it).
-    public func session(backend: String = "cpu") throws -> Session {
+    /// Prepares the model on a backend ("cpu", or "wgpu" when built with it), at a precision
+    /// ("f32", "f16", "int8", "int4", "w8a8": weights quantized here), with at most `threads`
+    /// CPU threads per run (0: the default).
+    public func session(backend: String = "cpu", precision: String = "f32", threads: UInt32 = 0) throws -> Session {
         var out: OpaquePointer?
-        try check(alembic_session_new(handle, backend, &out))
+        try check(alembic_session_new_with(handle, backend, precision, threads, &out))
         return Session(handle: out!)
     }
 }

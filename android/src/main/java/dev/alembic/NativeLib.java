@@ -25,6 +25,12 @@ public final class NativeLib {
     /** backend: "cpu", "wgpu" or null; out[0] receives the session handle. */
     public static native int sessionNew(long model, String backend, long[] out);
 
+    /**
+     * precision: "f32" (or null), "f16", "int8", "int4", "w8a8"; threads: the most CPU threads
+     * one run uses (0: the default); out[0] receives the session handle.
+     */
+    public static native int sessionNewWith(long model, String backend, String precision, int threads, long[] out);
+
     public static native void sessionFree(long session);
 
     /** result[0] receives the output float[], result[1] its long[] shape. */

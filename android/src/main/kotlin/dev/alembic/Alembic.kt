@@ -23,11 +23,16 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
         }
     }
 
-    /** Prepares the model on a backend ("cpu", or "wgpu" when the library was built with it). */
-    fun session(backend: String = "cpu"): Session {
+    /**
+     * Prepares the model on a backend ("cpu", or "wgpu" when the library was built with it), at a
+     * precision ("f32", "f16", "int8", "int4", "w8a8": weights quantized here), with at most
+     * `threads` CPU threads per run (0: the default).
+     */
+    fun session(backend: String = "cpu", precision: String = "f32", threads: Int = 0): Session {
         check(handle != 0L) { "model is closed" }
+        require(threads >= 0) { "threads must be >= 0, got $threads" }
         val out = LongArray(1)
-        ok(NativeLib.sessionNew(handle, backend, out))
+        ok(NativeLib.sessionNewWith(handle, backend, precision, threads, out))
         return Session(out[0])
     }
 
