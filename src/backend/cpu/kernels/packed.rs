@@ -129,8 +129,8 @@ pub fn gemm_rows(
                 let (r0, rows) = (p * MR, MR.min(m - p * MR));
                 let a = AView { ptr: w.panel(g, p).as_ptr(), rs: 1, ks: MR };
                 // A last panel of 1-2 rows takes two column panels per tile (enough accumulators
-                // to hide the FMA latency; the same sums).
-                let step = if rows <= 2 { 2 } else { 1 };
+                // to hide the FMA latency; the same sums), as every panel does on AVX-512.
+                let step = if rows <= 2 { 2 } else { isa.panels_for_rows() };
                 let mut q = 0;
                 while q < bp {
                     let pw = if q + step <= bp { step } else { 1 };
@@ -200,7 +200,7 @@ pub fn gemm_cols(
     let wide = match m {
         1 => 4,
         2 => 2,
-        _ => 1,
+        _ => isa.panels_for_rows(),
     };
     threads::for_each_task(tasks, |t, _| {
         let mine = threads::span(t, tasks, panels, 1);

@@ -88,7 +88,7 @@ pub fn qdense(isa: Isa, w: &QWeight, a: &[f32], m: usize, alpha: f32, accumulate
     // The AVX2 bodies are compiled with F16C too (every AVX2 CPU has it; checked anyway).
     let isa = match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma if !has_f16c() => Isa::Portable,
+        Isa::Avx2Fma | Isa::Avx512 if !has_f16c() => Isa::Portable,
         _ => isa,
     };
     // Columns per task in multiples of 8 (the widest tile).
@@ -128,7 +128,7 @@ pub fn dequantize_into(isa: Isa, w: &QWeight, out: &mut [f32]) -> KResult {
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma if has_f16c() && supports(w) => {
+        Isa::Avx2Fma | Isa::Avx512 if has_f16c() && supports(w) => {
             let wv = weight_view(w)?;
             for (j, row) in out.chunks_exact_mut(k.max(1)).take(n).enumerate() {
                 // SAFETY: weight row j exists (weight_view checked the lengths); row holds k.
@@ -223,7 +223,7 @@ unsafe fn tile(isa: Isa, w: W, t: Tile, y: *mut f32, ldy: usize) {
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => shapes!(dots_avx2),
+        Isa::Avx2Fma | Isa::Avx512 => shapes!(dots_avx2),
         Isa::Portable => shapes!(dots_portable),
     }
 }
