@@ -537,65 +537,86 @@ fn qconv_packed_on(
     let volume = Some(qpatches::Volume::new(&g)).filter(|v| !direct && g.stride[2] == 1 && v.fits(cg));
     let ncol = if direct || volume.is_some() { 0 } else { kdim * osz };
     let (vf, vi) = volume.as_ref().map_or((0, 0), |v| v.scratch_len(cg));
-    // Scratch: the padded copy and its tables or the im2col matrix, per-position scales and
-    // inverses, then the packed int8 patches.
-    let (f, vi, packed) = carve(scratch, vf + ncol + 2 * npan * NR, vi, npan * kg * 64);
-    let (vf, f) = f.split_at_mut(vf);
-    let (col, f) = f.split_at_mut(ncol);
-    let (sa, inv) = f.split_at_mut(npan * NR);
-    let mut vs = qpatches::VolumeScratch { f: vf, i: vi };
-    if let Some(v) = &volume {
-        v.prepare(&g, cg, &mut vs);
-    }
+    // Scratch per thread slot: the padded copy and its tables or the im2col matrix, per-position
+    // scales and inverses, then the packed int8 patches. A batch is split by images over the
+    // pool (each image's own splits then run serially): at batch 8 on mobilenet48x192's small
+    // maps the per-image splits were too small to wake the second thread.
+    let img_tasks = if nb > 1 { threads::tasks(nb, m * kdim * osz) } else { 1 };
+    let slots = if img_tasks > 1 { threads::slots(img_tasks) } else { 1 };
+    let (nf, nbytes) = (vf + ncol + 2 * npan * NR, (npan * kg * 64).next_multiple_of(4));
+    let (f, vi_all, packed) = carve(scratch, nf * slots, vi * slots, nbytes * slots);
+    let (fp, ip, bp) = (threads::SharedPtr::new(f), threads::SharedPtr::new(vi_all), threads::SharedPtr::new(packed));
+    let yp = threads::SharedPtr::new(y);
     // Rescale, bias and the common activations run in the tile's registers; others after.
     let fused = InRegister::of(act);
     const NO_BIAS: [f32; MR] = [0.0; MR];
-    for img in 0..nb {
-        for grp in 0..group {
-            let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
-            match &volume {
-                Some(v) => v.pack(isa, xg, cg, fixed, &mut vs, sa, inv, packed),
-                None if direct => qpatches::from_matrix(isa, xg, osz, kdim, fixed, sa, inv, packed),
-                None => {
-                    super::conv::im2col(&g, xg, cg, col, osz);
-                    qpatches::from_matrix(isa, col, osz, kdim, fixed, sa, inv, packed)
-                }
-            }
-            let yg = threads::SharedPtr::new(&mut y[(img * m + grp * mg) * osz..][..mg * osz]);
-            let (sa, packed) = (&*sa, &*packed);
-            // Units of `step` position panels over the pool (the patches are packed once, above).
-            let step = isa.conv_panels();
-            let units = npan.div_ceil(step);
-            let tasks = threads::tasks(units, mg * kdim * NR * step);
-            threads::for_each_task(tasks, |t, _| {
-                for unit in threads::span(t, tasks, units, 1) {
-                    let pan = unit * step;
-                    let panels = step.min(npan - pan);
-                    let (p0, cols) = (pan * NR, (panels * NR).min(osz - pan * NR));
-                    let bp = packed[pan * kg * 64..].as_ptr();
-                    let col_scale = &sa[p0..][..panels * NR];
-                    for cp in 0..mg.div_ceil(MR) {
-                        let (rows, ch0) = (MR.min(mg - cp * MR), grp * mg + cp * MR);
-                        let (view, sums) = p.panel(grp, cp);
-                        let out = i8tile::Dequant {
-                            col_scale,
-                            row_scale: &sw[ch0..][..rows],
-                            row_bias: bias.map_or(&NO_BIAS[..rows], |b| &b[ch0..][..rows]),
-                            act: fused.unwrap_or(InRegister::Identity),
-                            // SAFETY: inside yg (mg x osz): row cp * MR, column p0.
-                            dst: unsafe { yg.get().add(cp * MR * osz + p0) },
-                            ld: osz,
-                            cols,
-                        };
-                        // SAFETY: packed weight panel of MR x kg groups; `panels` patch panels of
-                        // kg * 64 bytes each, back to back; the tile writes `rows` output rows of
-                        // `cols` positions inside yg, in this task's panels only.
-                        unsafe { i8tile::tile_f32(isa, true, rows, panels, kg, view, bp, kg * 64, sums, &out) };
+    // Images `imgs` on scratch slot `slot`.
+    let run = |imgs: std::ops::Range<usize>, slot: usize| {
+        // SAFETY: slot `slot` of each scratch region belongs to this call alone (one per thread
+        // slot, and a thread runs one task at a time).
+        let (f, vi, packed) =
+            unsafe { (fp.slice(slot * nf, nf), ip.slice(slot * vi, vi), bp.slice(slot * nbytes, nbytes)) };
+        let (vf, f) = f.split_at_mut(vf);
+        let (col, f) = f.split_at_mut(ncol);
+        let (sa, inv) = f.split_at_mut(npan * NR);
+        let mut vs = qpatches::VolumeScratch { f: vf, i: vi };
+        if let Some(v) = &volume {
+            v.prepare(&g, cg, &mut vs);
+        }
+        for img in imgs {
+            for grp in 0..group {
+                let xg = &xv[(img * c + grp * cg) * isz..][..cg * isz];
+                match &volume {
+                    Some(v) => v.pack(isa, xg, cg, fixed, &mut vs, sa, inv, packed),
+                    None if direct => qpatches::from_matrix(isa, xg, osz, kdim, fixed, sa, inv, packed),
+                    None => {
+                        super::conv::im2col(&g, xg, cg, col, osz);
+                        qpatches::from_matrix(isa, col, osz, kdim, fixed, sa, inv, packed)
                     }
                 }
-            });
+                // SAFETY: group grp of image img's output rows; images are split between tasks.
+                let yg = threads::SharedPtr::new(unsafe { yp.slice((img * m + grp * mg) * osz, mg * osz) });
+                let (sa, packed) = (&*sa, &*packed);
+                // Units of `step` position panels over the pool (the patches are packed once, above).
+                let step = isa.conv_panels();
+                let units = npan.div_ceil(step);
+                let tasks = threads::tasks(units, mg * kdim * NR * step);
+                threads::for_each_task(tasks, |t, _| {
+                    for unit in threads::span(t, tasks, units, 1) {
+                        let pan = unit * step;
+                        let panels = step.min(npan - pan);
+                        let (p0, cols) = (pan * NR, (panels * NR).min(osz - pan * NR));
+                        let bp = packed[pan * kg * 64..].as_ptr();
+                        let col_scale = &sa[p0..][..panels * NR];
+                        for cp in 0..mg.div_ceil(MR) {
+                            let (rows, ch0) = (MR.min(mg - cp * MR), grp * mg + cp * MR);
+                            let (view, sums) = p.panel(grp, cp);
+                            let out = i8tile::Dequant {
+                                col_scale,
+                                row_scale: &sw[ch0..][..rows],
+                                row_bias: bias.map_or(&NO_BIAS[..rows], |b| &b[ch0..][..rows]),
+                                act: fused.unwrap_or(InRegister::Identity),
+                                // SAFETY: inside yg (mg x osz): row cp * MR, column p0.
+                                dst: unsafe { yg.get().add(cp * MR * osz + p0) },
+                                ld: osz,
+                                cols,
+                            };
+                            // SAFETY: packed weight panel of MR x kg groups; `panels` patch panels
+                            // of kg * 64 bytes each, back to back; the tile writes `rows` output
+                            // rows of `cols` positions inside yg, in this task's panels only.
+                            unsafe { i8tile::tile_f32(isa, true, rows, panels, kg, view, bp, kg * 64, sums, &out) };
+                        }
+                    }
+                });
+            }
         }
+    };
+    if img_tasks > 1 {
+        threads::for_each_task(img_tasks, |t, slot| run(threads::span(t, img_tasks, nb, 1), slot));
+    } else {
+        run(0..nb, 0);
     }
+    let y = outputs[0].as_mut_slice::<f32>().ok_or("QConv output is f32")?;
     if let (Some(u), None) = (act, fused) {
         super::activation::apply(u, y);
     }

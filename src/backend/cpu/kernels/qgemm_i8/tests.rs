@@ -158,7 +158,7 @@ fn tiled_qgemm_is_bit_identical() {
 }
 
 /// The tiled QConv gives exactly [`qconv_w8a8`]'s floats: 3x3 padded strided dilated, two
-/// groups, batch 2, a direct 1x1, positions past whole panels, a single position (the narrow
+/// groups, batch 2, batches split by images, a direct 1x1, positions past whole panels, a single position (the narrow
 /// fallback), each layout of positions in the padded image, a NaN input, a static scale, fused
 /// activations.
 #[test]
@@ -178,6 +178,9 @@ fn tiled_qconv_is_bit_identical() {
         (1, 3, 5, 3, 20, 3, 1, 1, 1, 1),
         (1, 4, 6, 5, 5, 3, 1, 1, 1, 1),
         (1, 5, 4, 7, 9, 1, 2, 0, 1, 1),
+        // Batches with enough work to split by images over the pool (on 2+ cores).
+        (4, 32, 48, 16, 16, 3, 1, 1, 1, 1),
+        (3, 64, 40, 12, 12, 1, 1, 0, 1, 1),
     ] {
         let window = win(s, pd, d);
         let wshape = vec![m, c / group, kk, kk];
