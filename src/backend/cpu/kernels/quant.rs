@@ -17,8 +17,42 @@ pub fn qgemm(
     out: &mut Tensor,
     scratch: &mut Vec<f32>,
 ) -> KResult {
+    let (av, m, o, accumulate) = prologue(a, c, beta, (w.n, w.k), out)?;
+    if super::qgemm_i8::parts(w).is_some() {
+        return super::qgemm_i8::qgemm_w8a8(w, av, m, alpha, accumulate, o, scratch);
+    }
+    super::qdense::qdense(super::microkernel::Isa::detect(), w, av, m, alpha, accumulate, o)
+}
+
+/// [`qgemm`] of a small weight-only QGemm whose weight the plan dequantized once into the f32
+/// panels `p` (`K x N`): the packed f32 GEMM, as a Gemm runs.
+pub fn qgemm_dequantized(
+    p: &super::packed::PackedCols,
+    a: &Tensor,
+    c: Option<&Tensor>,
+    alpha: f32,
+    beta: f32,
+    out: &mut Tensor,
+) -> KResult {
+    let (av, m, o, accumulate) = prologue(a, c, beta, (p.n, p.k), out)?;
+    let isa = super::microkernel::Isa::detect();
+    super::packed::gemm_cols(isa, av, (p.k, 1), m, p, o, alpha, accumulate);
+    Ok(())
+}
+
+/// A's values, its rows, the output, and whether the product adds to it.
+type Prologue<'a> = (&'a [f32], usize, &'a mut [f32], bool);
+
+/// QGemm's checks and output: A's values and rows, the output `[.., n]` holding `beta * C`
+/// first when C is given (then the product accumulates on top).
+fn prologue<'a>(
+    a: &'a Tensor,
+    c: Option<&Tensor>,
+    beta: f32,
+    (n, k): (usize, usize),
+    out: &'a mut Tensor,
+) -> Result<Prologue<'a>, String> {
     let av = a.as_slice::<f32>().ok_or_else(|| format!("QGemm needs f32 activations, got {}", a.dtype()))?;
-    let (n, k) = (w.n, w.k);
     let ash = a.shape();
     if ash.last() != Some(&k) {
         return Err(format!("QGemm input {ash:?} does not end with K = {k}"));
@@ -27,27 +61,18 @@ pub fn qgemm(
     let mut osh = ash[..ash.len() - 1].to_vec();
     osh.push(n);
     let o = out.reuse_f32(&osh);
-    // Bias first (beta * C), then accumulate the product on top (sgemm beta = 1).
-    let acc_beta = match c.filter(|_| beta != 0.0) {
-        Some(c) => {
-            let cv = c.as_slice::<f32>().ok_or("QGemm C must be f32")?;
-            if broadcast_shapes(c.shape(), &[m, n]).as_deref() != Some(&[m, n][..]) {
-                return Err(format!("QGemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()));
-            }
-            let s = broadcast_strides(c.shape(), &[m, n]);
-            for i in 0..m {
-                for j in 0..n {
-                    o[i * n + j] = beta * cv[i * s[0] + j * s[1]];
-                }
-            }
-            1.0
-        }
-        None => 0.0,
-    };
-    if super::qgemm_i8::parts(w).is_some() {
-        return super::qgemm_i8::qgemm_w8a8(w, av, m, alpha, acc_beta != 0.0, o, scratch);
+    let Some(c) = c.filter(|_| beta != 0.0) else { return Ok((av, m, o, false)) };
+    let cv = c.as_slice::<f32>().ok_or("QGemm C must be f32")?;
+    if broadcast_shapes(c.shape(), &[m, n]).as_deref() != Some(&[m, n][..]) {
+        return Err(format!("QGemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()));
     }
-    super::qdense::qdense(super::microkernel::Isa::detect(), w, av, m, alpha, acc_beta != 0.0, o)
+    let s = broadcast_strides(c.shape(), &[m, n]);
+    for i in 0..m {
+        for j in 0..n {
+            o[i * n + j] = beta * cv[i * s[0] + j * s[1]];
+        }
+    }
+    Ok((av, m, o, true))
 }
 
 thread_local! {
