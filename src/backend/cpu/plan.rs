@@ -186,6 +186,7 @@ impl CpuPlan {
             }
             res.map_err(|message| Error::Kernel { node: node.name.clone(), op: node.op.name().to_string(), message })?;
         }
+        super::kernels::threads::rest();
         Ok(g.outputs
             .iter()
             .map(|&o| match self.slots[o].expect("outputs have slots") {

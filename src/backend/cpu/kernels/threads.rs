@@ -7,7 +7,7 @@
 //! - the calling thread runs tasks too, claiming them from the same counter as the helpers, so
 //!   a helper that is slow to wake costs balance, never a wait for its share;
 //! - helpers spin for [`SPIN`] after their last task before they sleep, so the next kernel of
-//!   the same run finds them awake;
+//!   the same run finds them awake; when a run ends ([`rest`]) they sleep at once;
 //! - a job is a reference to the caller's closure (no allocation per run).
 //!
 //! rayon, which this replaced, cost 20-60 us per split on the 2-vCPU VM of docs/performance.md
@@ -195,6 +195,16 @@ impl<T> SharedPtr<T> {
     }
 }
 
+/// Sends spinning helpers to sleep now instead of after [`SPIN`]: called when a run ends. The
+/// spin bridges the serial stretches between the split kernels of one run; after the run it
+/// only burns a core (battery, on a phone) and, on the 2-vCPU benchmark VM, slowed whatever ran
+/// next on the other vCPU. The next run's first large split wakes them.
+pub fn rest() {
+    if let Some(pool) = pool() {
+        pool.rests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Runs `task(t, slot)` for every `t < tasks`, on the caller (slot 0) and the pool's helpers.
 /// Serial when there is no pool, one task, or another dispatch already holds the pool (a
 /// second session on another thread, or a task that splits again).
@@ -256,6 +266,8 @@ struct Pool {
     /// One dispatch at a time.
     busy: AtomicBool,
     sleepers: AtomicUsize,
+    /// Bumped by [`rest`]: a spinning helper that sees it change goes to sleep.
+    rests: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
 }
@@ -331,13 +343,13 @@ impl Pool {
 
     /// Returns the epoch of the next job after `seen`: spinning for [`SPIN`], then asleep.
     fn wait_for_job(&self, seen: u32) -> u32 {
-        let start = Instant::now();
+        let (start, rests) = (Instant::now(), self.rests.load(Ordering::Relaxed));
         for i in 1u32.. {
             let epoch = unpack(self.state.load(Ordering::Acquire)).0;
             if epoch != seen {
                 return epoch;
             }
-            if i % 64 == 0 && start.elapsed() > SPIN {
+            if i % 64 == 0 && (start.elapsed() > SPIN || self.rests.load(Ordering::Relaxed) != rests) {
                 break;
             }
             std::hint::spin_loop();
