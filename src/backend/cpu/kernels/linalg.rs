@@ -155,7 +155,7 @@ pub fn gemm(
     match (a.data(), b.data()) {
         (Data::F32(av), Data::F32(bv)) => {
             let o = out.reuse_f32(&[m, n]);
-            let beta_eff = fill_bias(o, c, beta, m, n)?;
+            let beta_eff = fill_bias("Gemm", o, c, beta, m, n)?;
             sgemm(m, k, n, alpha, av, stride(a, ta), bv, stride(b, tb), beta_eff, o, n as isize);
             Ok(())
         }
@@ -199,7 +199,7 @@ pub fn gemm_packed(
     }
     let n = b.n;
     let o = out.reuse_f32(&[m, n]);
-    let accumulate = fill_bias(o, c, beta, m, n)? != 0.0;
+    let accumulate = fill_bias("Gemm", o, c, beta, m, n)? != 0.0;
     let strides = if ta { (1, m) } else { (k, 1) };
     packed::gemm_cols(Isa::detect(), av, strides, m, b, o, alpha, accumulate);
     Ok(())
@@ -220,13 +220,20 @@ pub fn matmul_packed(a: &Tensor, b: &PackedCols, out: &mut Tensor) -> KResult {
     Ok(())
 }
 
-/// Writes `beta * C` broadcast into `o`; returns the beta sgemm should apply (1 when C was
-/// written, 0 when there is none).
-fn fill_bias(o: &mut [f32], c: Option<&Tensor>, beta: f32, m: usize, n: usize) -> Result<f32, String> {
+/// Writes `beta * C` broadcast into `o` (`m x n`); returns the beta sgemm should apply (1 when
+/// C was written, 0 when there is none). `op` names the node kind in errors.
+pub(super) fn fill_bias(
+    op: &str,
+    o: &mut [f32],
+    c: Option<&Tensor>,
+    beta: f32,
+    m: usize,
+    n: usize,
+) -> Result<f32, String> {
     let Some(c) = c.filter(|_| beta != 0.0) else { return Ok(0.0) };
-    let cv = c.as_slice::<f32>().ok_or("Gemm C must be f32 like A and B")?;
+    let cv = c.as_slice::<f32>().ok_or_else(|| format!("{op} C must be f32 like A"))?;
     if broadcast_shapes(c.shape(), &[m, n]).as_deref() != Some(&[m, n][..]) {
-        return Err(format!("Gemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()));
+        return Err(format!("{op} C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()));
     }
     let s = broadcast_strides(c.shape(), &[m, n]);
     for i in 0..m {

@@ -347,22 +347,7 @@ fn qgemm_packed_on(
     let mut osh = ash[..ash.len() - 1].to_vec();
     osh.push(n);
     let o = out.reuse_f32(&osh);
-    let accumulate = match c.filter(|_| beta != 0.0) {
-        Some(c) => {
-            let cv = c.as_slice::<f32>().ok_or("QGemm C must be f32")?;
-            if crate::tensor::broadcast_shapes(c.shape(), &[m, n]).as_deref() != Some(&[m, n][..]) {
-                return Err(format!("QGemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()));
-            }
-            let s = super::broadcast::broadcast_strides(c.shape(), &[m, n]);
-            for (i, row) in o.chunks_exact_mut(n).enumerate() {
-                for (j, y) in row.iter_mut().enumerate() {
-                    *y = beta * cv[i * s[0] + j * s[1]];
-                }
-            }
-            true
-        }
-        None => false,
-    };
+    let accumulate = super::linalg::fill_bias("QGemm", o, c, beta, m, n)? != 0.0;
     rows_times_columns(isa, av, m, fixed, p, scratch, |i, j0, sa, sums| {
         let (y, swj) = (&mut o[i * n + j0..][..sums.len()], &sw[j0..][..sums.len()]);
         for ((y, &s), &d) in y.iter_mut().zip(swj).zip(sums) {

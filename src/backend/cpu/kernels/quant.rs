@@ -2,10 +2,9 @@
 //! checks and dispatch. Weight-only int8/int4/f16 products run on `qdense.rs`, which reads the
 //! packed weight in place; w8a8 on the integer kernels of `qgemm_i8.rs`.
 
-use super::broadcast::broadcast_strides;
 use super::KResult;
 use crate::quant::QWeight;
-use crate::tensor::{broadcast_shapes, Tensor};
+use crate::tensor::Tensor;
 
 /// `out[.., n] = alpha * a[.., k] . w[n, k] + beta * c` (c broadcast to `[m, n]`).
 pub fn qgemm(
@@ -61,18 +60,8 @@ fn prologue<'a>(
     let mut osh = ash[..ash.len() - 1].to_vec();
     osh.push(n);
     let o = out.reuse_f32(&osh);
-    let Some(c) = c.filter(|_| beta != 0.0) else { return Ok((av, m, o, false)) };
-    let cv = c.as_slice::<f32>().ok_or("QGemm C must be f32")?;
-    if broadcast_shapes(c.shape(), &[m, n]).as_deref() != Some(&[m, n][..]) {
-        return Err(format!("QGemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()));
-    }
-    let s = broadcast_strides(c.shape(), &[m, n]);
-    for i in 0..m {
-        for j in 0..n {
-            o[i * n + j] = beta * cv[i * s[0] + j * s[1]];
-        }
-    }
-    Ok((av, m, o, true))
+    let accumulate = super::linalg::fill_bias("QGemm", o, c, beta, m, n)? != 0.0;
+    Ok((av, m, o, accumulate))
 }
 
 thread_local! {
