@@ -28,17 +28,15 @@ for m in teacher student; do
         --batch 1,8 --threads 1 --warmup 20 --runs 200 --baseline ort:f32 --quiet --markdown \
         --json "$OUT/$m.json" --plot "$OUT/$m.svg" >"$OUT/$m.txt"
 done
-# docs/performance.md: f32 only, batch 1 and 8, 1 and 2 threads (tract is single-threaded
-# either way). With 2 threads every engine runs in its own process: ONNX Runtime's intra-op pool
-# spin-waits between runs and would take a core from its interleaved neighbours on 2 cores.
+# docs/performance.md. Latency: every engine, precision (f32, int8, w8a8), batch (1, 8) and
+# thread count (1, 2) interleaved in one process, so ratios compare runs made side by side.
+# Init and peak memory: one process per engine at batch 1, so each peak is the engine's own.
 perf() { # NAME MODEL RUNS
-    "$BIN" bench "$2" --backends cpu,tract,ort --batch 1,8 --threads 1 \
-        --warmup 20 --runs "$3" --baseline ort:f32 --quiet --markdown \
-        --json "$OUT/perf-$1-t1.json" >"$OUT/perf-$1-t1.txt"
+    "$BIN" bench "$2" --backends cpu,tract,ort --precision f32,int8,w8a8 --batch 1,8 --threads 1,2 \
+        --warmup 20 --runs "$3" --quiet --markdown --json "$OUT/perf-$1.json" >"$OUT/perf-$1.txt"
     for b in cpu tract ort; do
-        "$BIN" bench "$2" --backends "$b" --batch 1,8 --threads 2 \
-            --warmup 20 --runs "$3" --quiet --markdown \
-            --json "$OUT/perf-$1-t2-$b.json" >"$OUT/perf-$1-t2-$b.txt"
+        "$BIN" bench "$2" --backends "$b" --batch 1 --threads 2 --warmup 5 --runs 20 --quiet \
+            --json "$OUT/perf-$1-mem-$b.json" >"$OUT/perf-$1-mem-$b.txt"
     done
 }
 perf teacher models/teacher.onnx 300

@@ -3,10 +3,9 @@
 
     python3 scripts/perf-table.py OUT_DIR MODEL...
 
-Reads OUT_DIR/perf-MODEL-t1.json (all engines interleaved, 1 thread) and
-OUT_DIR/perf-MODEL-t2-{cpu,tract,ort}.json (2 threads, one process per engine). Latency cells
-are "p50 (p10-p90)" in ms; ratios divide p50s of the same run (1 thread) or of the same
-script invocation (2 threads).
+Latency: OUT_DIR/perf-MODEL.json, every engine, precision, batch and thread count interleaved
+in one process; cells are p50 ms, ratios divide p50s of the same batch and thread count.
+Init and memory: OUT_DIR/perf-MODEL-mem-{cpu,tract,ort}.json, one process per engine.
 """
 
 import json
@@ -16,50 +15,47 @@ from pathlib import Path
 ENGINES = ("cpu", "ort", "tract")
 
 
-def load(path):
-    rows = {}
-    for r in json.loads(Path(path).read_text())["results"]:
-        if r["status"] == "ok" and r["precision"] == "f32":
-            rows[(r["backend"], r["batch"])] = r
-    return rows
+def results(path):
+    return [r for r in json.loads(Path(path).read_text())["results"] if r["status"] == "ok"]
 
 
-def cell(r):
-    lat = r["latency_ms"]
-    samples = sorted(r.get("samples_ms") or [])
-    if len(samples) >= 10:
-        lo, hi = samples[len(samples) // 10], samples[(9 * len(samples)) // 10]
-        return f"{lat['p50']:.3f} ({lo:.3f}-{hi:.3f})"
-    return f"{lat['p50']:.3f} (p90 {lat['p90']:.3f})"
+def ms(v):
+    return f"{v:.4f}" if v < 0.01 else f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+
+def ratio(x, limit):
+    s = f"{x:.2f}x"
+    return f"**{s}**" if x <= limit else s
 
 
 def main():
     out, models = Path(sys.argv[1]), sys.argv[2:]
     lat = [
-        "| model | batch | threads | Alembic cpu f32 | ONNX Runtime | tract | Alembic / ORT | Alembic / tract |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | batch | threads | Alembic f32 | ONNX Runtime | tract | Alembic / ORT | Alembic / tract "
+        "| w8a8 / f32 | int8 / f32 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     mem = [
         "| model | Alembic init ms | ORT init ms | tract init + first run ms | Alembic peak RSS delta MiB | ORT | tract |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in models:
-        t1 = load(out / f"perf-{m}-t1.json")
-        t2 = {}
-        for e in ENGINES:
-            t2.update(load(out / f"perf-{m}-t2-{e}.json"))
-        for threads, rows in ((1, t1), (2, t2)):
-            for batch in (1, 8):
-                r = [rows.get((e, batch)) for e in ENGINES]
-                if None in r:
+        p50 = {
+            (r["backend"], r["precision"], r["batch"], r.get("threads")): r["latency_ms"]["p50"]
+            for r in results(out / f"perf-{m}.json")
+        }
+        for batch in (1, 8):
+            for threads in (1, 2):
+                get = lambda e, p: p50.get((e, p, batch, threads))  # noqa: E731
+                a, o, t, w, i = get("cpu", "f32"), get("ort", "f32"), get("tract", "f32"), get("cpu", "w8a8"), get("cpu", "int8")
+                if None in (a, o, t):
                     continue
-                p = [x["latency_ms"]["p50"] for x in r]
+                q = [ratio(x / a, 0.7) if x else "-" for x in (w, i)]
                 lat.append(
-                    f"| {m} | {batch} | {threads} | {cell(r[0])} | {cell(r[1])} | {cell(r[2])} "
-                    f"| {p[0] / p[1]:.2f}x | {p[0] / p[2]:.2f}x |"
+                    f"| {m} | {batch} | {threads} | {ms(a)} | {ms(o)} | {ms(t)} | {ratio(a / o, 1.0)} "
+                    f"| {ratio(a / t, 0.5)} | {q[0]} | {q[1]} |"
                 )
-        # Init and memory from the 2-thread runs: one engine per process, so the peak is its own.
-        r = [t2.get((e, 1)) for e in ENGINES]
+        r = [next(iter(results(out / f"perf-{m}-mem-{e}.json")), None) for e in ENGINES]
         if None not in r:
             mib = [x["memory"]["peak_delta_bytes"] / 2**20 if x.get("memory") else float("nan") for x in r]
             tract_init = r[2]["init_ms"] + r[2]["first_inference_ms"]
