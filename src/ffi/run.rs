@@ -71,14 +71,8 @@ pub unsafe extern "C" fn alembic_session_new(
     backend: *const c_char,
     out: *mut *mut AlembicSession,
 ) -> i32 {
-    guard(|| unsafe {
-        put(out, || {
-            let model = &*non_null(model, "model")?;
-            let session = model.model.session(SessionOptions::default().backend(backend_kind(backend)?))?;
-            let (inputs, outputs) = io_infos(&session);
-            Ok(AlembicSession { session, inputs, outputs })
-        })
-    })
+    // SAFETY: the same contract; a null precision and 0 threads are the defaults.
+    unsafe { alembic_session_new_with(model, backend, std::ptr::null(), 0, out) }
 }
 
 /// [`alembic_session_new`] with a precision ("f32" or null, "f16", "int8", "int4", "w8a8": the
