@@ -27,8 +27,9 @@ pub enum Packed {
     /// A w8a8 QConv's int8 weight (not depthwise) as `group` row-panel matrices of `i8tile`.
     QConv(i8tile::PackedRows),
     /// A small weight-only QConv (depthwise, or at most [`DEQUANTIZED_MAX`] weights) as the f32
-    /// Conv it stands for, its weight dequantized once here instead of on every run.
-    Dequantized { conv: Op, weight: Tensor },
+    /// Conv it stands for, its weight dequantized once here instead of on every run (and
+    /// packed, where the f32 Conv's would be).
+    Dequantized { conv: Op, weight: Tensor, packed: Option<PackedRows> },
 }
 
 /// Largest weight-only QConv or QGemm (weights) dequantized at load besides depthwise convs:
@@ -44,13 +45,26 @@ fn constant<'a>(g: &'a Graph, node: &Node, i: usize) -> Option<&'a Tensor> {
     t.as_slice::<f32>().map(|_| t)
 }
 
-/// Packed convolutions are opt-in (`ALEMBIC_CPU_PACKED_CONV=1`): on the fixture teacher and
-/// MobileNetV3 they measured no faster than im2col + matrixmultiply end to end (teacher b1 p50
-/// 0.066-0.079 ms without vs 0.082-0.097 ms with, MobileNet within this VM's +-40% noise), while
-/// the packed Gemm/MatMul path wins 3-6x (docs/performance.md).
-fn packed_conv_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ALEMBIC_CPU_PACKED_CONV").is_ok_and(|v| v.trim() == "1"))
+/// Which Conv weights are packed (`ALEMBIC_CPU_PACKED_CONV`: `1` every non-depthwise conv,
+/// `0` none, unset: those with patches, [`packs_conv`]).
+fn packed_conv_setting() -> Option<bool> {
+    static ON: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("ALEMBIC_CPU_PACKED_CONV").as_deref().map(str::trim) {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
+    })
+}
+
+/// Whether a non-depthwise Conv weight of `cg` input channels per group and `taps` kernel taps
+/// is packed. By default, the convs that need patches and are not short enough for the direct
+/// kernel (`cg * taps > direct::SHORT_K`): their patches then go straight into the tile's
+/// panels (`conv::patches_packed`). On Zen 3 the fixture teacher's 3x3 convs ran 1.4x faster
+/// end to end that way than as im2col + matrixmultiply (docs/performance.md). 1x1 convs stay
+/// on matrixmultiply, which read their input in place and measured the same as the packed tile
+/// on MobileNetV3.
+fn packs_conv(cg: usize, taps: usize) -> bool {
+    packed_conv_setting().unwrap_or(taps > 1 && cg * taps > super::kernels::direct::SHORT_K)
 }
 
 /// The packed weight for `node`, when it has a constant one the packed kernels take.
@@ -61,16 +75,17 @@ pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
             if let Some(p) = pointwise_on_one_position(g, node, w, *group) {
                 return Some(Arc::new(p));
             }
-            if !packed_conv_enabled() {
-                return None;
-            }
             let ws = w.shape();
             let (m, cg, group) = (*ws.first()?, *ws.get(1)?, *group);
             // Depthwise convs have their own direct kernel; odd shapes stay on the general path.
             if ws.len() < 3 || group == 0 || m % group != 0 || (cg == 1 && group > 1) {
                 return None;
             }
-            let k = cg * ws[2..].iter().product::<usize>();
+            let taps = ws[2..].iter().product::<usize>();
+            if !packs_conv(cg, taps) {
+                return None;
+            }
+            let k = cg * taps;
             if k == 0 || m == 0 {
                 return None;
             }
@@ -107,8 +122,13 @@ pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
             }
             let mut v = vec![0.0f32; w.n * w.k];
             qdense::dequantize_into(crate::backend::cpu::kernels::microkernel::Isa::detect(), w, &mut v).ok()?;
+            let (m, cg) = (wshape.first().copied().unwrap_or(0), wshape.get(1).copied().unwrap_or(0));
+            let taps = wshape.get(2..).map_or(0, |k| k.iter().product::<usize>());
+            let packs =
+                wshape.len() >= 3 && *group > 0 && m % group == 0 && !(cg == 1 && *group > 1) && packs_conv(cg, taps);
+            let packed = packs.then(|| PackedRows::pack(&v, *group, m / group, cg * taps));
             let weight = Tensor::from_vec(wshape.clone(), v)?;
-            Packed::Dequantized { conv: Op::Conv { window: window.clone(), group: *group }, weight }
+            Packed::Dequantized { conv: Op::Conv { window: window.clone(), group: *group }, weight, packed }
         }
         Op::QConv { group, w, wshape, .. } => {
             let q = w8a8_weight(w)?;
@@ -194,9 +214,12 @@ pub fn eval(
         (Some(Packed::QConv(p)), Op::QConv { .. }) if x_f32 => {
             return qgemm_i8::qconv_packed(op, act, p, inputs, outputs, scratch);
         }
-        (Some(Packed::Dequantized { conv, weight }), Op::QConv { .. }) if x_f32 => {
+        (Some(Packed::Dequantized { conv, weight, packed }), Op::QConv { .. }) if x_f32 => {
             let ins = [inputs.first().copied().flatten(), Some(weight), inputs.get(1).copied().flatten()];
-            return conv::eval_fused(conv, act, &ins, outputs, scratch);
+            return match packed {
+                Some(p) => conv::eval_packed(conv, act, p, &ins, outputs, scratch),
+                None => conv::eval_fused(conv, act, &ins, outputs, scratch),
+            };
         }
         (Some(Packed::QDense(p)), Op::QConv { .. }) if x_f32 => {
             return qgemm_i8::qconv_one_position(op, act, p, inputs, outputs, scratch);
@@ -288,7 +311,7 @@ mod tests {
         let build = |hw: usize| one_position_graph(c, m, hw);
         let g = build(1);
         assert!(matches!(prepack(&g, &g.nodes[0]).as_deref(), Some(Packed::Dense(p)) if p.k == c && p.n == m));
-        if !packed_conv_enabled() {
+        if packed_conv_setting() != Some(true) {
             assert!(prepack(&build(2), &build(2).nodes[0]).is_none());
         }
         let xt = Tensor::from_vec(vec![n, c, 1, 1], values(n * c, 7)).unwrap();

@@ -104,11 +104,30 @@ pub fn gemm_rows(
     scratch: &mut [f32],
     epilogue: &(impl Fn(usize, usize, &mut [f32]) + Sync),
 ) {
+    let k = w.k;
+    assert!(b.len() >= k * n, "gemm_rows: B shorter than {k}x{n}");
+    gemm_rows_with(isa, w, g, n, y, scratch, &|j0, cols, dst: &mut [f32]| pack_cols(b, n, k, j0, cols, dst), epilogue)
+}
+
+/// [`gemm_rows`] with B's columns packed by `pack(j0, cols, dst)`: columns `j0..j0 + cols` of
+/// the `k x n` B as `NR`-wide panels, k-major, zero past `cols` (what [`pack_cols`] makes of a
+/// row-major B; a conv packs its patches straight from the image instead).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_rows_with(
+    isa: Isa,
+    w: &PackedRows,
+    g: usize,
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
+    pack: &(impl Fn(usize, usize, &mut [f32]) + Sync),
+    epilogue: &(impl Fn(usize, usize, &mut [f32]) + Sync),
+) {
     let (m, k) = (w.m, w.k);
     if m == 0 || n == 0 {
         return;
     }
-    assert!(b.len() >= k * n && y.len() >= m * n, "gemm_rows: operands shorter than {m}x{k}x{n}");
+    assert!(y.len() >= m * n, "gemm_rows: Y shorter than {m}x{n}");
     let tasks = threads::tasks(n.div_ceil(NR), m * k * NR);
     let nc = block_cols(k).min(n.div_ceil(tasks).div_ceil(NR) * NR);
     let out = threads::SharedPtr::new(y);
@@ -119,12 +138,12 @@ pub fn gemm_rows(
         let (c0, c1) = (cols.start, cols.end);
         // SAFETY: a slot belongs to one thread, which runs one task at a time; `scratch` holds
         // a slot of `k * nc` floats per thread (`rows_scratch_len`).
-        let pack = unsafe { scratch.slice(slot * k * nc, k * nc) };
+        let panels = unsafe { scratch.slice(slot * k * nc, k * nc) };
         let mut j0 = c0;
         while j0 < c1 {
             let cols = nc.min(c1 - j0);
             let bp = cols.div_ceil(NR);
-            pack_cols(b, n, k, j0, cols, &mut pack[..bp * k * NR]);
+            pack(j0, cols, &mut panels[..bp * k * NR]);
             for p in 0..m.div_ceil(MR) {
                 let (r0, rows) = (p * MR, MR.min(m - p * MR));
                 let a = AView { ptr: w.panel(g, p).as_ptr(), rs: 1, ks: MR };
@@ -146,7 +165,7 @@ pub fn gemm_rows(
                             alpha: 1.0,
                             accumulate: false,
                         };
-                        tile_wide(isa, rows, pw, k, a, pack[q * k * NR..].as_ptr(), k * NR, c);
+                        tile_wide(isa, rows, pw, k, a, panels[q * k * NR..].as_ptr(), k * NR, c);
                     }
                     q += pw;
                 }
