@@ -186,7 +186,7 @@ pub(super) struct Volume {
 
 /// Where [`Volume`] keeps its data: carve these from the node's scratch.
 pub(super) struct VolumeScratch<'a> {
-    /// `cg` padded channels, then the `max |x|` plane.
+    /// `cg` padded channels, the `max |x|` plane, then its maximum over the kernel window.
     pub f: &'a mut [f32],
     /// Row offsets (`kdim`), position offsets (`npan * NR`), then one layout tag per 8 positions.
     pub i: &'a mut [i32],
@@ -206,7 +206,7 @@ impl Volume {
     /// f32 and i32 scratch elements for `cg` channels.
     pub(super) fn scratch_len(&self, cg: usize) -> (usize, usize) {
         let npan = self.osz.div_ceil(NR);
-        ((cg + 1) * self.size, cg * self.ksz + npan * NR + 2 * npan)
+        ((cg + 2) * self.size, cg * self.ksz + npan * NR + 2 * npan)
     }
 
     /// Fills the offset tables and zeroes the padded channels (their borders stay 0 from here:
@@ -270,8 +270,8 @@ impl Volume {
         inv: &mut [f32],
         dst: &mut [i8],
     ) {
-        let (vol, plane) = s.f.split_at_mut(cg * self.size);
-        let plane = &mut plane[..self.size];
+        let (vol, rest) = s.f.split_at_mut(cg * self.size);
+        let (plane, window) = rest.split_at_mut(self.size);
         let kdim = cg * self.ksz;
         let (rows, rest) = s.i.split_at(kdim);
         let (cols, tags) = rest.split_at(self.osz.div_ceil(NR) * NR);
@@ -285,12 +285,22 @@ impl Volume {
             }
         }
         // A position's patch max is the max of the channel maxima over its taps (the padding
-        // contributes the zeros the patch matrix holds).
+        // contributes the zeros the patch matrix holds): the plane's max over the kernel
+        // window, taken for every plane offset at once (whole-plane vector maxima; per position
+        // and tap it was a scalar loop, ~15% of the fixture teacher's w8a8 time), then read at
+        // each position. The values are >= 0 and not NaN, so the order of the maxima is moot.
+        let taps = &rows[..self.ksz];
+        let span = self.size - taps.iter().map(|&t| t as usize).max().unwrap_or(0);
+        let window = &mut window[..span];
+        window.fill(0.0);
+        for &t in taps {
+            for (w, &v) in window.iter_mut().zip(&plane[t as usize..][..span]) {
+                *w = if v > *w { v } else { *w };
+            }
+        }
         sa.fill(0.0);
         for (s, &c) in sa.iter_mut().zip(cols).take(self.osz) {
-            for &t in &rows[..self.ksz] {
-                *s = s.max(plane[(t + c) as usize]);
-            }
+            *s = window[c as usize];
         }
         finish_scales(fixed, &mut sa[..self.osz], &mut inv[..self.osz]);
         inv[self.osz..].fill(0.0);
