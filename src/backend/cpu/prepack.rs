@@ -29,7 +29,7 @@ pub enum Packed {
     /// A small weight-only QConv (depthwise, or at most [`DEQUANTIZED_MAX`] weights) as the f32
     /// Conv it stands for, its weight dequantized once here instead of on every run (and
     /// packed, where the f32 Conv's would be).
-    Dequantized { conv: Op, weight: Tensor, packed: Option<PackedRows> },
+    Dequantized { conv: Box<Op>, weight: Tensor, packed: Option<PackedRows> },
 }
 
 /// Largest weight-only QConv or QGemm (weights) dequantized at load besides depthwise convs:
@@ -128,7 +128,7 @@ pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
                 wshape.len() >= 3 && *group > 0 && m % group == 0 && !(cg == 1 && *group > 1) && packs_conv(cg, taps);
             let packed = packs.then(|| PackedRows::pack(&v, *group, m / group, cg * taps));
             let weight = Tensor::from_vec(wshape.clone(), v)?;
-            Packed::Dequantized { conv: Op::Conv { window: window.clone(), group: *group }, weight, packed }
+            Packed::Dequantized { conv: Box::new(Op::Conv { window: window.clone(), group: *group }), weight, packed }
         }
         Op::QConv { group, w, wshape, .. } => {
             let q = w8a8_weight(w)?;
