@@ -38,6 +38,20 @@ pub(super) fn q8(v: f32) -> i8 {
     ((v.clamp(QMIN, QMAX) + MAGIC) - MAGIC) as i8
 }
 
+/// Whether no value of `x` is below 0 (NaN quantizes to 0): the patches of such an input lie in
+/// [0, 127] (`i8tile::Operands::BNonNeg`). Eight lanes at a time, so it vectorizes.
+fn nonnegative(x: &[f32]) -> bool {
+    let mut lo = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lo.iter_mut().zip(c) {
+            *l = if v < *l { v } else { *l };
+        }
+    }
+    lo.iter().chain(tail).all(|&v| v >= 0.0 || v.is_nan())
+}
+
 /// The int8 weight matrix `[n, k]`, its per-row scales and the static activation scale.
 pub fn parts(w: &QWeight) -> Option<(&[i8], &[f32], Option<f32>)> {
     match &w.data {
@@ -388,7 +402,9 @@ fn rows_times_columns(
             let rows = i8tile::MR.min(m - i0);
             let view = i8tile::AView { ptr: qa[i0 * kg..].as_ptr(), rs: kg, gs: 1 };
             // SAFETY: rows x kg groups of qa from row i0; `wide` panels of kg * 64 bytes from `pan`.
-            unsafe { i8tile::tile(isa, false, rows, wide, kg, view, p.panel(pan), ps, &asum[i0..], &mut acc) };
+            unsafe {
+                i8tile::tile(isa, i8tile::Operands::NegB, rows, wide, kg, view, p.panel(pan), ps, &asum[i0..], &mut acc)
+            };
             for (r, accr) in acc.iter().enumerate().take(rows) {
                 emit(i0 + r, j0, sa[i0 + r], &accr[..cols]);
             }
@@ -534,6 +550,10 @@ fn qconv_packed_on(
     let yp = threads::SharedPtr::new(y);
     // Rescale, bias and the common activations run in the tile's registers; others after.
     let fused = InRegister::of(act);
+    #[cfg(target_arch = "x86_64")]
+    let sign_trick = isa == i8tile::Isa::Avx2;
+    #[cfg(not(target_arch = "x86_64"))]
+    let sign_trick = false;
     const NO_BIAS: [f32; MR] = [0.0; MR];
     // Images `imgs` on scratch slot `slot`.
     let run = |imgs: std::ops::Range<usize>, slot: usize| {
@@ -559,6 +579,9 @@ fn qconv_packed_on(
                         qpatches::from_matrix(isa, col, osz, kdim, fixed, sa, inv, packed)
                     }
                 }
+                // Patches of a non-negative input (a ReLU's output) skip the AVX2 sign steps.
+                let ops =
+                    if sign_trick && nonnegative(xg) { i8tile::Operands::BNonNeg } else { i8tile::Operands::NegA };
                 // SAFETY: group grp of image img's output rows; images are split between tasks.
                 let yg = threads::SharedPtr::new(unsafe { yp.slice((img * m + grp * mg) * osz, mg * osz) });
                 let (sa, packed) = (&*sa, &*packed);
@@ -589,7 +612,7 @@ fn qconv_packed_on(
                             // SAFETY: packed weight panel of MR x kg groups; `panels` patch panels
                             // of kg * 64 bytes each, back to back; the tile writes `rows` output
                             // rows of `cols` positions inside yg, in this task's panels only.
-                            unsafe { i8tile::tile_f32(isa, true, rows, panels, kg, view, bp, kg * 64, sums, &out) };
+                            unsafe { i8tile::tile_f32(isa, ops, rows, panels, kg, view, bp, kg * 64, sums, &out) };
                         }
                     }
                 });

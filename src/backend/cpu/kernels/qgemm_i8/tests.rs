@@ -159,8 +159,8 @@ fn tiled_qgemm_is_bit_identical() {
 
 /// The tiled QConv gives exactly [`qconv_w8a8`]'s floats: 3x3 padded strided dilated, two
 /// groups, batch 2, batches split by images, a direct 1x1, positions past whole panels, a single position (the narrow
-/// fallback), each layout of positions in the padded image, a NaN input, a static scale, fused
-/// activations.
+/// fallback), each layout of positions in the padded image, signed and non-negative inputs, a
+/// NaN input, a static scale, fused activations.
 #[test]
 fn tiled_qconv_is_bit_identical() {
     use crate::ir::{Unary, Window};
@@ -187,31 +187,38 @@ fn tiled_qconv_is_bit_identical() {
         let k = c / group * kk * kk;
         let q = QWeight::quantize(&vals(m * k, 11), m, k, Precision::W8a8).unwrap();
         let p = i8tile::PackedRows::pack(parts(&q).unwrap().0, group, m / group, k);
-        let mut xv = vals(nb * c * h * wd, 12);
-        // Non-finite inputs: NaN is skipped by the scale's max and packs as 0, as im2col's does.
-        xv[1] = f32::NAN;
-        let x = Tensor::from_vec(vec![nb, c, h, wd], xv).unwrap();
         let b = Tensor::from_vec(vec![m], vals(m, 13)).unwrap();
-        for (w, bias, act) in [
-            (q.clone(), Some(&b), None),
-            (with_static_scale(&q, 0.005), None, Some(Unary::Relu)),
-            // In the tile's registers, and as a pass after it.
-            (q.clone(), Some(&b), Some(Unary::HardSwish)),
-            (q.clone(), Some(&b), Some(Unary::Sigmoid)),
-        ] {
-            let op = Op::QConv { window: window.clone(), group, w: std::sync::Arc::new(w), wshape: wshape.clone() };
-            let ins = [Some(&x), bias];
-            let mut want = vec![Tensor::placeholder()];
-            qconv_w8a8(&op, &ins, &mut want, &mut Vec::new()).unwrap();
-            if let Some(u) = &act {
-                crate::backend::cpu::kernels::activation::apply(u, want[0].as_mut_slice::<f32>().unwrap());
+        // A signed input, and a non-negative one (a ReLU's output: the AVX2 tile skips its sign
+        // steps on those patches).
+        for nonneg in [false, true] {
+            let mut xv = vals(nb * c * h * wd, 12);
+            if nonneg {
+                xv.iter_mut().for_each(|v| *v = v.abs());
             }
-            for isa in i8tile::Isa::available() {
-                let mut got = vec![Tensor::placeholder()];
-                qconv_packed_on(isa, &op, act.as_ref(), &p, &ins, &mut got, &mut Vec::new()).unwrap();
-                assert_eq!(got[0].shape(), want[0].shape());
-                let (g, e) = (got[0].as_slice::<f32>().unwrap(), want[0].as_slice::<f32>().unwrap());
-                assert_eq!(g, e, "{isa:?} conv {kk}x{kk} c {c} m {m} group {group}");
+            // Non-finite inputs: NaN is skipped by the scale's max and packs as 0, as im2col's does.
+            xv[1] = f32::NAN;
+            let x = Tensor::from_vec(vec![nb, c, h, wd], xv).unwrap();
+            for (w, bias, act) in [
+                (q.clone(), Some(&b), None),
+                (with_static_scale(&q, 0.005), None, Some(Unary::Relu)),
+                // In the tile's registers, and as a pass after it.
+                (q.clone(), Some(&b), Some(Unary::HardSwish)),
+                (q.clone(), Some(&b), Some(Unary::Sigmoid)),
+            ] {
+                let op = Op::QConv { window: window.clone(), group, w: std::sync::Arc::new(w), wshape: wshape.clone() };
+                let ins = [Some(&x), bias];
+                let mut want = vec![Tensor::placeholder()];
+                qconv_w8a8(&op, &ins, &mut want, &mut Vec::new()).unwrap();
+                if let Some(u) = &act {
+                    crate::backend::cpu::kernels::activation::apply(u, want[0].as_mut_slice::<f32>().unwrap());
+                }
+                for isa in i8tile::Isa::available() {
+                    let mut got = vec![Tensor::placeholder()];
+                    qconv_packed_on(isa, &op, act.as_ref(), &p, &ins, &mut got, &mut Vec::new()).unwrap();
+                    assert_eq!(got[0].shape(), want[0].shape());
+                    let (g, e) = (got[0].as_slice::<f32>().unwrap(), want[0].as_slice::<f32>().unwrap());
+                    assert_eq!(g, e, "{isa:?} conv {kk}x{kk} c {c} m {m} group {group} nonneg {nonneg}");
+                }
             }
         }
     }
