@@ -359,32 +359,42 @@ mod tests {
     use super::*;
     use crate::ir::{AutoPad, Window};
 
+    /// (input dims, kernel, pad, stride, dilation): 2-D with padding, strides and dilations,
+    /// 8- and 4-wide rows (the teacher's), 1-D and 3-D.
+    const CASES: [(&[usize], &[usize], usize, usize, usize); 8] = [
+        (&[8, 8], &[3, 3], 1, 1, 1),
+        (&[4, 4], &[3, 3], 1, 1, 1),
+        (&[5, 7], &[3, 2], 2, 2, 1),
+        (&[6, 9], &[3, 3], 1, 2, 2),
+        (&[3, 3], &[5, 5], 2, 1, 1),
+        (&[11], &[4], 1, 3, 1),
+        (&[19], &[4], 1, 1, 2),
+        (&[3, 4, 5], &[2, 3, 3], 1, 1, 1),
+    ];
+
+    /// A case's geometry, and an input of 3 channels (distinct values).
+    fn case(dims: &[usize], kernel: &[usize], pad: usize, stride: usize, dil: usize) -> (Geom, usize, Vec<f32>) {
+        let r = dims.len();
+        let w = Window {
+            kernel: kernel.to_vec(),
+            strides: vec![stride; r],
+            pads: vec![pad; 2 * r],
+            dilations: vec![dil; r],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let g = super::super::window::resolve(&w, dims, kernel).unwrap();
+        let cg = 3;
+        let x = (0..cg * g.in_size()).map(|i| i as f32 + 1.0).collect();
+        (g, cg, x)
+    }
+
     /// Patches packed straight into panels equal im2col's matrix cut into panels, for every
     /// column block (panels straddling output rows, a partial last panel).
     #[test]
     fn packed_patches_match_im2col() {
-        type Case = (&'static [usize], &'static [usize], usize, usize, usize);
-        let cases: [Case; 6] = [
-            (&[8, 8], &[3, 3], 1, 1, 1),
-            (&[4, 4], &[3, 3], 1, 1, 1),
-            (&[5, 7], &[3, 2], 2, 2, 1),
-            (&[6, 9], &[3, 3], 1, 2, 2),
-            (&[19], &[4], 1, 1, 2),
-            (&[3, 4, 5], &[2, 3, 3], 1, 1, 1),
-        ];
-        for (dims, kernel, pad, stride, dil) in cases {
-            let r = dims.len();
-            let w = Window {
-                kernel: kernel.to_vec(),
-                strides: vec![stride; r],
-                pads: vec![pad; 2 * r],
-                dilations: vec![dil; r],
-                auto_pad: AutoPad::NotSet,
-                ceil_mode: false,
-            };
-            let g = super::super::window::resolve(&w, dims, kernel).unwrap();
-            let cg = 3;
-            let x: Vec<f32> = (0..cg * g.in_size()).map(|i| i as f32 + 1.0).collect();
+        for (dims, kernel, pad, stride, dil) in CASES {
+            let (g, cg, x) = case(dims, kernel, pad, stride, dil);
             let (k, osz) = (cg * g.kernel_size(), g.out_size());
             let mut col = vec![0.0; k * osz];
             spans(&g, &x, cg, &mut col, osz);
@@ -414,29 +424,8 @@ mod tests {
     /// nothing outside their rows.
     #[test]
     fn short_rows_match_spans() {
-        type Case = (&'static [usize], &'static [usize], usize, usize, usize);
-        let cases: [Case; 7] = [
-            (&[8, 8], &[3, 3], 1, 1, 1),
-            (&[4, 4], &[3, 3], 1, 1, 1),
-            (&[5, 7], &[3, 2], 2, 2, 1),
-            (&[6, 9], &[3, 3], 1, 2, 2),
-            (&[3, 3], &[5, 5], 2, 1, 1),
-            (&[11], &[4], 1, 3, 1),
-            (&[3, 4, 5], &[2, 3, 3], 1, 1, 1),
-        ];
-        for (dims, kernel, pad, stride, dil) in cases {
-            let r = dims.len();
-            let w = Window {
-                kernel: kernel.to_vec(),
-                strides: vec![stride; r],
-                pads: vec![pad; 2 * r],
-                dilations: vec![dil; r],
-                auto_pad: AutoPad::NotSet,
-                ceil_mode: false,
-            };
-            let g = super::super::window::resolve(&w, dims, kernel).unwrap();
-            let cg = 3;
-            let x: Vec<f32> = (0..cg * g.in_size()).map(|i| i as f32 + 1.0).collect();
+        for (dims, kernel, pad, stride, dil) in CASES {
+            let (g, cg, x) = case(dims, kernel, pad, stride, dil);
             let (rows, osz) = (cg * g.kernel_size(), g.out_size());
             let ld = osz + 5;
             let mut a = vec![-7.0; rows * ld];
