@@ -361,7 +361,8 @@ mod tests {
 
     /// (input dims, kernel, pad, stride, dilation): 2-D with padding, strides and dilations,
     /// 8- and 4-wide rows (the teacher's), 1-D and 3-D.
-    const CASES: [(&[usize], &[usize], usize, usize, usize); 8] = [
+    type Case = (&'static [usize], &'static [usize], usize, usize, usize);
+    const CASES: [Case; 8] = [
         (&[8, 8], &[3, 3], 1, 1, 1),
         (&[4, 4], &[3, 3], 1, 1, 1),
         (&[5, 7], &[3, 2], 2, 2, 1),
