@@ -2,9 +2,9 @@
 //! convs use the input itself as the patch matrix); a batch puts every image's patches side by
 //! side for one wide GEMM per group. A conv whose weight the plan packed (those that need
 //! patches) skips the patch matrix: its patches go from the padded image straight into the
-//! register tile's panels, one GEMM per image ([`patches_packed`]). Grouped convs with one input channel per group (depthwise)
-//! run the direct kernel of `depthwise.rs`. Bias and an optional fused activation are applied
-//! in the output pass (the epilogue), not as separate passes over Y.
+//! register tile's panels, one GEMM per image (`patches_packed`). Grouped convs with one input
+//! channel per group (depthwise) run the direct kernel of `depthwise.rs`. Bias and an optional
+//! fused activation are applied in the output pass (the epilogue), not as separate passes over Y.
 //! ConvTranspose lives in `conv_transpose.rs`.
 
 use super::activation::bias_apply;
