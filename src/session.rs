@@ -7,7 +7,6 @@ use crate::ir::{self, Graph};
 use crate::onnx;
 use crate::quant::{self, Precision};
 use crate::tensor::{DType, Shape, Tensor};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -140,8 +139,11 @@ pub struct Session {
 }
 
 /// Named outputs of a run, in the model's output order.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Outputs(pub Vec<(String, Tensor)>);
+
+/// A run's inputs in the graph's order (inline up to 8).
+type Ordered<'t> = smallvec::SmallVec<[&'t Tensor; 8]>;
 
 impl Outputs {
     pub fn get(&self, name: &str) -> Option<&Tensor> {
@@ -179,7 +181,25 @@ impl Session {
     pub fn run_refs(&self, inputs: &[(&str, &Tensor)]) -> Result<Outputs> {
         let ordered = self.check_inputs(inputs)?;
         let outs = self.limited(|| self.exec.run(&ordered))?;
-        Ok(Outputs(self.graph.outputs.iter().map(|&o| self.graph.value(o).name.clone()).zip(outs).collect()))
+        Ok(Outputs(self.output_names().zip(outs).collect()))
+    }
+
+    /// As [`Session::run_refs`], writing the outputs into `outputs` and reusing its buffers
+    /// (pass `Outputs::default()` the first time). For a serving loop: on the CPU backend,
+    /// once a run with the same input shapes has filled `outputs`, a run allocates nothing.
+    /// On an error `outputs` keeps the previous run's values.
+    pub fn run_into(&self, inputs: &[(&str, &Tensor)], outputs: &mut Outputs) -> Result<()> {
+        let ordered = self.check_inputs(inputs)?;
+        let fits = outputs.0.len() == self.graph.outputs.len()
+            && outputs.0.iter().zip(&self.graph.outputs).all(|((n, _), &o)| *n == self.graph.value(o).name);
+        if !fits {
+            outputs.0 = self.output_names().map(|n| (n, Tensor::placeholder())).collect();
+        }
+        self.limited(|| self.exec.run_into(&ordered, &mut |k, t| outputs.0[k].1.assign(t)))
+    }
+
+    fn output_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.graph.outputs.iter().map(|&o| self.graph.value(o).name.clone())
     }
 
     /// As [`Session::run_refs`], also returning each node's wall time (node, op, duration) in
@@ -187,8 +207,7 @@ impl Session {
     pub fn profile(&self, inputs: &[(&str, &Tensor)]) -> Result<(Outputs, Vec<crate::backend::cpu::NodeTime>)> {
         let ordered = self.check_inputs(inputs)?;
         let (outs, times) = self.limited(|| self.exec.profile(&ordered))?;
-        let names = self.graph.outputs.iter().map(|&o| self.graph.value(o).name.clone());
-        Ok((Outputs(names.zip(outs).collect()), times))
+        Ok((Outputs(self.output_names().zip(outs).collect()), times))
     }
 
     fn limited<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -198,10 +217,11 @@ impl Session {
         }
     }
 
-    fn check_inputs<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<&'t Tensor>> {
+    /// The inputs in the graph's order, checked. Inline for up to 8 inputs and symbols bound
+    /// in a small inline list, so a steady-state `run_into` allocates nothing here.
+    fn check_inputs<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Ordered<'t>> {
         let g = &*self.graph;
-        let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
-        for (name, t) in inputs {
+        for (i, (name, _)) in inputs.iter().enumerate() {
             if !g.inputs.iter().any(|&v| g.value(v).name == *name) {
                 let expected: Vec<&str> = g.inputs.iter().map(|&v| g.value(v).name.as_str()).collect();
                 return Err(Error::input(
@@ -209,15 +229,19 @@ impl Session {
                     format!("the model has no such input (inputs: {})", expected.join(", ")),
                 ));
             }
-            if by_name.insert(name, t).is_some() {
+            if inputs[..i].iter().any(|(n, _)| n == name) {
                 return Err(Error::input(*name, "given twice"));
             }
         }
-        let mut bindings = HashMap::new();
-        let mut ordered = Vec::with_capacity(g.inputs.len());
+        let mut bindings = crate::tensor::Bindings::new();
+        let mut ordered = Ordered::new();
         for &v in &g.inputs {
             let val = g.value(v);
-            let t = *by_name.get(val.name.as_str()).ok_or_else(|| Error::input(&val.name, "missing"))?;
+            let t = inputs
+                .iter()
+                .find(|(n, _)| *n == val.name)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| Error::input(&val.name, "missing"))?;
             if let Some(dt) = val.dtype {
                 if dt != t.dtype() {
                     return Err(Error::input(&val.name, format!("element type {} given, {dt} expected", t.dtype())));

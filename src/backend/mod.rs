@@ -72,6 +72,16 @@ pub trait Executable: Send + Sync {
     /// graph outputs in order.
     fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>>;
 
+    /// As `run`, handing each graph output (index, tensor) to `sink` instead of returning it,
+    /// so a caller can copy it into a buffer it keeps. The CPU plan hands out its own arena
+    /// buffers: with a sink that reuses its buffers, a steady-state run allocates nothing.
+    fn run_into(&self, inputs: &[&Tensor], sink: &mut dyn FnMut(usize, &Tensor)) -> Result<()> {
+        for (k, t) in self.run(inputs)?.iter().enumerate() {
+            sink(k, t);
+        }
+        Ok(())
+    }
+
     /// As `run`, also timing each node (name, op, wall time) in execution order. Backends
     /// without per-node timing keep this default.
     fn profile(&self, _inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<cpu::NodeTime>)> {

@@ -164,7 +164,7 @@ pub fn open(
                     (None, Some(t)) => Some(format!("{t} thread(s)")),
                     (Some(d), Some(t)) => Some(format!("{d}; {t} thread(s)")),
                 };
-                Box::new(AlembicTarget { exec, inputs, detail, threads })
+                Box::new(AlembicTarget { exec, inputs, detail, threads, outputs: Vec::new() })
             } else {
                 wgpu_target(graph, inputs, wp, quantized)?
             };
@@ -246,6 +246,9 @@ struct AlembicTarget {
     detail: Option<String>,
     /// The CPU kernels' thread limit for this combination.
     threads: Option<usize>,
+    /// The last run's outputs; each run writes into them (`Executable::run_into`), as a
+    /// serving loop would, so a steady-state CPU run allocates nothing.
+    outputs: Vec<Tensor>,
 }
 
 impl AlembicTarget {
@@ -259,8 +262,20 @@ impl AlembicTarget {
 
 impl Target for AlembicTarget {
     fn run(&mut self) -> Result<()> {
-        let refs: Vec<&Tensor> = self.inputs.iter().collect();
-        self.limited(|| self.exec.run(&refs).map(drop))
+        let refs: smallvec::SmallVec<[&Tensor; 8]> = self.inputs.iter().collect();
+        let (exec, outputs) = (&self.exec, &mut self.outputs);
+        let mut run = || {
+            exec.run_into(&refs, &mut |k, t| {
+                if k >= outputs.len() {
+                    outputs.resize_with(k + 1, Tensor::placeholder);
+                }
+                outputs[k].assign(t)
+            })
+        };
+        match self.threads {
+            Some(t) => backend::cpu::kernels::threads::with_threads(t, run),
+            None => run(),
+        }
     }
 
     fn profile(&mut self) -> Option<Result<Vec<NodeTime>>> {

@@ -10,6 +10,6 @@ mod tensor;
 
 pub use dtype::{onnx_type_name, DType};
 pub use float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
-pub use shape::{broadcast_dims, broadcast_shapes, norm_axis, numel, strides, Dim, Shape};
+pub use shape::{broadcast_dims, broadcast_shapes, norm_axis, numel, strides, Bindings, Dim, Dims, Shape};
 pub use shared::SharedSlice;
 pub use tensor::{Data, Element, Tensor};

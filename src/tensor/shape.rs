@@ -1,7 +1,14 @@
 //! Shapes whose dimensions may be symbolic (`N`, `height`) and are bound at run time.
 
-use std::collections::HashMap;
 use std::fmt;
+
+/// A concrete shape built on the run path (a kernel's output shape): inline up to rank 6, so
+/// steady-state runs allocate nothing for it.
+pub type Dims = smallvec::SmallVec<[usize; 6]>;
+
+/// Symbols bound by one run's inputs (name, value): a model has a handful, kept inline so
+/// checking a run's inputs allocates nothing.
+pub type Bindings<'s> = smallvec::SmallVec<[(&'s str, usize); 4]>;
 
 /// One dimension of a declared or inferred shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -53,7 +60,7 @@ impl Shape {
 
     /// Checks a concrete shape against this one, binding symbols in `bindings`.
     /// Returns a description of the first mismatch.
-    pub fn bind(&self, actual: &[usize], bindings: &mut HashMap<String, usize>) -> Result<(), String> {
+    pub fn bind<'s>(&'s self, actual: &[usize], bindings: &mut Bindings<'s>) -> Result<(), String> {
         if actual.len() != self.rank() {
             return Err(format!("rank {} given, rank {} expected ({self})", actual.len(), self.rank()));
         }
@@ -63,14 +70,14 @@ impl Shape {
                     return Err(format!("dimension {axis} is {got}, expected {w} (shape {self})"));
                 }
                 Dim::Sym(name) => {
-                    if let Some(&prev) = bindings.get(name) {
+                    if let Some(&(_, prev)) = bindings.iter().find(|(n, _)| n == name) {
                         if prev != got {
                             return Err(format!(
                                 "dimension {axis} is {got}, but symbol {name} is already bound to {prev}"
                             ));
                         }
                     } else {
-                        bindings.insert(name.clone(), got);
+                        bindings.push((name, got));
                     }
                 }
                 _ => {}
@@ -99,8 +106,8 @@ pub fn numel(shape: &[usize]) -> usize {
 }
 
 /// Row-major strides of a concrete shape, in elements.
-pub fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
+pub fn strides(shape: &[usize]) -> Dims {
+    let mut s: Dims = smallvec::smallvec![1; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         s[i] = s[i + 1] * shape[i + 1];
     }
@@ -108,9 +115,9 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 }
 
 /// ONNX (numpy) multidirectional broadcasting of two concrete shapes.
-pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Dims> {
     let rank = a.len().max(b.len());
-    let mut out = vec![0; rank];
+    let mut out: Dims = smallvec::smallvec![0; rank];
     for i in 0..rank {
         let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
         let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };

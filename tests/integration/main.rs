@@ -1,5 +1,6 @@
 //! Alembic's integration tests, in one binary to keep link time down.
 
+mod alloc;
 mod bench;
 mod cache;
 mod cli;

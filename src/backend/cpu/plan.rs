@@ -2,7 +2,8 @@
 //!
 //! Each intermediate value gets a slot; a slot is reused by a later value once its last reader
 //! has run. Slots keep their allocation between runs, so after the first run with given input
-//! shapes, running again allocates nothing but the returned outputs. The plan runs steps, not
+//! shapes, running again allocates nothing but the returned outputs (and nothing at all through
+//! `run_into`). The plan runs steps, not
 //! nodes: `fuse.rs` folds an activation into the node producing its input.
 
 use super::fuse::{steps, Step};
@@ -124,7 +125,10 @@ impl CpuPlan {
     /// Runs once, also returning each node's wall time in execution order.
     pub fn run_profiled(&self, inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
         let mut times = Vec::with_capacity(self.graph.nodes.len());
-        let outs = self.with_state(|p, st| p.exec(st, inputs, Some(&mut times)))?;
+        let outs = self.with_state(|p, st| {
+            p.exec(st, inputs, Some(&mut times))?;
+            Ok::<_, Error>(p.outputs(st, inputs).map(Tensor::clone).collect())
+        })?;
         Ok((outs, times))
     }
 
@@ -142,7 +146,7 @@ impl CpuPlan {
 
     /// `times`, when given, receives each step's wall time (a fused activation is timed with
     /// the node it runs in, under that node's name).
-    fn exec(&self, st: &mut State, inputs: &[&Tensor], mut times: Option<&mut Vec<NodeTime>>) -> Result<Vec<Tensor>> {
+    fn exec(&self, st: &mut State, inputs: &[&Tensor], mut times: Option<&mut Vec<NodeTime>>) -> Result<()> {
         let g = &*self.graph;
         let State { arena, scratch, outs } = st;
         for (n, step) in self.steps.iter().enumerate() {
@@ -187,20 +191,34 @@ impl CpuPlan {
             res.map_err(|message| Error::Kernel { node: node.name.clone(), op: node.op.name().to_string(), message })?;
         }
         super::kernels::threads::rest();
-        Ok(g.outputs
-            .iter()
-            .map(|&o| match self.slots[o].expect("outputs have slots") {
-                Slot::Constant(c) => (*g.values[c].constant.clone().expect("constant")).clone(),
-                Slot::Input(k) => inputs[k].clone(),
-                Slot::Arena(s) => arena[s].clone(),
-            })
-            .collect())
+        Ok(())
+    }
+
+    /// The graph outputs after `exec`, in order, borrowed from where the run left them.
+    fn outputs<'a>(&'a self, st: &'a State, inputs: &'a [&'a Tensor]) -> impl Iterator<Item = &'a Tensor> + 'a {
+        let g = &*self.graph;
+        g.outputs.iter().map(move |&o| match self.slots[o].expect("outputs have slots") {
+            Slot::Constant(c) => g.values[c].constant.as_deref().expect("constant"),
+            Slot::Input(k) => inputs[k],
+            Slot::Arena(s) => &st.arena[s],
+        })
     }
 }
 
 impl Executable for CpuPlan {
     fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        self.with_state(|p, st| p.exec(st, inputs, None))
+        self.with_state(|p, st| {
+            p.exec(st, inputs, None)?;
+            Ok(p.outputs(st, inputs).map(Tensor::clone).collect())
+        })
+    }
+
+    fn run_into(&self, inputs: &[&Tensor], sink: &mut dyn FnMut(usize, &Tensor)) -> Result<()> {
+        self.with_state(|p, st| {
+            p.exec(st, inputs, None)?;
+            p.outputs(st, inputs).enumerate().for_each(|(k, t)| sink(k, t));
+            Ok(())
+        })
     }
 
     fn profile(&self, inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {

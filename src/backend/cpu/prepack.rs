@@ -57,14 +57,14 @@ fn packed_conv_setting() -> Option<bool> {
 }
 
 /// Whether a non-depthwise Conv weight of `cg` input channels per group and `taps` kernel taps
-/// is packed. By default, the convs that need patches and are not short enough for the direct
-/// kernel (`cg * taps > direct::SHORT_K`): their patches then go straight into the tile's
-/// panels (`conv::patches_packed`). On Zen 3 the fixture teacher's 3x3 convs ran 1.4x faster
-/// end to end that way than as im2col + matrixmultiply (docs/performance.md). 1x1 convs stay
-/// on matrixmultiply, which read their input in place and measured the same as the packed tile
-/// on MobileNetV3.
+/// is packed. By default every one the direct kernel does not take (`cg * taps >
+/// direct::SHORT_K`, or 1x1): their patches then go straight into the tile's panels
+/// (`conv::patches_packed`), or X is packed as it is for a 1x1. On Zen 3 the fixture teacher's
+/// 3x3 convs ran 1.4x faster end to end that way than as im2col + matrixmultiply
+/// (docs/performance.md), and MobileNetV3's 1x1 convs about as fast; matrixmultiply also
+/// allocates its packing buffers on every call, and a steady-state run allocates nothing.
 fn packs_conv(cg: usize, taps: usize) -> bool {
-    packed_conv_setting().unwrap_or(taps > 1 && cg * taps > super::kernels::direct::SHORT_K)
+    packed_conv_setting().unwrap_or(taps == 1 || cg * taps > super::kernels::direct::SHORT_K)
 }
 
 /// The packed weight for `node`, when it has a constant one the packed kernels take.
@@ -304,15 +304,17 @@ mod tests {
 
     /// A 1x1 Conv on a one-position input (squeeze-excitation) runs on W' packed as columns,
     /// bias and fused Relu included, like the plain kernel; the same conv on a larger input is
-    /// not packed this way.
+    /// packed as conv rows instead (unless conv packing is turned off).
     #[test]
     fn one_position_pointwise_conv_runs_packed() {
         let (n, c, m) = (3, 37, 21);
         let build = |hw: usize| one_position_graph(c, m, hw);
         let g = build(1);
         assert!(matches!(prepack(&g, &g.nodes[0]).as_deref(), Some(Packed::Dense(p)) if p.k == c && p.n == m));
-        if packed_conv_setting() != Some(true) {
-            assert!(prepack(&build(2), &build(2).nodes[0]).is_none());
+        let wider = prepack(&build(2), &build(2).nodes[0]);
+        match packed_conv_setting() {
+            Some(false) => assert!(wider.is_none()),
+            _ => assert!(matches!(wider.as_deref(), Some(Packed::Conv(p)) if p.k == c && p.m == m)),
         }
         let xt = Tensor::from_vec(vec![n, c, 1, 1], values(n * c, 7)).unwrap();
         let got = CpuPlan::new(Arc::new(g.clone())).run(&[&xt]).unwrap().remove(0);

@@ -265,7 +265,7 @@ pub fn out_shape(op: &GpuOp, node: &Node, graph: &Graph, ins: &[Option<Vec<usize
             if x.len() > 8 || y.len() > 8 {
                 return Err("rank above 8 on wgpu".into());
             }
-            broadcast_shapes(&x, &y).ok_or_else(|| format!("shapes {x:?} and {y:?} do not broadcast"))?
+            broadcast_shapes(&x, &y).ok_or_else(|| format!("shapes {x:?} and {y:?} do not broadcast"))?.to_vec()
         }
         GpuOp::Gemm { trans_b, .. } => {
             let b = get(1).ok_or("input 1 is missing")?;

@@ -439,9 +439,9 @@ impl WgpuPlan {
                 let b_buf = buf(node.input(1)).ok_or_else(|| kerr(g, s.node, "input 1 has no buffer"))?;
                 let (sa, sb) = (broadcast_strides(&x, &out), broadcast_strides(&bsh, &out));
                 let mut p = vec![u32c(len)?, *code, out.len() as u32, act.code, fb(act.fa), fb(act.fb), 0, 0];
-                for arr in [&out, &sa, &sb] {
+                for (k, arr) in [&out[..], &sa[..], &sb[..]].into_iter().enumerate() {
                     for i in 0..8 {
-                        p.push(u32c(arr.get(i).copied().unwrap_or(if std::ptr::eq(arr, &out) { 1 } else { 0 }))?);
+                        p.push(u32c(arr.get(i).copied().unwrap_or(if k == 0 { 1 } else { 0 }))?);
                     }
                 }
                 (("elementwise", "binary", 0), p, vec![(1, a_buf), (2, b_buf), (3, y)], grid(len))

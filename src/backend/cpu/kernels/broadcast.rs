@@ -1,17 +1,17 @@
 //! Broadcast iteration shared by the elementwise kernels.
 
-use crate::tensor::{broadcast_shapes, strides};
+use crate::tensor::{broadcast_shapes, strides, Dims};
 
 /// Strides of `shape` seen through the broadcast `out` shape (0 along broadcast axes).
-pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Dims {
     let s = strides(shape);
     let off = out.len() - shape.len();
     (0..out.len()).map(|i| if i < off || shape[i - off] == 1 { 0 } else { s[i - off] }).collect()
 }
 
 /// Output shape of broadcasting all `shapes` together.
-pub fn broadcast_all(shapes: &[&[usize]]) -> Result<Vec<usize>, String> {
-    let mut out: Vec<usize> = Vec::new();
+pub fn broadcast_all(shapes: &[&[usize]]) -> Result<Dims, String> {
+    let mut out = Dims::new();
     for s in shapes {
         out = broadcast_shapes(&out, s).ok_or_else(|| format!("shapes {:?} do not broadcast", shapes))?;
     }
@@ -36,7 +36,7 @@ pub fn for_each_offsets<const K: usize>(
     let rank = out.len();
     let inner = out[rank - 1];
     let inner_strides: [usize; K] = std::array::from_fn(|k| in_strides[k][rank - 1]);
-    let mut idx = vec![0usize; rank];
+    let mut idx: Dims = smallvec::smallvec![0; rank];
     let mut base = [0usize; K];
     let mut o = 0;
     while o < n {

@@ -11,7 +11,7 @@ use super::activation::bias_apply;
 pub(super) use super::im2col::im2col;
 use super::im2col::src;
 use super::linalg::sgemm_then;
-use super::microkernel::{Isa, NR};
+use super::microkernel::Isa;
 use super::packed::{self, PackedCols, PackedRows};
 use super::window::{resolve, via_f32, Geom};
 use super::{direct, threads};
@@ -84,7 +84,7 @@ pub fn eval_pointwise_packed(
         return eval_fused(op, act, inputs, outputs, scratch);
     };
     let b = bias(opt(inputs, 2), m)?;
-    let mut oshape = vec![n, m];
+    let mut oshape: crate::tensor::Dims = smallvec::smallvec![n, m];
     oshape.extend_from_slice(&g.out_dims);
     let y = outputs[0].reuse_f32(&oshape);
     if let Some(b) = b {
@@ -164,7 +164,7 @@ fn conv(
     let b = bias(opt(inputs, 2), m)?;
     let xv = x.as_slice::<f32>().ok_or("X must be f32")?;
     let wv = wt.as_slice::<f32>().ok_or("W must have the type of X")?;
-    let mut oshape = vec![n, m];
+    let mut oshape: crate::tensor::Dims = smallvec::smallvec![n, m];
     oshape.extend_from_slice(&g.out_dims);
     let y = out.reuse_f32(&oshape);
     let (cg, mg) = (c / group, m / group);
@@ -198,10 +198,10 @@ fn conv(
     let pointwise = g.kernel == [1; 3] && g.stride == [1; 3] && g.pad == [0; 3] && g.pad_end == [0; 3];
     let kdim = cg * ksz;
     // A weight packed at plan time for exactly this shape, else matrixmultiply. Products
-    // narrower than one column panel (squeeze-excitation 1x1 convs on a pooled [C,1,1] are
-    // matrix-vector products) stay on matrixmultiply: the tile would compute 16 columns for one
-    // (measured on MobileNetV3's SE convs: 2x slower than matrixmultiply).
-    let packed = packed.filter(|p| p.groups == group && p.m == mg && p.k == kdim && n * osz >= NR);
+    // narrower than one column panel run on the tile too (a last stage's 2x6 map): the
+    // squeeze-excitation 1x1 convs on a pooled [C,1,1], where it would compute 16 columns for
+    // one, have their own GEMV packing (`prepack::pointwise_on_one_position`).
+    let packed = packed.filter(|p| p.groups == group && p.m == mg && p.k == kdim);
     let isa = Isa::detect();
     if let (Some(p), false) = (packed, pointwise) {
         patches_packed(&g, isa, p, (n, c, m, group), act, b, xv, y, scratch);

@@ -76,7 +76,7 @@ pub fn eval(a: &ConvTransposeAttrs, inputs: &[Option<&Tensor>], out: &mut Tensor
     let b = bias(opt(inputs, 2), m)?;
     let xv = x.as_slice::<f32>().ok_or("X must be f32")?;
     let wv = wt.as_slice::<f32>().ok_or("W must have the type of X")?;
-    let mut oshape = vec![n, m];
+    let mut oshape: crate::tensor::Dims = smallvec::smallvec![n, m];
     oshape.extend_from_slice(&odims);
     let y = out.reuse_f32(&oshape);
     let (cg, mg) = (c / group, m / group);

@@ -322,7 +322,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Tensor) -> KResult {
                     }
                 }
             }
-            let t = Tensor::from_vec(osh.clone(), acc).expect("shape matches");
+            let t = Tensor::from_vec(osh.to_vec(), acc).expect("shape matches");
             super::elementwise::cast(&t, a.dtype(), out)?;
         }
         _ => return Err(format!("MatMul of {} and {} is not supported", a.dtype(), b.dtype())),

@@ -40,7 +40,7 @@ fn pool(w: &Window, kind: Kind, x: &Tensor, outputs: &mut [Tensor]) -> KResult {
     }
     let g = resolve(w, &xs[2..], &w.kernel)?;
     let xv = x.as_slice::<f32>().ok_or("X must be f32")?;
-    let mut oshape = xs[..2].to_vec();
+    let mut oshape = crate::tensor::Dims::from_slice(&xs[..2]);
     oshape.extend_from_slice(&g.out_dims);
     let planes = xs[0] * xs[1];
     let (isz, osz) = (g.in_size(), g.out_size());
@@ -227,7 +227,7 @@ fn global(x: &Tensor, out: &mut Tensor, max: bool) -> KResult {
         return Err(format!("input must have rank >= 2, has shape {xs:?}"));
     }
     let xv = x.as_slice::<f32>().ok_or("X must be f32")?;
-    let mut oshape = xs.to_vec();
+    let mut oshape = crate::tensor::Dims::from_slice(xs);
     oshape[2..].fill(1);
     let sp: usize = xs[2..].iter().product();
     let y = out.reuse_f32(&oshape);

@@ -254,7 +254,7 @@ impl<'a> QConvArgs<'a> {
 pub fn qconv_w8a8(op: &Op, inputs: &[Option<&Tensor>], outputs: &mut [Tensor], scratch: &mut Vec<f32>) -> KResult {
     let QConvArgs { g, xv, bias, group, nb, c, m, cg, mg, kdim, w } = QConvArgs::check(op, inputs)?;
     let (qw, sw, fixed) = parts(w).ok_or("not a w8a8 weight")?;
-    let mut oshape = vec![nb, m];
+    let mut oshape: crate::tensor::Dims = smallvec::smallvec![nb, m];
     oshape.extend_from_slice(&g.out_dims);
     let y = outputs[0].reuse_f32(&oshape);
     let (isz, osz) = (g.in_size(), g.out_size());
@@ -358,7 +358,7 @@ fn qgemm_packed_on(
         return Err(format!("QGemm input {ash:?} does not end with K = {k}"));
     }
     let m = av.len() / k;
-    let mut osh = ash[..ash.len() - 1].to_vec();
+    let mut osh = crate::tensor::Dims::from_slice(&ash[..ash.len() - 1]);
     osh.push(n);
     let o = out.reuse_f32(&osh);
     let accumulate = super::linalg::fill_bias("QGemm", o, c, beta, m, n)? != 0.0;
@@ -431,7 +431,7 @@ pub fn qconv_one_position(
     if group != 1 || g.in_size() != 1 || g.out_size() != 1 || kdim != c || p.n != m || p.k != kdim || kdim == 0 {
         return Err(format!("QConv with weight [{m}, {kdim}] is not a 1x1 conv on one position"));
     }
-    let mut oshape = vec![nb, m];
+    let mut oshape: crate::tensor::Dims = smallvec::smallvec![nb, m];
     oshape.extend_from_slice(&g.out_dims);
     let y = outputs[0].reuse_f32(&oshape);
     let act = act.map(|u| InRegister::of(Some(u)).ok_or(u)).transpose();
@@ -517,7 +517,7 @@ fn qconv_packed_on(
     if p.m != mg || p.k != kdim || p.groups != group || kdim == 0 {
         return Err(format!("QConv packed weight [{}, {}] does not fit [{m}, {kdim}]", p.m, p.k));
     }
-    let mut oshape = vec![nb, m];
+    let mut oshape: crate::tensor::Dims = smallvec::smallvec![nb, m];
     oshape.extend_from_slice(&g.out_dims);
     let y = outputs[0].reuse_f32(&oshape);
     let (isz, osz) = (g.in_size(), g.out_size());

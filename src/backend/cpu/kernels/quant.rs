@@ -57,7 +57,7 @@ fn prologue<'a>(
         return Err(format!("QGemm input {ash:?} does not end with K = {k}"));
     }
     let m = av.len() / k.max(1);
-    let mut osh = ash[..ash.len() - 1].to_vec();
+    let mut osh = crate::tensor::Dims::from_slice(&ash[..ash.len() - 1]);
     osh.push(n);
     let o = out.reuse_f32(&osh);
     let accumulate = super::linalg::fill_bias("QGemm", o, c, beta, m, n)? != 0.0;
@@ -130,7 +130,7 @@ fn one_position(
         Some(Some(b)) if b.len() == m => Some(b),
         Some(_) => return Some(Err(format!("QConv bias must be {m} f32 values"))),
     };
-    let mut oshape = vec![n, m];
+    let mut oshape: crate::tensor::Dims = smallvec::smallvec![n, m];
     oshape.extend(std::iter::repeat_n(1, xs.len() - 2));
     let y = outputs[0].reuse_f32(&oshape);
     if let Some(b) = bias {

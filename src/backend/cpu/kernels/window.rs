@@ -4,7 +4,7 @@
 
 use super::KResult;
 use crate::ir::{AutoPad, Window};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Dims, Tensor};
 
 /// Output extent and (begin, end) pads of one spatial dim of a Conv/pool window.
 #[allow(clippy::too_many_arguments)]
@@ -62,8 +62,8 @@ pub struct Geom {
     /// End pads (count_include_pad needs them).
     pub pad_end: [usize; 3],
     pub out: [usize; 3],
-    /// Output spatial dims at the real rank.
-    pub out_dims: Vec<usize>,
+    /// Output spatial dims at the real rank (inline: kernels resolve a geometry every run).
+    pub out_dims: Dims,
 }
 
 impl Geom {
@@ -79,11 +79,11 @@ impl Geom {
 }
 
 /// Attribute vector `v` for `n` dims, `default` when absent.
-fn per_dim(v: &[usize], n: usize, default: usize, what: &str) -> Result<Vec<usize>, String> {
+fn per_dim(v: &[usize], n: usize, default: usize, what: &str) -> Result<Dims, String> {
     if v.is_empty() {
-        Ok(vec![default; n])
+        Ok(smallvec::smallvec![default; n])
     } else if v.len() == n {
-        Ok(v.to_vec())
+        Ok(Dims::from_slice(v))
     } else {
         Err(format!("{what} has {} values for {n} spatial dims", v.len()))
     }
@@ -108,8 +108,8 @@ pub fn resolve(w: &Window, input: &[usize], kernel: &[usize]) -> Result<Geom, St
     let strides = per_dim(&w.strides, n, 1, "strides")?;
     let dil = per_dim(&w.dilations, n, 1, "dilations")?;
     let pads = per_dim(&w.pads, 2 * n, 0, "pads")?;
-    let mut out = vec![0; n];
-    let (mut pb, mut pe) = (vec![0; n], vec![0; n]);
+    let mut out: Dims = smallvec::smallvec![0; n];
+    let (mut pb, mut pe) = ([0; 3], [0; 3]);
     for i in 0..n {
         let (o, b, e) =
             out_dim(w.auto_pad, input[i], kernel[i], strides[i], dil[i], pads[i], pads[n + i], w.ceil_mode)?;
@@ -122,8 +122,8 @@ pub fn resolve(w: &Window, input: &[usize], kernel: &[usize]) -> Result<Geom, St
         kernel: embed3(kernel, 1),
         stride: embed3(&strides, 1),
         dilation: embed3(&dil, 1),
-        pad: embed3(&pb, 0),
-        pad_end: embed3(&pe, 0),
+        pad: embed3(&pb[..n], 0),
+        pad_end: embed3(&pe[..n], 0),
         out: embed3(&out, 1),
         out_dims: out,
     })
