@@ -63,7 +63,7 @@ fn packed_conv_setting() -> Option<bool> {
 /// 3x3 convs ran 1.4x faster end to end that way than as im2col + matrixmultiply
 /// (docs/performance.md), and MobileNetV3's 1x1 convs about as fast; matrixmultiply also
 /// allocates its packing buffers on every call, and a steady-state run allocates nothing.
-fn packs_conv(cg: usize, taps: usize) -> bool {
+pub(crate) fn packs_conv(cg: usize, taps: usize) -> bool {
     packed_conv_setting().unwrap_or(taps == 1 || cg * taps > super::kernels::direct::SHORT_K)
 }
 

@@ -146,7 +146,9 @@ pub fn bias(b: Option<&Tensor>, m: usize) -> Result<Option<&[f32]>, String> {
 /// Output positions from which a batched 1x1 conv runs one GEMM per image (see [`conv`]).
 const PER_IMAGE_POSITIONS: usize = 256;
 
-fn conv(
+/// Conv on f32 X (input 0) by window `w` in `group`s with activation `act` fused, on the
+/// weight packed at plan time (`packed`) or on input 1.
+pub fn conv(
     w: &Window,
     group: usize,
     act: Option<&Unary>,

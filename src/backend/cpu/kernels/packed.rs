@@ -20,7 +20,7 @@ const B_BLOCK_FLOATS: usize = 1 << 15;
 
 /// A weight `W[M,K]` per group, in `MR`-row panels: element (r, k) of panel p of group g at
 /// `data[(g * panels + p) * MR * K + k * MR + r]`; rows past M are zero.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PackedRows {
     pub groups: usize,
     pub m: usize,
@@ -31,24 +31,115 @@ pub struct PackedRows {
 impl PackedRows {
     /// Packs `groups` row-major `m x k` matrices stored one after another in `w`.
     pub fn pack(w: &[f32], groups: usize, m: usize, k: usize) -> PackedRows {
+        let mut p = PackedRows { groups, m, k, data: Vec::new() };
+        p.repack(w, groups, m, k);
+        p
+    }
+
+    /// Packs `w` as [`PackedRows::pack`] does, reusing this buffer (no allocation once it is
+    /// large enough).
+    pub fn repack(&mut self, w: &[f32], groups: usize, m: usize, k: usize) {
+        self.repack_with(groups, m, k, &mut Vec::new(), |r, rows| {
+            let n = rows.len();
+            rows.copy_from_slice(&w[r * k..][..n]);
+            Ok(())
+        })
+        .expect("copying rows cannot fail");
+    }
+
+    /// Packs a weight whose rows come from `rows(r0, dst)` (rows `r0..` of all `groups * m`,
+    /// row-major, as many as `dst` holds), one panel of `MR` rows at a time through `tmp`:
+    /// a weight-only QConv dequantizes straight into the panels on every run, reading each
+    /// quantized row once and keeping the staging rows in L1.
+    pub fn repack_with(
+        &mut self,
+        groups: usize,
+        m: usize,
+        k: usize,
+        tmp: &mut Vec<f32>,
+        mut rows: impl FnMut(usize, &mut [f32]) -> Result<(), String>,
+    ) -> Result<(), String> {
         let panels = m.div_ceil(MR);
-        let mut data = vec![0f32; groups * panels * MR * k];
+        (self.groups, self.m, self.k) = (groups, m, k);
+        self.data.clear();
+        self.data.resize(groups * panels * MR * k, 0.0);
+        tmp.resize(MR * k, 0.0);
         for g in 0..groups {
-            for r in 0..m {
-                let (p, rr) = (r / MR, r % MR);
-                let dst = &mut data[(g * panels + p) * MR * k..][..MR * k];
-                for (kk, &v) in w[(g * m + r) * k..][..k].iter().enumerate() {
-                    dst[kk * MR + rr] = v;
-                }
+            for p in 0..panels {
+                let count = MR.min(m - p * MR);
+                rows(g * m + p * MR, &mut tmp[..count * k])?;
+                let dst = &mut self.data[(g * panels + p) * MR * k..][..MR * k];
+                interleave(&tmp[..count * k], count, k, dst);
             }
         }
-        PackedRows { groups, m, k, data }
+        Ok(())
     }
 
     fn panel(&self, g: usize, p: usize) -> &[f32] {
         let panels = self.m.div_ceil(MR);
         &self.data[(g * panels + p) * MR * self.k..][..MR * self.k]
     }
+}
+
+/// `count <= MR` rows of `k` (`rows`, row-major) into one k-major panel `dst` (`k x MR`); the
+/// lanes of missing rows are left as they are (zero from the caller).
+fn interleave(rows: &[f32], count: usize, k: usize, dst: &mut [f32]) {
+    let mut k0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if count == MR && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected; the slices hold MR * k floats each.
+        k0 = unsafe { interleave_full_avx2(rows, k, dst) };
+    }
+    for kk in k0..k {
+        for (rr, v) in dst[kk * MR..][..count].iter_mut().enumerate() {
+            *v = rows[rr * k + kk];
+        }
+    }
+}
+
+/// [`interleave`] of a full panel, 8 k at a time by 8x8 transposes (rows 6 and 7 are zero):
+/// a weight-only QConv packs its dequantized weight on every run, and one float moved per
+/// load and store took longer than the products on a 2x6 map. Returns the k done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn interleave_full_avx2(rows: &[f32], k: usize, dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    const { assert!(MR == 6) };
+    assert!(rows.len() >= MR * k && dst.len() >= MR * k);
+    let mut kk = 0;
+    // Each column is stored as 8 lanes at kk * MR, the 2 spare lanes overwritten by the next
+    // column's store: stop while a full 8-lane store still fits.
+    while kk + 8 <= k && (kk + 7) * MR + 8 <= dst.len() {
+        // SAFETY: kk + 8 <= k: 8 floats of each of the 6 rows; the stores end at
+        // (kk + 7) * MR + 8 <= dst.len().
+        unsafe {
+            let r = |i: usize| _mm256_loadu_ps(rows.as_ptr().add(i * k + kk));
+            let z = _mm256_setzero_ps();
+            let (t0, t1) = (_mm256_unpacklo_ps(r(0), r(1)), _mm256_unpackhi_ps(r(0), r(1)));
+            let (t2, t3) = (_mm256_unpacklo_ps(r(2), r(3)), _mm256_unpackhi_ps(r(2), r(3)));
+            let (t4, t5) = (_mm256_unpacklo_ps(r(4), r(5)), _mm256_unpackhi_ps(r(4), r(5)));
+            let (t6, t7) = (_mm256_unpacklo_ps(z, z), _mm256_unpackhi_ps(z, z));
+            let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+            let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+            let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+            let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (j, c) in cols.into_iter().enumerate() {
+                _mm256_storeu_ps(dst.as_mut_ptr().add((kk + j) * MR), c);
+            }
+        }
+        kk += 8;
+    }
+    kk
 }
 
 /// A constant `B[K,N]` in `NR`-column panels: element (k, j) of panel p at
@@ -250,6 +341,34 @@ mod tests {
 
     fn data(len: usize, seed: usize) -> Vec<f32> {
         (0..len).map(|i| ((i * 7919 + seed * 31) % 97) as f32 / 48.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn repack_with_matches_pack() {
+        // Panels of 6 rows and a last partial one; k past, at and under a multiple of 8.
+        for (groups, m, k) in [(1, 13, 19), (2, 6, 24), (1, 12, 8), (1, 7, 5), (3, 1, 17)] {
+            let w = data(groups * m * k, m + k);
+            // The layout, element by element (rows past m stay zero).
+            let panels = m.div_ceil(MR);
+            let mut want = vec![0f32; groups * panels * MR * k];
+            for g in 0..groups {
+                for r in 0..m {
+                    for kk in 0..k {
+                        want[(g * panels + r / MR) * MR * k + kk * MR + r % MR] = w[(g * m + r) * k + kk];
+                    }
+                }
+            }
+            assert_eq!(PackedRows::pack(&w, groups, m, k).data, want);
+            // Stale contents are overwritten.
+            let mut got = PackedRows { data: vec![9.0; 3], ..Default::default() };
+            got.repack_with(groups, m, k, &mut Vec::new(), |r0, dst| {
+                dst.copy_from_slice(&w[r0 * k..][..dst.len()]);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!((got.groups, got.m, got.k), (groups, m, k));
+            assert_eq!(got.data, want, "groups {groups}, m {m}, k {k}");
+        }
     }
 
     fn isas() -> Vec<Isa> {

@@ -122,22 +122,29 @@ pub fn qdense(isa: Isa, w: &QWeight, a: &[f32], m: usize, alpha: f32, accumulate
 /// Writes the whole weight as f32 (`n x k`, row-major, int8 row scales applied) into `out`:
 /// QConv's per-call dequantization, with the conversions of the AVX2 tile.
 pub fn dequantize_into(isa: Isa, w: &QWeight, out: &mut [f32]) -> KResult {
+    dequantize_rows_into(isa, w, 0..w.n, out)
+}
+
+/// Rows `rows` of `w` dequantized into `out` (`rows.len() x k`), as [`dequantize_into`].
+pub fn dequantize_rows_into(isa: Isa, w: &QWeight, rows: std::ops::Range<usize>, out: &mut [f32]) -> KResult {
     let (n, k) = (w.n, w.k);
-    if out.len() < n * k {
-        return Err(format!("dequantize: output shorter than {n}x{k}"));
+    if rows.end > n || out.len() < rows.len() * k {
+        return Err(format!("dequantize: rows {rows:?} of {n}x{k} do not fit the output"));
     }
+    let j0 = rows.start;
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma | Isa::Avx512 if has_f16c() && supports(w) => {
             let wv = weight_view(w)?;
-            for (j, row) in out.chunks_exact_mut(k.max(1)).take(n).enumerate() {
-                // SAFETY: weight row j exists (weight_view checked the lengths); row holds k.
-                unsafe { dequantize_row_avx2(wv, k, j, row) };
+            for (j, row) in out.chunks_exact_mut(k.max(1)).take(rows.len()).enumerate() {
+                // SAFETY: weight row j0 + j exists (weight_view checked the lengths, rows.end <=
+                // n); row holds k.
+                unsafe { dequantize_row_avx2(wv, k, j0 + j, row) };
             }
         }
         _ => {
-            for (j, row) in out.chunks_exact_mut(k.max(1)).take(n).enumerate() {
-                w.dequantize_row(j, row);
+            for (j, row) in out.chunks_exact_mut(k.max(1)).take(rows.len()).enumerate() {
+                w.dequantize_row(j0 + j, row);
             }
         }
     }

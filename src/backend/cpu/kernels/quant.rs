@@ -67,7 +67,10 @@ fn prologue<'a>(
 thread_local! {
     /// QConv's dequantized weight: one buffer per thread, as large as the largest QConv weight
     /// run on it, instead of an f32 copy kept by every node.
-    static QCONV_WEIGHT: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static QCONV_WEIGHT: std::cell::Cell<Tensor> = std::cell::Cell::new(Tensor::placeholder());
+    /// The same weight in the f32 tile's row panels (and one panel's staging rows), for the
+    /// convs the plan packs in f32.
+    static QCONV_PACKED: std::cell::Cell<Option<(super::packed::PackedRows, Vec<f32>)>> = const { std::cell::Cell::new(None) };
 }
 
 /// [`Op::QConv`](crate::ir::Op::QConv): dequantizes the weight (vectorized,
@@ -92,17 +95,55 @@ pub fn qconv(
     if let Some(r) = one_position(op, act, inputs, outputs) {
         return r;
     }
-    let mut buf = QCONV_WEIGHT.take();
-    buf.resize(w.n * w.k, 0.0);
-    super::qdense::dequantize_into(super::microkernel::Isa::detect(), w, &mut buf)?;
-    let wt = Tensor::from_vec(wshape.clone(), buf).ok_or("QConv weight shape does not match its data")?;
-    let conv = crate::ir::Op::Conv { window: window.clone(), group: *group };
-    let ins = [inputs.first().copied().flatten(), Some(&wt), inputs.get(1).copied().flatten()];
-    // The activation fused by the plan runs in the conv's output pass.
-    let r = super::conv::eval_fused(&conv, act, &ins, outputs, scratch);
-    if let crate::tensor::Data::F32(v) = wt.into_data() {
-        QCONV_WEIGHT.set(v);
+    // Where the f32 conv would run on a weight packed at plan time, this one runs on the
+    // weight packed now, in a per-thread buffer: the same kernel as f32 (patches straight into
+    // panels) and no matrixmultiply, which allocates its packing buffers on every call.
+    let (m, cg) = (wshape.first().copied().unwrap_or(0), wshape.get(1).copied().unwrap_or(0));
+    let taps = wshape.get(2..).map_or(0, |k| k.iter().product::<usize>());
+    let depthwise = cg == 1 && *group > 1;
+    let packs = wshape.len() >= 3
+        && *group > 0
+        && m % group == 0
+        && !depthwise
+        && m * cg * taps > 0
+        && crate::backend::cpu::prepack::packs_conv(cg, taps);
+    let isa = super::microkernel::Isa::detect();
+    let mut wt = QCONV_WEIGHT.replace(Tensor::placeholder());
+    if packs {
+        // Dequantized straight into the panels: no f32 copy of W in row order. The conv reads
+        // only the weight input's shape then (a packed weight for this shape is all it uses on
+        // a non-depthwise conv the plan packs), so `wt` is sized, not written.
+        wt.reuse_f32(wshape);
+        let mut staged = QCONV_PACKED.take().unwrap_or_default();
+        let (p, tmp) = (&mut staged.0, &mut staged.1);
+        let r = p
+            .repack_with(*group, m / group, cg * taps, tmp, |r0, dst| {
+                super::qdense::dequantize_rows_into(isa, w, r0..r0 + dst.len() / (cg * taps), dst)
+            })
+            .and_then(|()| {
+                // The weight input only gives the conv its shape: the panels hold the values.
+                let ins = [inputs.first().copied().flatten(), Some(&wt), inputs.get(1).copied().flatten()];
+                super::window::via_f32(&ins, outputs, scratch, &[], |i, o, s| {
+                    super::conv::conv(window, *group, act, Some(&*p), i, &mut o[0], s)
+                })
+            });
+        QCONV_PACKED.set(Some(staged));
+        QCONV_WEIGHT.set(wt);
+        return r;
     }
+    let r = (|| {
+        let wv = wt.reuse_f32(wshape);
+        if wv.len() != w.n * w.k {
+            return Err("QConv weight shape does not match its data".to_string());
+        }
+        super::qdense::dequantize_into(isa, w, wv)?;
+        let ins = [inputs.first().copied().flatten(), Some(&wt), inputs.get(1).copied().flatten()];
+        // The activation fused by the plan runs in the conv's output pass.
+        super::window::via_f32(&ins, outputs, scratch, &[], |i, o, s| {
+            super::conv::conv(window, *group, act, None, i, &mut o[0], s)
+        })
+    })();
+    QCONV_WEIGHT.set(wt);
     r
 }
 
