@@ -108,7 +108,7 @@ pub unsafe extern "C" fn alembic_distill(
 
         let (tg, temperature) = targets(cache, logits, n)?;
         let labels = vec![None; n];
-        let x = Tensor::from_vec(dims, x.to_vec()).expect("shape checked against len");
+        let x = Tensor::from_vec(dims.to_vec(), x.to_vec()).expect("shape checked against len");
         let mut student = Student::load(Path::new(student_path), &Trainable::All)?;
         let cancel = Arc::new(AtomicBool::new(flagged()));
         let mut cfg = TrainConfig { steps, cancel: Some(cancel.clone()), ..Default::default() };

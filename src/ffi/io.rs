@@ -99,7 +99,7 @@ unsafe fn input_tensor(t: &AlembicTensor, i: usize) -> FfiResult<(String, Tensor
         .checked_mul(dtype.size())
         .ok_or_else(|| invalid(format!("{}: {} elements overflow", what("data"), t.len)))?;
     let raw = unsafe { slice(t.data.cast::<u8>(), bytes, &what("data")) }?;
-    let tensor = Tensor::new(dims, Data::from_le_bytes(dtype, raw)).expect("shape checked against len");
+    let tensor = Tensor::new(dims.to_vec(), Data::from_le_bytes(dtype, raw)).expect("shape checked against len");
     Ok((name, tensor))
 }
 

@@ -120,7 +120,13 @@ pub(crate) fn guard(f: impl FnOnce() -> FfiResult<()>) -> i32 {
     });
     match outcome {
         Ok(()) => {
-            set_last_error("");
+            // Cleared only when set: a success allocates nothing (`alembic_session_run_f32`
+            // in a loop).
+            LAST_ERROR.with(|e| {
+                if !e.borrow().as_bytes().is_empty() {
+                    set_last_error("");
+                }
+            });
             AlembicStatus::Ok as i32
         }
         Err(e) => {
@@ -180,9 +186,9 @@ pub(crate) unsafe fn slice<'a, T>(p: *const T, len: usize, what: &str) -> FfiRes
 }
 
 /// A tensor shape from C: every dimension non-negative, the element count matching `len`.
-pub(crate) fn shape_for(dims: &[i64], len: usize, what: &str) -> FfiResult<Vec<usize>> {
+pub(crate) fn shape_for(dims: &[i64], len: usize, what: &str) -> FfiResult<crate::tensor::Dims> {
     let bad = |m: String| FfiError::new(AlembicStatus::InvalidArgument, format!("{what}: {m}"));
-    let mut shape = Vec::with_capacity(dims.len());
+    let mut shape = crate::tensor::Dims::new();
     let mut count = 1usize;
     for &d in dims {
         let d = usize::try_from(d).map_err(|_| bad(format!("negative dimension in shape {dims:?}")))?;
@@ -227,7 +233,7 @@ mod tests {
 
     #[test]
     fn shapes_must_match_lengths() {
-        assert_eq!(shape_for(&[2, 3], 6, "x").unwrap(), vec![2, 3]);
+        assert_eq!(shape_for(&[2, 3], 6, "x").unwrap().as_slice(), &[2, 3]);
         assert!(shape_for(&[2, -3], 6, "x").is_err());
         assert!(shape_for(&[2, 3], 5, "x").is_err());
         assert!(shape_for(&[i64::MAX, i64::MAX], 0, "x").is_err());

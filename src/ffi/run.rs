@@ -18,6 +18,9 @@ pub struct AlembicSession {
     /// Graph inputs and outputs in C form (`alembic_session_input_info`).
     pub(crate) inputs: Vec<IoInfo>,
     pub(crate) outputs: Vec<IoInfo>,
+    /// Input and output buffers kept between `alembic_session_run_f32` calls, one set per
+    /// concurrent caller: after the first call with given shapes, a CPU run allocates nothing.
+    pub(crate) buffers: std::sync::Mutex<Vec<(Tensor, crate::Outputs)>>,
 }
 
 /// Writes a new handle to `out` (checked non-null first, so nothing leaks).
@@ -102,7 +105,7 @@ pub unsafe extern "C" fn alembic_session_new_with(
             }
             let session = model.model.session(options)?;
             let (inputs, outputs) = io_infos(&session);
-            Ok(AlembicSession { session, inputs, outputs })
+            Ok(AlembicSession { session, inputs, outputs, buffers: Default::default() })
         })
     })
 }
@@ -152,7 +155,7 @@ pub unsafe extern "C" fn alembic_session_run_f32(
     out_rank: *mut usize,
 ) -> i32 {
     guard(|| unsafe {
-        let session = &(*non_null(session, "session")?).session;
+        let s = &*non_null(session, "session")?;
         let name = c_str(input_name, "input_name")?;
         let data = slice(data, len, "data")?;
         let dims = shape_for(slice(shape, rank, "shape")?, len, "input shape")?;
@@ -164,35 +167,40 @@ pub unsafe extern "C" fn alembic_session_run_f32(
         if out_rank_cap > 0 {
             non_null(out_shape, "out_shape")?;
         }
-        let x = Tensor::from_vec(dims, data.to_vec()).expect("shape checked against len");
-        let outputs = session.run_refs(&[(name, &x)])?;
-        let (oname, y) =
-            outputs.0.first().ok_or_else(|| FfiError::new(AlembicStatus::Model, "the model has no outputs"))?;
-        let ys = y.as_slice::<f32>().ok_or_else(|| {
-            FfiError::new(
-                AlembicStatus::InvalidArgument,
-                format!("output '{oname}' is {}; alembic_session_run_f32 returns f32 outputs only", y.dtype()),
-            )
-        })?;
-        *out_len = ys.len();
-        *out_rank = y.rank();
-        if ys.len() > out_cap || y.rank() > out_rank_cap {
-            return Err(FfiError::new(
-                AlembicStatus::BufferTooSmall,
-                format!(
-                    "output '{oname}' {:?} needs {} floats and rank {}; buffers hold {out_cap} floats, rank {out_rank_cap}",
-                    y.shape(),
-                    ys.len(),
-                    y.rank()
-                ),
-            ));
-        }
-        if !ys.is_empty() {
-            std::ptr::copy_nonoverlapping(ys.as_ptr(), out, ys.len());
-        }
-        for (i, &d) in y.shape().iter().enumerate() {
-            *out_shape.add(i) = d as i64;
-        }
-        Ok(())
+        let pool = || s.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut x, mut outputs) = pool().pop().unwrap_or_else(|| (Tensor::placeholder(), crate::Outputs::default()));
+        x.reuse_f32(&dims).copy_from_slice(data);
+        let result = s.session.run_into(&[(name, &x)], &mut outputs).map_err(FfiError::from).and_then(|()| {
+            let (oname, y) =
+                outputs.0.first().ok_or_else(|| FfiError::new(AlembicStatus::Model, "the model has no outputs"))?;
+            let ys = y.as_slice::<f32>().ok_or_else(|| {
+                FfiError::new(
+                    AlembicStatus::InvalidArgument,
+                    format!("output '{oname}' is {}; alembic_session_run_f32 returns f32 outputs only", y.dtype()),
+                )
+            })?;
+            *out_len = ys.len();
+            *out_rank = y.rank();
+            if ys.len() > out_cap || y.rank() > out_rank_cap {
+                return Err(FfiError::new(
+                    AlembicStatus::BufferTooSmall,
+                    format!(
+                        "output '{oname}' {:?} needs {} floats and rank {}; buffers hold {out_cap} floats, rank {out_rank_cap}",
+                        y.shape(),
+                        ys.len(),
+                        y.rank()
+                    ),
+                ));
+            }
+            if !ys.is_empty() {
+                std::ptr::copy_nonoverlapping(ys.as_ptr(), out, ys.len());
+            }
+            for (i, &d) in y.shape().iter().enumerate() {
+                *out_shape.add(i) = d as i64;
+            }
+            Ok(())
+        });
+        pool().push((x, outputs));
+        result
     })
 }

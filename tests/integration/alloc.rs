@@ -166,3 +166,54 @@ fn large_weight_only_convs_match_f32() {
         assert!(err <= tol * scale, "{p:?}: max error {err} against the f32 model (largest output {scale})");
     }
 }
+
+#[cfg(feature = "ffi")]
+#[test]
+fn c_abi_run_f32_allocates_nothing_after_the_first_run() {
+    // `alembic_session_run_f32` in a loop, as an app's frame callback calls it: the session keeps
+    // the input and output buffers between calls.
+    use alembic::ffi::*;
+    use std::ffi::CString;
+    let path = CString::new(path("models/teacher.onnx").to_str().expect("utf-8 path")).expect("no NUL");
+    let (w8a8, name) = (CString::new("w8a8").expect("no NUL"), CString::new("input").expect("no NUL"));
+    let (mut model, mut session) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: valid C strings and out-pointers; the handles are freed below.
+    unsafe {
+        assert_eq!(alembic_model_load(path.as_ptr(), &mut model), 0);
+        assert_eq!(alembic_session_new_with(model, std::ptr::null(), w8a8.as_ptr(), 1, &mut session), 0);
+    }
+    let x = input(&[2, 1, 8, 8]);
+    let (mut y, mut shape, mut len, mut rank) = (vec![0f32; 20], [0i64; 2], 0usize, 0usize);
+    let mut run = || {
+        // SAFETY: every pointer is valid for the length passed with it.
+        unsafe {
+            alembic_session_run_f32(
+                session,
+                name.as_ptr(),
+                x.as_slice::<f32>().expect("f32").as_ptr(),
+                2 * 64,
+                [2i64, 1, 8, 8].as_ptr(),
+                4,
+                y.as_mut_ptr(),
+                y.len(),
+                &mut len,
+                shape.as_mut_ptr(),
+                2,
+                &mut rank,
+            )
+        }
+    };
+    assert_eq!(run(), 0);
+    let before = allocations();
+    for _ in 0..3 {
+        assert_eq!(run(), 0);
+    }
+    let made = allocations() - before;
+    assert_eq!(made, 0, "{made} allocation(s) in 3 steady-state C ABI runs");
+    assert_eq!((len, rank, shape), (20, 2, [2, 10]));
+    // SAFETY: live handles, not used afterwards.
+    unsafe {
+        alembic_session_free(session);
+        alembic_model_free(model);
+    }
+}
