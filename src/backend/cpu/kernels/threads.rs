@@ -29,8 +29,10 @@ const MIN_TASK_WORK: usize = 1 << 16;
 /// Multiply-adds below which a split does not wake sleeping helpers: a woken helper spins
 /// through the serial kernels that follow, and on the benchmark VM a spinning vCPU slowed the
 /// other by up to 1.8x (see [`SPIN`]); the teacher at batch 1 ran 1.5-1.9x slower on 2 threads
-/// than on 1 when its ~0.3M-MAC convs woke the helper every run.
-const WAKE_WORK: usize = 1 << 19;
+/// than on 1 when its ~0.3M-MAC convs woke the helper every run, and at batch 8 (2.4M- and
+/// 1.2M-MAC convs, at 2^19) up to 2x slower on 2 threads than on 1 (docs/performance.md,
+/// session 12). At 2^22 (about 0.25 ms of one core) only convs that long wake a helper.
+const WAKE_WORK: usize = 1 << 22;
 
 /// How long an idle helper spins before it sleeps: about the serial stretch between two split
 /// kernels of one run. Spinning is not free: on the 2-vCPU benchmark VM a thread spinning on
