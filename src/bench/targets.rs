@@ -251,12 +251,11 @@ struct AlembicTarget {
     outputs: Vec<Tensor>,
 }
 
-impl AlembicTarget {
-    fn limited<R>(&self, f: impl FnOnce() -> R) -> R {
-        match self.threads {
-            Some(t) => backend::cpu::kernels::threads::with_threads(t, f),
-            None => f(),
-        }
+/// Runs `f` with the CPU kernels capped at `threads` (none: the whole pool).
+fn limited<R>(threads: Option<usize>, f: impl FnOnce() -> R) -> R {
+    match threads {
+        Some(t) => backend::cpu::kernels::threads::with_threads(t, f),
+        None => f(),
     }
 }
 
@@ -264,7 +263,7 @@ impl Target for AlembicTarget {
     fn run(&mut self) -> Result<()> {
         let refs: smallvec::SmallVec<[&Tensor; 8]> = self.inputs.iter().collect();
         let (exec, outputs) = (&self.exec, &mut self.outputs);
-        let mut run = || {
+        let run = || {
             exec.run_into(&refs, &mut |k, t| {
                 if k >= outputs.len() {
                     outputs.resize_with(k + 1, Tensor::placeholder);
@@ -272,15 +271,12 @@ impl Target for AlembicTarget {
                 outputs[k].assign(t)
             })
         };
-        match self.threads {
-            Some(t) => backend::cpu::kernels::threads::with_threads(t, run),
-            None => run(),
-        }
+        limited(self.threads, run)
     }
 
     fn profile(&mut self) -> Option<Result<Vec<NodeTime>>> {
         let refs: Vec<&Tensor> = self.inputs.iter().collect();
-        Some(self.limited(|| self.exec.profile(&refs).map(|(_, times)| times)))
+        Some(limited(self.threads, || self.exec.profile(&refs).map(|(_, times)| times)))
     }
 
     fn profile_clock(&self) -> Option<&'static str> {

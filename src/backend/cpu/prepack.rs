@@ -46,7 +46,7 @@ fn constant<'a>(g: &'a Graph, node: &Node, i: usize) -> Option<&'a Tensor> {
 }
 
 /// Which Conv weights are packed (`ALEMBIC_CPU_PACKED_CONV`: `1` every non-depthwise conv,
-/// `0` none, unset: those with patches, [`packs_conv`]).
+/// `0` none, unset: those the direct kernel does not take, [`packs_conv`]).
 fn packed_conv_setting() -> Option<bool> {
     static ON: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     *ON.get_or_init(|| match std::env::var("ALEMBIC_CPU_PACKED_CONV").as_deref().map(str::trim) {
@@ -63,8 +63,19 @@ fn packed_conv_setting() -> Option<bool> {
 /// 3x3 convs ran 1.4x faster end to end that way than as im2col + matrixmultiply
 /// (docs/performance.md), and MobileNetV3's 1x1 convs about as fast; matrixmultiply also
 /// allocates its packing buffers on every call, and a steady-state run allocates nothing.
-pub(crate) fn packs_conv(cg: usize, taps: usize) -> bool {
+fn packs_conv(cg: usize, taps: usize) -> bool {
     packed_conv_setting().unwrap_or(taps == 1 || cg * taps > super::kernels::direct::SHORT_K)
+}
+
+/// Rows per group and reduction length of a conv weight `wshape` (`[M, C/group, k...]`) the
+/// f32 conv runs packed ([`packs_conv`]); `None` for depthwise convs (their own direct kernel),
+/// odd or empty shapes (the general path), and the convs the direct kernel takes.
+pub(crate) fn packed_conv_dims(wshape: &[usize], group: usize) -> Option<(usize, usize)> {
+    let (&m, &cg) = (wshape.first()?, wshape.get(1)?);
+    let taps = wshape.get(2..).filter(|k| !k.is_empty())?.iter().product::<usize>();
+    let depthwise = cg == 1 && group > 1;
+    let fits = group > 0 && m % group == 0 && !depthwise && m * cg * taps > 0;
+    (fits && packs_conv(cg, taps)).then_some((m / group, cg * taps))
 }
 
 /// The packed weight for `node`, when it has a constant one the packed kernels take.
@@ -75,21 +86,8 @@ pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
             if let Some(p) = pointwise_on_one_position(g, node, w, *group) {
                 return Some(Arc::new(p));
             }
-            let ws = w.shape();
-            let (m, cg, group) = (*ws.first()?, *ws.get(1)?, *group);
-            // Depthwise convs have their own direct kernel; odd shapes stay on the general path.
-            if ws.len() < 3 || group == 0 || m % group != 0 || (cg == 1 && group > 1) {
-                return None;
-            }
-            let taps = ws[2..].iter().product::<usize>();
-            if !packs_conv(cg, taps) {
-                return None;
-            }
-            let k = cg * taps;
-            if k == 0 || m == 0 {
-                return None;
-            }
-            Packed::Conv(PackedRows::pack(w.as_slice::<f32>()?, group, m / group, k))
+            let (mg, k) = packed_conv_dims(w.shape(), *group)?;
+            Packed::Conv(PackedRows::pack(w.as_slice::<f32>()?, *group, mg, k))
         }
         Op::Gemm { trans_b, .. } => {
             let b = constant(g, node, 1)?;
@@ -122,11 +120,7 @@ pub fn prepack(g: &Graph, node: &Node) -> Option<Arc<Packed>> {
             }
             let mut v = vec![0.0f32; w.n * w.k];
             qdense::dequantize_into(crate::backend::cpu::kernels::microkernel::Isa::detect(), w, &mut v).ok()?;
-            let (m, cg) = (wshape.first().copied().unwrap_or(0), wshape.get(1).copied().unwrap_or(0));
-            let taps = wshape.get(2..).map_or(0, |k| k.iter().product::<usize>());
-            let packs =
-                wshape.len() >= 3 && *group > 0 && m % group == 0 && !(cg == 1 && *group > 1) && packs_conv(cg, taps);
-            let packed = packs.then(|| PackedRows::pack(&v, *group, m / group, cg * taps));
+            let packed = packed_conv_dims(wshape, *group).map(|(mg, k)| PackedRows::pack(&v, *group, mg, k));
             let weight = Tensor::from_vec(wshape.clone(), v)?;
             Packed::Dequantized { conv: Box::new(Op::Conv { window: window.clone(), group: *group }), weight, packed }
         }

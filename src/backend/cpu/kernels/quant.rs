@@ -98,18 +98,10 @@ pub fn qconv(
     // Where the f32 conv would run on a weight packed at plan time, this one runs on the
     // weight packed now, in a per-thread buffer: the same kernel as f32 (patches straight into
     // panels) and no matrixmultiply, which allocates its packing buffers on every call.
-    let (m, cg) = (wshape.first().copied().unwrap_or(0), wshape.get(1).copied().unwrap_or(0));
-    let taps = wshape.get(2..).map_or(0, |k| k.iter().product::<usize>());
-    let depthwise = cg == 1 && *group > 1;
-    let packs = wshape.len() >= 3
-        && *group > 0
-        && m % group == 0
-        && !depthwise
-        && m * cg * taps > 0
-        && crate::backend::cpu::prepack::packs_conv(cg, taps);
+    let packs = crate::backend::cpu::prepack::packed_conv_dims(wshape, *group);
     let isa = super::microkernel::Isa::detect();
     let mut wt = QCONV_WEIGHT.replace(Tensor::placeholder());
-    if packs {
+    if let Some((mg, k)) = packs {
         // Dequantized straight into the panels: no f32 copy of W in row order. The conv reads
         // only the weight input's shape then (a packed weight for this shape is all it uses on
         // a non-depthwise conv the plan packs), so `wt` is sized, not written.
@@ -117,8 +109,8 @@ pub fn qconv(
         let mut staged = QCONV_PACKED.take().unwrap_or_default();
         let (p, tmp) = (&mut staged.0, &mut staged.1);
         let r = p
-            .repack_with(*group, m / group, cg * taps, tmp, |r0, dst| {
-                super::qdense::dequantize_rows_into(isa, w, r0..r0 + dst.len() / (cg * taps), dst)
+            .repack_with(*group, mg, k, tmp, |r0, dst| {
+                super::qdense::dequantize_rows_into(isa, w, r0..r0 + dst.len() / k, dst)
             })
             .and_then(|()| {
                 // The weight input only gives the conv its shape: the panels hold the values.
