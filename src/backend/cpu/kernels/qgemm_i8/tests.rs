@@ -72,6 +72,32 @@ fn static_scale_saturates_like_quantize_linear() {
     assert_eq!((s, &q[..2]), (2.0 / 127.0, &[-127i8, 64][..]));
 }
 
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_row_quantizer_matches_the_scalar_one() {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        println!("skipped: no AVX2 on this CPU");
+        return;
+    }
+    // Lengths around the 8-lane step; ties (x.5 after scaling), NaN, zeros, saturation.
+    let mut rows: Vec<(Vec<f32>, Option<f32>)> = Vec::new();
+    for len in [0, 1, 7, 8, 9, 16, 23, 64, 70] {
+        rows.push((vals(len, len as u32 + 1), None));
+        rows.push((vals(len, len as u32 + 2).iter().map(|v| v * 300.0).collect(), Some(1.0)));
+    }
+    rows.push((vec![0.0; 12], None));
+    rows.push((vec![f32::NAN, 1.0, -2.0, 0.5, 1.5, -0.5, 2.5, 3.5, f32::NAN, -1.5], Some(1.0)));
+    rows.push((vec![1.0, f32::NAN, -127.0, 63.5, 64.5, -63.5, 0.0, 5.0, 6.0, 7.0, 8.0], None));
+    for (row, fixed) in &rows {
+        let (mut want, mut got) = (vec![0i8; row.len()], vec![0i8; row.len()]);
+        let s = quantize_row(row, *fixed, &mut want);
+        // SAFETY: AVX2 was detected above.
+        let (t, sum) = unsafe { avx2::quantize_row(row, *fixed, &mut got) };
+        assert_eq!((s.to_bits(), &want), (t.to_bits(), &got), "row {row:?}, fixed {fixed:?}");
+        assert_eq!(sum, want.iter().map(|&v| v as i32).sum::<i32>());
+    }
+}
+
 #[test]
 fn w8a8_gemm_close_to_f32() {
     let (m, n, k) = (5, 11, 70);
