@@ -232,13 +232,32 @@ pub(super) fn fill_bias(
 ) -> Result<f32, String> {
     let Some(c) = c.filter(|_| beta != 0.0) else { return Ok(0.0) };
     let cv = c.as_slice::<f32>().ok_or_else(|| format!("{op} C must be f32 like A"))?;
-    if broadcast_shapes(c.shape(), &[m, n]).as_deref() != Some(&[m, n][..]) {
-        return Err(format!("{op} C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()));
+    // C's (row, column) strides; a bias row and a full C skip the general broadcast (it is a
+    // measurable part of a microsecond-long Gemm).
+    let s = match c.shape() {
+        [k] | [1, k] if *k == n && n > 1 => [0, 1],
+        [r, k] if (*r, *k) == (m, n) && n > 1 => [n, 1],
+        cs => {
+            if broadcast_shapes(cs, &[m, n]).as_deref() != Some(&[m, n][..]) {
+                return Err(format!("{op} C of shape {cs:?} does not broadcast to [{m}, {n}]"));
+            }
+            let s = broadcast_strides(cs, &[m, n]);
+            [s[0], s[1]]
+        }
+    };
+    if n == 0 {
+        return Ok(1.0);
     }
-    let s = broadcast_strides(c.shape(), &[m, n]);
-    for i in 0..m {
-        for j in 0..n {
-            o[i * n + j] = beta * cv[i * s[0] + j * s[1]];
+    for (i, row) in o[..m * n].chunks_exact_mut(n).enumerate() {
+        if s[1] == 1 {
+            // A bias row (or a full C): contiguous, so the copy vectorizes.
+            for (y, &v) in row.iter_mut().zip(&cv[i * s[0]..][..n]) {
+                *y = beta * v;
+            }
+        } else {
+            for (j, y) in row.iter_mut().enumerate() {
+                *y = beta * cv[i * s[0] + j * s[1]];
+            }
         }
     }
     Ok(1.0)

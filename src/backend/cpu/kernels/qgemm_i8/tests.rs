@@ -74,14 +74,14 @@ fn static_scale_saturates_like_quantize_linear() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn avx2_row_quantizer_matches_the_scalar_one() {
+fn simd_row_quantizers_match_the_scalar_one() {
     if !std::arch::is_x86_feature_detected!("avx2") {
         println!("skipped: no AVX2 on this CPU");
         return;
     }
     // Lengths around the 8-lane step; ties (x.5 after scaling), NaN, zeros, saturation.
     let mut rows: Vec<(Vec<f32>, Option<f32>)> = Vec::new();
-    for len in [0, 1, 7, 8, 9, 16, 23, 64, 70] {
+    for len in [0, 1, 7, 8, 9, 15, 16, 17, 23, 33, 64, 70] {
         rows.push((vals(len, len as u32 + 1), None));
         rows.push((vals(len, len as u32 + 2).iter().map(|v| v * 300.0).collect(), Some(1.0)));
     }
@@ -95,6 +95,15 @@ fn avx2_row_quantizer_matches_the_scalar_one() {
         let (t, sum) = unsafe { avx2::quantize_row(row, *fixed, &mut got) };
         assert_eq!((s.to_bits(), &want), (t.to_bits(), &got), "row {row:?}, fixed {fixed:?}");
         assert_eq!(sum, want.iter().map(|&v| v as i32).sum::<i32>());
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let mut got = vec![0i8; row.len()];
+            // SAFETY: AVX-512F was detected.
+            let (t, sum) = unsafe { avx512::quantize_row(row, *fixed, &mut got) };
+            assert_eq!((s.to_bits(), &want), (t.to_bits(), &got), "avx512: row {row:?}, fixed {fixed:?}");
+            assert_eq!(sum, want.iter().map(|&v| v as i32).sum::<i32>(), "avx512 sum");
+        } else {
+            println!("AVX-512 row quantizer skipped: no AVX-512F on this CPU");
+        }
     }
 }
 
