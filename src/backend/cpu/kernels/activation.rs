@@ -150,6 +150,30 @@ impl InRegister {
             }
         }
     }
+
+    /// [`Self::avx2`] on 16 lanes: the same operations in the same order (so the same bits).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512(self, x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let clamp01 = |t| _mm512_min_ps(_mm512_set1_ps(1.0), _mm512_max_ps(_mm512_setzero_ps(), t));
+        match self {
+            InRegister::Identity => x,
+            InRegister::Relu => _mm512_max_ps(x, _mm512_setzero_ps()),
+            InRegister::Clip { min, max } => _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(min)), _mm512_set1_ps(max)),
+            InRegister::HardSwish => {
+                let t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.0 / 6.0)), _mm512_set1_ps(0.5));
+                _mm512_mul_ps(x, clamp01(t))
+            }
+            InRegister::HardSigmoid { alpha, beta } => {
+                clamp01(_mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(alpha), x), _mm512_set1_ps(beta)))
+            }
+        }
+    }
 }
 
 /// Activations a Conv/Gemm may absorb: pure elementwise functions of one f32.

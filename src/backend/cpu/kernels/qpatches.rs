@@ -100,6 +100,11 @@ fn matrix_panels(
         pack_matrix_avx2(col, osz, kdim, pan0, inv, dst)
     }
     #[cfg(target_arch = "x86_64")]
+    if isa == i8tile::Isa::Avx512Vnni {
+        // SAFETY: that body is only picked when AVX-512F and AVX2 were detected.
+        return unsafe { matrix_panels_avx512(col, osz, kdim, fixed, pan0, sa, inv, dst) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if isa != i8tile::Isa::Portable {
         // SAFETY: the AVX2 and VNNI bodies are only picked when AVX2 was detected.
         return unsafe { avx2(col, osz, kdim, fixed, pan0, sa, inv, dst) };
@@ -159,6 +164,59 @@ unsafe fn pack_matrix_avx2(col: &[f32], osz: usize, kdim: usize, pan0: usize, in
                 }
                 _mm256_storeu_si256(grp[32 * h..][..32].as_mut_ptr().cast(), word);
             }
+        }
+    }
+}
+
+/// [`matrix_panels`] on 16 lanes: the column maxima, then whole panels packed one k group
+/// (16 positions x 4 bytes) per 512-bit store. The same scales and bytes: `maxps` keeps the
+/// running maximum where |x| is NaN (as `f32::max` does), and [`quantize8`]'s steps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matrix_panels_avx512(
+    col: &[f32],
+    osz: usize,
+    kdim: usize,
+    fixed: Option<f32>,
+    pan0: usize,
+    sa: &mut [f32],
+    inv: &mut [f32],
+    dst: &mut [i8],
+) {
+    use std::arch::x86_64::*;
+    let p0 = (pan0 * NR).min(osz);
+    // Positions of these panels inside the output; `sa` holds whole panels (a multiple of 16).
+    let n = sa.len().min(osz - p0);
+    sa.fill(0.0);
+    for row in col.chunks_exact(osz) {
+        for j in (0..n).step_by(16) {
+            let lanes = ((1u32 << (n - j).min(16)) - 1) as __mmask16;
+            let v = _mm512_maskz_loadu_ps(lanes, row.as_ptr().add(p0 + j));
+            let at = sa.as_mut_ptr().add(j);
+            _mm512_storeu_ps(at, _mm512_max_ps(_mm512_abs_ps(v), _mm512_loadu_ps(at)));
+        }
+    }
+    finish_scales(fixed, sa, inv);
+    let (lo, hi) = (_mm512_set1_ps(QMIN), _mm512_set1_ps(QMAX));
+    for (i, panel) in dst.chunks_exact_mut(i8tile::groups(kdim) * 64).enumerate() {
+        let (pan, inv) = (pan0 + i, &inv[i * NR..][..NR]);
+        let q0 = pan * NR;
+        if q0 + NR > osz {
+            matrix_panel(col, osz, kdim, inv, pan, panel);
+            continue;
+        }
+        let iv = _mm512_loadu_ps(inv.as_ptr());
+        for (gi, grp) in panel.chunks_exact_mut(64).enumerate() {
+            let mut word = _mm512_setzero_si512();
+            for u in 0..4.min(kdim - 4 * gi) {
+                let v = _mm512_mul_ps(_mm512_loadu_ps(col[(4 * gi + u) * osz + q0..][..NR].as_ptr()), iv);
+                let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
+                let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+                let byte = _mm512_and_si512(q, _mm512_set1_epi32(0xff));
+                word = _mm512_or_si512(word, _mm512_sllv_epi32(byte, _mm512_set1_epi32(8 * u as i32)));
+            }
+            _mm512_storeu_si512(grp.as_mut_ptr().cast(), word);
         }
     }
 }
