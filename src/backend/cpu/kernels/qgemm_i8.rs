@@ -486,12 +486,43 @@ fn qgemm_packed_on(
     let accumulate = super::linalg::fill_bias("QGemm", o, c, beta, m, n)? != 0.0;
     rows_times_columns(isa, av, m, fixed, p, scratch, |i, j0, sa, sums| {
         let (y, swj) = (&mut o[i * n + j0..][..sums.len()], &sw[j0..][..sums.len()]);
-        for ((y, &s), &d) in y.iter_mut().zip(swj).zip(sums) {
-            let v = alpha * sa * s * d as f32;
-            *y = if accumulate { *y + v } else { v };
-        }
+        rescale_row(y, swj, sums, alpha * sa, accumulate);
     });
     Ok(())
+}
+
+/// `y[j] = (a * s[j]) * d[j]`, added to `y[j]` when `accumulate`: the QGemm rescale of one
+/// row's exact sums (`a = alpha * sa`, so the products round as [`qgemm_w8a8`]'s). Compiled
+/// for AVX-512 and AVX2 too: at the baseline target it ran 4 lanes wide and took 18% of the
+/// fixture student's w8a8 time.
+fn rescale_row(y: &mut [f32], s: &[f32], d: &[i32], a: f32, accumulate: bool) {
+    #[inline(always)]
+    fn body(y: &mut [f32], s: &[f32], d: &[i32], a: f32, accumulate: bool) {
+        for ((y, &s), &d) in y.iter_mut().zip(s).zip(d) {
+            let v = a * s * d as f32;
+            *y = if accumulate { *y + v } else { v };
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(y: &mut [f32], s: &[f32], d: &[i32], a: f32, accumulate: bool) {
+            body(y, s, d, a, accumulate)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(y: &mut [f32], s: &[f32], d: &[i32], a: f32, accumulate: bool) {
+            body(y, s, d, a, accumulate)
+        }
+        if super::microkernel::Isa::detect() == super::microkernel::Isa::Avx512 {
+            // SAFETY: AVX-512F was detected.
+            return unsafe { avx512(y, s, d, a, accumulate) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected.
+            return unsafe { avx2(y, s, d, a, accumulate) };
+        }
+    }
+    body(y, s, d, a, accumulate)
 }
 
 /// The int8 tile's product of the `m` rows of `av` (`[m, p.k]`, quantized per row as
