@@ -84,10 +84,9 @@ pub fn conv(
     let (isz, osz, ksz) = (g.in_size(), g.out_size(), g.kernel_size());
     let (c, m) = (group * cg, group * mg);
     let lay = Layout::new(g);
-    // 2 x LANES spare floats after each plane: a row's last, partial block of outputs (up to
-    // 32 wide on AVX-512) still loads whole vectors (lanes past the row read neighbouring or
-    // spare values and are dropped).
-    let psz = lay.size(g) + 2 * LANES;
+    // LANES spare floats after each plane: a row's last, partial block of outputs still loads
+    // whole vectors (lanes past the row read neighbouring or spare values and are dropped).
+    let psz = lay.size(g) + LANES;
     // Output channels per block: they share the padded planes and each input load.
     let ocb = [4, 2, 1].into_iter().find(|b| mg % b == 0).unwrap_or(1);
     // A thread's buffer: the cg padded planes of one (image, group), then a tag naming it,
@@ -285,11 +284,10 @@ impl Kernel<'_> {
         let (k1, k2) = (g.kernel[1], g.kernel[2]);
         let (s1, s2, d1) = (g.stride[1], g.stride[2], g.dilation[1]);
         let wsz = cg * k1 * k2;
-        // Every load below lies in the cg padded planes, each with its 2 x LANES spare floats
-        // (`conv`), and every store in the B output planes.
-        assert!(
-            buf.len() >= cg * psz && psz >= lay.size(g) + 2 * LANES && w.len() >= B * wsz && y.len() >= B * o1 * o2
-        );
+        // Every load below lies in the cg padded planes, each with its LANES spare floats
+        // (`conv`): a 32-wide block is only taken with more than 16 outputs left in the row, so
+        // it reads no further past the row than a 16-wide one. Every store is in the B planes.
+        assert!(buf.len() >= cg * psz && psz >= lay.size(g) + LANES && w.len() >= B * wsz && y.len() >= B * o1 * o2);
         let (bp, wp, yp) = (buf.as_ptr(), w.as_ptr(), y.as_mut_ptr());
         let rows = Rows { taps, k1, k2, cg, psz, a_step: d1 * s2 * lay.len, wsz };
         for oy in 0..o1 {
