@@ -223,28 +223,39 @@ impl Kernel<'_> {
         }
     }
 
+    /// What a SIMD body walks for `B` output planes, and the padded-buffer step between output
+    /// rows. Checks the bounds the bodies rely on: every load lies in the cg padded planes, each
+    /// with its LANES spare floats (`conv`), and every store in the B output planes.
+    #[cfg(target_arch = "x86_64")]
+    fn rows<'t, const B: usize>(&self, taps: &'t [usize; 64], buf: &[f32], w: &[f32], y: &[f32]) -> (Rows<'t>, usize) {
+        let (g, lay, cg, psz) = (self.g, self.lay, self.cg, self.psz);
+        let (k1, k2) = (g.kernel[1], g.kernel[2]);
+        let wsz = cg * k1 * k2;
+        assert!(
+            buf.len() >= cg * psz
+                && psz >= lay.size(g) + LANES
+                && w.len() >= B * wsz
+                && y.len() >= B * g.out[1] * g.out[2]
+        );
+        let rows = Rows { taps, k1, k2, cg, psz, a_step: g.dilation[1] * g.stride[2] * lay.len, wsz };
+        (rows, g.stride[1] * g.stride[2] * lay.len)
+    }
+
     /// The AVX2 body: explicit vectors, because from array code the compiler kept the 16
     /// accumulators in pieces of xmm registers with shuffles between them.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2<const B: usize>(&self, taps: &[usize; 64], buf: &[f32], w: &[f32], bias: [f32; B], y: &mut [f32]) {
         use std::arch::x86_64::*;
-        let (g, lay, cg, psz) = (self.g, self.lay, self.cg, self.psz);
-        let (o1, o2) = (g.out[1], g.out[2]);
-        let (k1, k2) = (g.kernel[1], g.kernel[2]);
-        let (s1, s2, d1) = (g.stride[1], g.stride[2], g.dilation[1]);
-        let wsz = cg * k1 * k2;
-        // Every load below lies in the cg padded planes, each with its LANES spare floats
-        // (`conv`), and every store in the B output planes.
-        assert!(buf.len() >= cg * psz && psz >= lay.size(g) + LANES && w.len() >= B * wsz && y.len() >= B * o1 * o2);
+        let (rows, row_step) = self.rows::<B>(taps, buf, w, y);
+        let (o1, o2) = (self.g.out[1], self.g.out[2]);
         let (bp, wp, yp) = (buf.as_ptr(), w.as_ptr(), y.as_mut_ptr());
-        let rows = Rows { taps, k1, k2, cg, psz, a_step: d1 * s2 * lay.len, wsz };
         for oy in 0..o1 {
             let mut x0 = 0;
             while x0 < o2 {
                 let left = o2 - x0;
                 // A last block of at most 8 (MobileNetV3's 7-wide planes): one vector.
-                let row0 = bp.add(oy * s1 * s2 * lay.len + x0);
+                let row0 = bp.add(oy * row_step + x0);
                 let (acc, width) = if left <= LANES / 2 {
                     (block_avx2::<B, 1>(&rows, row0, wp, bias), left)
                 } else {
@@ -279,22 +290,16 @@ impl Kernel<'_> {
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn avx512<const B: usize>(&self, taps: &[usize; 64], buf: &[f32], w: &[f32], bias: [f32; B], y: &mut [f32]) {
         use std::arch::x86_64::*;
-        let (g, lay, cg, psz) = (self.g, self.lay, self.cg, self.psz);
-        let (o1, o2) = (g.out[1], g.out[2]);
-        let (k1, k2) = (g.kernel[1], g.kernel[2]);
-        let (s1, s2, d1) = (g.stride[1], g.stride[2], g.dilation[1]);
-        let wsz = cg * k1 * k2;
-        // Every load below lies in the cg padded planes, each with its LANES spare floats
-        // (`conv`): a 32-wide block is only taken with more than 16 outputs left in the row, so
-        // it reads no further past the row than a 16-wide one. Every store is in the B planes.
-        assert!(buf.len() >= cg * psz && psz >= lay.size(g) + LANES && w.len() >= B * wsz && y.len() >= B * o1 * o2);
+        // A 32-wide block is only taken with more than 16 outputs left in the row, so it reads
+        // no further past the row than a 16-wide one: `rows`' bounds hold.
+        let (rows, row_step) = self.rows::<B>(taps, buf, w, y);
+        let (o1, o2) = (self.g.out[1], self.g.out[2]);
         let (bp, wp, yp) = (buf.as_ptr(), w.as_ptr(), y.as_mut_ptr());
-        let rows = Rows { taps, k1, k2, cg, psz, a_step: d1 * s2 * lay.len, wsz };
         for oy in 0..o1 {
             let mut x0 = 0;
             while x0 < o2 {
                 let left = o2 - x0;
-                let row0 = bp.add(oy * s1 * s2 * lay.len + x0);
+                let row0 = bp.add(oy * row_step + x0);
                 let (acc, width) = if left <= LANES {
                     (block_avx512::<B, 1>(&rows, row0, wp, bias), left)
                 } else {
